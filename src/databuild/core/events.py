@@ -1,0 +1,232 @@
+"""Every fact the Build Event Log records, as frozen dataclasses.
+
+Field names are the proto field names in ``databuild.proto`` (the schema of record); the
+codec converts between the two. An ``Event`` is a payload plus the envelope the log gives
+it (a global sequence number and the time it was appended). Pure data; no behaviour.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from databuild.core.model import JobRunId, Want, WantId
+from databuild.core.refs import PartitionRef
+
+
+class FailureKind(StrEnum):
+    """Why a job run failed; decides whether it is retried."""
+
+    EXIT_NONZERO = "exit_nonzero"  # retryable
+    TIMEOUT = "timeout"  # retryable
+    SPAWN_ERROR = "spawn_error"  # permanent: the command could not be started
+    BAD_RESULT = "bad_result"  # permanent: the job's structured result was malformed
+    PERMANENT = "permanent"  # permanent: the job said so
+    LOST = "lost"  # the service stopped while it ran; retried at once, not counted
+
+    @property
+    def retryable(self) -> bool:
+        return self in (FailureKind.EXIT_NONZERO, FailureKind.TIMEOUT, FailureKind.LOST)
+
+
+class WantFailureReason(StrEnum):
+    JOB_FAILED = "job_failed"
+    UPSTREAM_FAILED = "upstream_failed"
+    UNBUILDABLE = "unbuildable"
+    DEPENDENCY_CYCLE = "dependency_cycle"
+
+
+@dataclass(frozen=True, slots=True)
+class WantCreated:
+    want: Want
+
+
+@dataclass(frozen=True, slots=True)
+class WantReopened:
+    """A failed or canceled want asked for again: it becomes active with fresh retries."""
+
+    want_id: WantId
+    parent_want_id: WantId | None
+
+
+@dataclass(frozen=True, slots=True)
+class WantCanceled:
+    want_id: WantId
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class WantExpired:
+    want_id: WantId
+
+
+@dataclass(frozen=True, slots=True)
+class WantSatisfied:
+    want_id: WantId
+    job_run_id: JobRunId | None  # None: the partition was live already
+
+
+@dataclass(frozen=True, slots=True)
+class WantFailed:
+    want_id: WantId
+    reason: WantFailureReason
+    message: str
+    upstream_ref: PartitionRef | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SlaMissed:
+    want_id: WantId
+    deadline: float
+    blame_ref: PartitionRef
+    blame: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobRunQueued:
+    job_run_id: JobRunId
+    job_name: str
+    partition_refs: tuple[PartitionRef, ...]
+    want_ids: tuple[WantId, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class JobRunStarted:
+    job_run_id: JobRunId
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobRunSucceeded:
+    job_run_id: JobRunId
+    duration_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class JobRunFailed:
+    job_run_id: JobRunId
+    kind: FailureKind
+    message: str
+    exit_code: int
+    duration_seconds: float
+    retry_at: float  # 0: no retry; the partitions fail
+
+
+@dataclass(frozen=True, slots=True)
+class MissingDeps:
+    """One output partition and the inputs it lacks."""
+
+    partition_ref: PartitionRef
+    missing_refs: tuple[PartitionRef, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class JobRunMissingDeps:
+    job_run_id: JobRunId
+    missing: tuple[MissingDeps, ...]
+    duration_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class JobRunCanceled:
+    job_run_id: JobRunId
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionBuilding:
+    partition_ref: PartitionRef
+    job_run_id: JobRunId
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionLive:
+    partition_ref: PartitionRef
+    job_run_id: JobRunId | None  # None: made live by an upstream graph
+    upstream: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionFailed:
+    partition_ref: PartitionRef
+    job_run_id: JobRunId | None
+    message: str
+
+
+EventPayload = (
+    WantCreated
+    | WantReopened
+    | WantCanceled
+    | WantExpired
+    | WantSatisfied
+    | WantFailed
+    | SlaMissed
+    | JobRunQueued
+    | JobRunStarted
+    | JobRunSucceeded
+    | JobRunFailed
+    | JobRunMissingDeps
+    | JobRunCanceled
+    | PartitionBuilding
+    | PartitionLive
+    | PartitionFailed
+)
+
+PAYLOAD_TYPES: tuple[type[EventPayload], ...] = (
+    WantCreated,
+    WantReopened,
+    WantCanceled,
+    WantExpired,
+    WantSatisfied,
+    WantFailed,
+    SlaMissed,
+    JobRunQueued,
+    JobRunStarted,
+    JobRunSucceeded,
+    JobRunFailed,
+    JobRunMissingDeps,
+    JobRunCanceled,
+    PartitionBuilding,
+    PartitionLive,
+    PartitionFailed,
+)
+
+
+def event_type_name(payload: EventPayload) -> str:
+    """snake_case name of a payload type, as used in filters and the proto oneof."""
+    return _SNAKE[type(payload)]
+
+
+def _snake(name: str) -> str:
+    out = []
+    for i, ch in enumerate(name):
+        if ch.isupper() and i:
+            out.append("_")
+        out.append(ch.lower())
+    return "".join(out)
+
+
+_SNAKE: dict[type, str] = {t: _snake(t.__name__) for t in PAYLOAD_TYPES}
+EVENT_TYPE_NAMES: frozenset[str] = frozenset(_SNAKE.values())
+
+
+def partition_refs_of(payload: EventPayload) -> tuple[PartitionRef, ...]:
+    """The partitions an event is about (for filtering streams by partition pattern)."""
+    if isinstance(payload, WantCreated):
+        return (payload.want.partition_ref,)
+    if isinstance(payload, PartitionBuilding | PartitionLive | PartitionFailed):
+        return (payload.partition_ref,)
+    if isinstance(payload, JobRunQueued):
+        return payload.partition_refs
+    if isinstance(payload, JobRunMissingDeps):
+        return tuple(m.partition_ref for m in payload.missing)
+    return ()
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A payload as recorded: ``sequence`` is global and gap-free per log, from 1."""
+
+    sequence: int
+    timestamp: float
+    payload: EventPayload
