@@ -1,0 +1,476 @@
+"""The reconciler: decisions of SPEC §2 as a pure function of (state, input, now).
+
+Each input (a want request, a cancel, a run report, a clock tick) yields new events, which
+are folded into the state at once (so later decisions in the same step see them) and
+queued in ``outbox`` for the runtime to append to the log in one transaction, and effects
+(start this run, kill that one) for the runtime to carry out *after* that append commits.
+
+Decisions are level-based: they look at the state around a partition, not at the event
+that woke it, so a missed or duplicated wake-up does no harm. Cost per input is
+proportional to what it touches, never to the number of active wants. No I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+
+from databuild.core import events as ev
+from databuild.core.errors import NotFound
+from databuild.core.lifecycle import JobRunStatus, PartitionStatus
+from databuild.core.model import (
+    GraphSpec,
+    JobRunId,
+    Want,
+    WantId,
+    WantRequest,
+    WantSource,
+    WantStatus,
+    job_run_id_for,
+    want_id_for,
+)
+from databuild.core.outcomes import (
+    RunFailed,
+    RunFinishedReport,
+    RunMissingDeps,
+    RunStartedReport,
+    RunSucceeded,
+)
+from databuild.core.refs import PartitionRef
+from databuild.core.retry import decide_retry
+from databuild.core.state import BuildState, PartitionRecord
+
+_REOPENABLE = frozenset({WantStatus.FAILED, WantStatus.UPSTREAM_FAILED, WantStatus.CANCELED})
+
+
+@dataclass(frozen=True, slots=True)
+class StartRun:
+    job_run_id: JobRunId
+    job_name: str
+    partition_refs: tuple[PartitionRef, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class KillRun:
+    job_run_id: JobRunId
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class KillOrphan:
+    """A run a previous service process started: make sure it is dead before retrying."""
+
+    job_run_id: JobRunId
+    pid: int
+
+
+Effect = StartRun | KillRun | KillOrphan
+
+
+class Reconciler:
+    """Owns a ``BuildState``; turns inputs into events (folded and queued) and effects."""
+
+    def __init__(self, graph: GraphSpec, state: BuildState | None = None) -> None:
+        self.graph = graph
+        self.state = state if state is not None else BuildState(graph)
+        self.outbox: list[ev.Event] = []
+        self.effects: list[Effect] = []
+
+    # ---- plumbing ------------------------------------------------------------------
+    def _emit(self, payload: ev.EventPayload, now: float) -> None:
+        event = ev.Event(0, now, payload)
+        self.state.apply(event)
+        self.outbox.append(event)
+
+    def take(self) -> tuple[list[ev.Event], list[Effect]]:
+        """Events to append (in order, one transaction) and effects to carry out after."""
+        events, effects = self.outbox, self.effects
+        self.outbox, self.effects = [], []
+        return events, effects
+
+    def load(self, events: list[ev.Event]) -> None:
+        """Fold events read back from the log (a restart)."""
+        for event in events:
+            self.state.apply(event)
+
+    # ---- wants ---------------------------------------------------------------------
+    def request_want(self, request: WantRequest, now: float) -> WantId:
+        """Create (or reopen) the want a client asks for. Idempotent: same request, same id."""
+        want_id = request.want_id
+        record = self.state.wants.get(want_id)
+        if record is None:
+            want = Want(
+                want_id=want_id,
+                root_want_id=want_id,
+                parent_want_id=None,
+                partition_ref=request.partition_ref,
+                data_timestamp=request.data_timestamp,
+                ttl_seconds=request.ttl_seconds,
+                sla_seconds=request.sla_seconds,
+                source=request.source,
+            )
+            self._emit(ev.WantCreated(want), now)
+        elif record.status in _REOPENABLE:
+            self._emit(ev.WantReopened(want_id, None), now)
+        else:
+            return want_id
+        self._examine_new(want_id, now)
+        return want_id
+
+    def _examine_new(self, want_id: WantId, now: float) -> None:
+        record = self.state.wants[want_id]
+        want = record.want
+        if want.expires_at <= now:
+            self._emit(ev.WantExpired(want_id), now)
+            return
+        part = self.state.partition(want.partition_ref)
+        if part.status is PartitionStatus.LIVE:
+            self._emit(ev.WantSatisfied(want_id, None), now)
+            return
+        route = self.graph.route(want.partition_ref)
+        if route.problem:
+            self._emit(ev.PartitionFailed(part.ref, None, route.problem), now)
+            self._fail_partition_wants(part, ev.WantFailureReason.UNBUILDABLE, route.problem, now)
+            self._cascade_upstream_failure(part.ref, route.problem, now)
+
+    def cancel_want(self, want_id: WantId, reason: str, now: float) -> WantStatus:
+        record = self.state.wants.get(want_id)
+        if record is None:
+            raise NotFound(f"no want with id {want_id!r}")
+        if record.active:
+            self._emit(ev.WantCanceled(want_id, reason or "canceled"), now)
+            self._release(record.want.partition_ref, f"no longer needed: want {want_id} canceled", now)
+        return record.status
+
+    def _needed(self, ref: PartitionRef) -> bool:
+        part = self.state.partitions.get(ref)
+        if part is None or not part.active_wants:
+            return False
+        wants = self.state.wants
+        if any(wants[w].want.source is not WantSource.DERIVED for w in part.active_wants):
+            return True
+        return any(self.state.partition(p).active_wants for p in self.state.waiters.get(ref, ()))
+
+    def _release(self, ref: PartitionRef, reason: str, now: float) -> None:
+        """Stop work on ``ref`` and what it waits on, where nothing else still needs it."""
+        stack = [ref]
+        seen: set[PartitionRef] = set()
+        while stack:
+            current = stack.pop()
+            if current in seen:
+                continue
+            seen.add(current)
+            part = self.state.partition(current)
+            if self._needed(current):
+                continue
+            for want_id in sorted(part.active_wants):
+                self._emit(ev.WantCanceled(want_id, reason), now)
+            if part.status is PartitionStatus.BUILDING and part.job_run_id is not None:
+                run = self.state.runs[part.job_run_id]
+                if not run.status.terminal and not any(
+                    self.state.partition(r).active_wants for r in run.partition_refs
+                ):
+                    self._emit(ev.JobRunCanceled(run.job_run_id, reason), now)
+                    self.effects.append(KillRun(run.job_run_id, reason))
+            stack.extend(sorted(part.waiting_on))
+
+    # ---- run reports ---------------------------------------------------------------
+    def run_started(self, report: RunStartedReport, now: float) -> None:
+        run = self.state.runs.get(report.job_run_id)
+        if run is not None and run.status is JobRunStatus.QUEUED:
+            self._emit(ev.JobRunStarted(report.job_run_id, report.pid), now)
+
+    def run_finished(self, report: RunFinishedReport, now: float) -> None:
+        run = self.state.runs.get(report.job_run_id)
+        if run is None or run.status.terminal:
+            return  # canceled or lost meanwhile: its outcome no longer counts
+        outcome = report.outcome
+        if isinstance(outcome, RunMissingDeps):
+            problem = _missing_problem(run.partition_refs, outcome)
+            if problem:
+                outcome = RunFailed(ev.FailureKind.BAD_RESULT, problem, 0, outcome.duration_seconds)
+        if isinstance(outcome, RunSucceeded):
+            self._succeeded(run.job_run_id, outcome, now)
+        elif isinstance(outcome, RunMissingDeps):
+            self._missing(run.job_run_id, outcome, now)
+        else:
+            self._failed(run.job_run_id, outcome, now)
+
+    def _succeeded(self, run_id: JobRunId, outcome: RunSucceeded, now: float) -> None:
+        run = self.state.runs[run_id]
+        self._emit(ev.JobRunSucceeded(run_id, outcome.duration_seconds), now)
+        for ref in run.partition_refs:
+            self._make_live(ref, run_id, "", now)
+
+    def _make_live(self, ref: PartitionRef, run_id: JobRunId | None, upstream: str, now: float) -> None:
+        part = self.state.partition(ref)
+        if part.status is PartitionStatus.LIVE:
+            return
+        self._emit(ev.PartitionLive(ref, run_id, upstream), now)
+        for want_id in sorted(part.active_wants):
+            self._emit(ev.WantSatisfied(want_id, run_id), now)
+
+    def partition_live_upstream(self, ref: PartitionRef, upstream: str, now: float) -> None:
+        """An upstream graph reports ``ref`` live (cross-graph coordination)."""
+        self._make_live(ref, None, upstream, now)
+
+    def _missing(self, run_id: JobRunId, outcome: RunMissingDeps, now: float) -> None:
+        self._emit(ev.JobRunMissingDeps(run_id, outcome.missing, outcome.duration_seconds), now)
+        for item in outcome.missing:
+            part = self.state.partition(item.partition_ref)
+            if part.status is not PartitionStatus.WAITING:
+                continue
+            cycle = self._cycle(part)
+            if cycle:
+                message = "dependency cycle: " + " -> ".join(cycle)
+                self._emit(ev.PartitionFailed(part.ref, run_id, message), now)
+                self._fail_partition_wants(part, ev.WantFailureReason.DEPENDENCY_CYCLE, message, now)
+                self._cascade_upstream_failure(part.ref, message, now)
+                continue
+            for want_id in sorted(part.active_wants):
+                parent = self.state.wants[want_id].want
+                for dep in sorted(part.waiting_on):
+                    self._want_child(parent, dep, now)
+                    if self.state.partition(part.ref).status is not PartitionStatus.WAITING:
+                        break  # a child failed at once (unbuildable) and failed this too
+                if self.state.partition(part.ref).status is not PartitionStatus.WAITING:
+                    break
+
+    def _want_child(self, parent: Want, dep: PartitionRef, now: float) -> None:
+        child_id = want_id_for(dep, parent.data_timestamp, WantSource.DERIVED)
+        existing = self.state.wants.get(child_id)
+        if existing is None:
+            child = Want(
+                want_id=child_id,
+                root_want_id=parent.root_want_id,
+                parent_want_id=parent.want_id,
+                partition_ref=dep,
+                data_timestamp=parent.data_timestamp,
+                ttl_seconds=parent.ttl_seconds,
+                sla_seconds=parent.sla_seconds,
+                source=WantSource.DERIVED,
+            )
+            self._emit(ev.WantCreated(child), now)
+        elif existing.status in _REOPENABLE:
+            self._emit(ev.WantReopened(child_id, parent.want_id), now)
+        else:
+            return
+        self._examine_new(child_id, now)
+
+    def _cycle(self, part: PartitionRecord) -> list[str]:
+        """A path dep -> ... -> part through waiting edges, if ``part`` now waits on itself."""
+        target = part.ref
+        stack: list[tuple[PartitionRef, list[str]]] = [
+            (dep, [target, dep]) for dep in sorted(part.waiting_on)
+        ]
+        seen: set[PartitionRef] = set()
+        while stack:
+            ref, path = stack.pop()
+            if ref == target:
+                return path
+            if ref in seen:
+                continue
+            seen.add(ref)
+            node = self.state.partitions.get(ref)
+            if node is not None:
+                stack.extend((d, [*path, d]) for d in sorted(node.waiting_on))
+        return []
+
+    def _failed(self, run_id: JobRunId, outcome: RunFailed, now: float) -> None:
+        run = self.state.runs[run_id]
+        job = self.graph.job(run.job_name)
+        failures = max((self.state.partition(r).failures for r in run.partition_refs), default=0)
+        decision = decide_retry(job, outcome.kind, failures, now)
+        self._emit(
+            ev.JobRunFailed(
+                run_id,
+                outcome.kind,
+                outcome.message,
+                outcome.exit_code,
+                outcome.duration_seconds,
+                decision.retry_at,
+            ),
+            now,
+        )
+        if not decision.give_up:
+            return
+        attempts = failures + 1
+        for ref in run.partition_refs:
+            part = self.state.partition(ref)
+            if part.status is not PartitionStatus.BUILDING or part.job_run_id != run_id:
+                continue
+            message = f"job {job.name} failed after {attempts} attempt(s): {outcome.message}"
+            self._emit(ev.PartitionFailed(ref, run_id, message), now)
+            self._fail_partition_wants(part, ev.WantFailureReason.JOB_FAILED, message, now)
+            self._cascade_upstream_failure(ref, message, now)
+
+    def _fail_partition_wants(
+        self,
+        part: PartitionRecord,
+        reason: ev.WantFailureReason,
+        message: str,
+        now: float,
+        upstream: PartitionRef | None = None,
+    ) -> None:
+        for want_id in sorted(part.active_wants):
+            self._emit(ev.WantFailed(want_id, reason, message, upstream), now)
+
+    def _cascade_upstream_failure(self, failed: PartitionRef, message: str, now: float) -> None:
+        """Every partition waiting (transitively) on ``failed`` fails as upstream-failed."""
+        stack = [failed]
+        while stack:
+            ref = stack.pop()
+            for waiter_ref in sorted(self.state.waiters.get(ref, set()).copy()):
+                waiter = self.state.partition(waiter_ref)
+                if waiter.status is not PartitionStatus.WAITING:
+                    continue
+                text = f"upstream partition {failed} failed: {message}"
+                self._emit(ev.PartitionFailed(waiter_ref, None, text), now)
+                self._fail_partition_wants(
+                    waiter, ev.WantFailureReason.UPSTREAM_FAILED, text, now, failed
+                )
+                stack.append(waiter_ref)
+
+    # ---- restart -------------------------------------------------------------------
+    def recover(self, now: float) -> None:
+        """After a restart: runs in flight under the old process are killed and retried."""
+        for run in list(self.state.runs.values()):
+            if run.status.terminal:
+                continue
+            if run.pid:
+                self.effects.append(KillOrphan(run.job_run_id, run.pid))
+            self._failed(
+                run.job_run_id,
+                RunFailed(
+                    ev.FailureKind.LOST,
+                    "the service stopped while this run was in flight; retried",
+                    -1,
+                    0.0,
+                ),
+                now,
+            )
+
+    # ---- time and dispatch ---------------------------------------------------------
+    def tick(self, now: float, free_slots: int) -> None:
+        """Fire due timers (retry, TTL, SLA), then dispatch ready partitions by deadline."""
+        self._fire_timers(now)
+        self._dispatch(now, free_slots)
+
+    def next_wakeup(self) -> float | None:
+        """When ``tick`` next has timed work to do (None: only new inputs can make work)."""
+        heads = [h[0][0] for h in (self.state.retry_timers, self.state.ttl_timers, self.state.sla_timers) if h]
+        return min(heads) if heads else None
+
+    def _fire_timers(self, now: float) -> None:
+        state = self.state
+        while state.retry_timers and state.retry_timers[0][0] <= now:
+            _, ref = heapq.heappop(state.retry_timers)
+            part = state.partition(ref)
+            if part.status is PartitionStatus.BACKOFF and part.retry_at <= now:
+                state._enqueue(part)
+        while state.ttl_timers and state.ttl_timers[0][0] <= now:
+            _, want_id = heapq.heappop(state.ttl_timers)
+            record = state.wants[want_id]
+            if record.active and record.want.expires_at <= now:
+                self._emit(ev.WantExpired(want_id), now)
+                self._release(record.want.partition_ref, f"no longer needed: want {want_id} expired", now)
+        while state.sla_timers and state.sla_timers[0][0] <= now:
+            _, want_id = heapq.heappop(state.sla_timers)
+            record = state.wants[want_id]
+            missed = record.status in (WantStatus.SATISFIED, WantStatus.CANCELED)
+            if not missed and not record.sla_missed and record.want.sla_deadline <= now:
+                blame_ref, blame = self.blame(want_id)
+                self._emit(ev.SlaMissed(want_id, record.want.sla_deadline, blame_ref, blame), now)
+
+    def _dispatchable(self, ref: PartitionRef, now: float) -> bool:
+        part = self.state.partitions.get(ref)
+        if part is None or not part.active_wants:
+            return False
+        if part.status is PartitionStatus.ABSENT:
+            return True
+        return part.status is PartitionStatus.BACKOFF and part.retry_at <= now
+
+    def _dispatch(self, now: float, free_slots: int) -> None:
+        state = self.state
+        while free_slots > 0:
+            best: tuple[float, str] | None = None
+            for job_name, queue in state.ready.items():
+                while queue and not self._dispatchable(queue[0][2], now):
+                    heapq.heappop(queue)
+                if not queue:
+                    continue
+                job = self.graph.job(job_name)
+                if len(state.running_by_job[job_name]) >= job.concurrency:
+                    continue
+                if best is None or queue[0][0] < best[0]:
+                    best = (queue[0][0], job_name)
+            if best is None:
+                return
+            job = self.graph.job(best[1])
+            queue = state.ready[job.name]
+            batch: list[PartitionRef] = []
+            while queue and len(batch) < job.max_batch:
+                _, _, ref = heapq.heappop(queue)
+                if ref not in batch and self._dispatchable(ref, now):
+                    batch.append(ref)
+            if not batch:
+                continue
+            run_id = job_run_id_for(state.run_count + 1)
+            want_ids = tuple(
+                w for ref in batch for w in sorted(state.partition(ref).active_wants)
+            )
+            self._emit(ev.JobRunQueued(run_id, job.name, tuple(batch), want_ids), now)
+            for ref in batch:
+                self._emit(ev.PartitionBuilding(ref, run_id), now)
+            self.effects.append(StartRun(run_id, job.name, tuple(batch)))
+            free_slots -= 1
+
+    # ---- explanations --------------------------------------------------------------
+    def blame(self, want_id: WantId) -> tuple[PartitionRef, str]:
+        """Which partition in the want's chain holds it up, and why."""
+        record = self.state.wants[want_id]
+        ref = record.want.partition_ref
+        seen: set[PartitionRef] = set()
+        while True:
+            seen.add(ref)
+            part = self.state.partition(ref)
+            if part.status is PartitionStatus.WAITING:
+                pending = sorted(r for r in part.waiting_on if r not in seen)
+                if pending:
+                    ref = pending[0]
+                    continue
+                return ref, "waiting on its own inputs (cycle)"
+            return ref, self._why(part)
+
+    def _why(self, part: PartitionRecord) -> str:
+        status = part.status
+        if status is PartitionStatus.BUILDING:
+            return f"running in job run {part.job_run_id}"
+        if status is PartitionStatus.BACKOFF:
+            return f"job failed ({part.message}); retry scheduled at {part.retry_at:.0f}"
+        if status is PartitionStatus.FAILED:
+            return f"failed: {part.message}"
+        if status is PartitionStatus.LIVE:
+            return "live"
+        route = self.graph.route(part.ref)
+        if route.upstream is not None:
+            return f"waiting on upstream graph {route.upstream.name!r}"
+        if route.job is not None:
+            running = len(self.state.running_by_job[route.job.name])
+            return f"queued behind {running} running run(s) of job {route.job.name!r}"
+        return route.problem
+
+
+def _missing_problem(requested: tuple[PartitionRef, ...], outcome: RunMissingDeps) -> str:
+    if not outcome.missing:
+        return "the job reported missing dependencies but named none"
+    for item in outcome.missing:
+        if item.partition_ref not in requested:
+            return (
+                f"the job reported missing inputs for {item.partition_ref!r}, "
+                f"which it was not asked to build (asked: {', '.join(requested)})"
+            )
+        if not item.missing_refs:
+            return f"the job reported output {item.partition_ref!r} as blocked but named no input"
+    return ""
+

@@ -1,0 +1,458 @@
+"""The state fold: ``BuildState.apply(event)`` folds one Build Event Log event into state.
+
+The fold is deterministic and does no I/O: replaying the log from empty gives the same
+state as folding incrementally. It owns its records (it mutates them in place, which is
+what keeps one event O(affected) instead of O(state)), checks every status change against
+``lifecycle``'s tables, and keeps the indexes the reconciler needs to stay O(events):
+per-job ready queues ordered by SLA deadline, timer heaps (retry, TTL, SLA), who waits on
+which partition. It decides nothing; decisions live in ``reconcile``.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+from dataclasses import dataclass, field
+
+from databuild.core import events as ev
+from databuild.core.errors import IllegalTransition
+from databuild.core.lifecycle import (
+    ACTIVE_WANT_STATUSES,
+    JobRunStatus,
+    PartitionStatus,
+    check_run,
+    check_want,
+)
+from databuild.core.model import (
+    NO_DEADLINE,
+    GraphSpec,
+    JobRunId,
+    Want,
+    WantId,
+    WantSource,
+    WantStatus,
+)
+from databuild.core.refs import PartitionRef
+
+_WANT_STATUS_OF_PARTITION = {
+    PartitionStatus.ABSENT: WantStatus.PENDING,
+    PartitionStatus.BUILDING: WantStatus.BUILDING,
+    PartitionStatus.WAITING: WantStatus.WAITING,
+    PartitionStatus.BACKOFF: WantStatus.RETRYING,
+    PartitionStatus.FAILED: WantStatus.PENDING,  # a fresh want resets a failed partition
+    PartitionStatus.LIVE: WantStatus.PENDING,  # satisfied by the reconciler right after
+}
+
+
+@dataclass(slots=True)
+class WantRecord:
+    want: Want
+    status: WantStatus
+    created_at: float
+    updated_at: float
+    message: str = ""
+    finished_at: float = 0.0
+    sla_missed: bool = False
+    children: list[WantId] = field(default_factory=list)
+    job_run_ids: list[JobRunId] = field(default_factory=list)
+    events: list[int] = field(default_factory=list)  # sequences of events about this want
+
+    @property
+    def active(self) -> bool:
+        return self.status in ACTIVE_WANT_STATUSES
+
+
+@dataclass(slots=True)
+class PartitionRecord:
+    ref: PartitionRef
+    status: PartitionStatus = PartitionStatus.ABSENT
+    job_run_id: JobRunId | None = None
+    waiting_on: set[PartitionRef] = field(default_factory=set)
+    failures: int = 0
+    retry_at: float = 0.0
+    message: str = ""
+    updated_at: float = 0.0
+    upstream: str = ""
+    active_wants: set[WantId] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class JobRunRecord:
+    job_run_id: JobRunId
+    job_name: str
+    partition_refs: tuple[PartitionRef, ...]
+    want_ids: tuple[WantId, ...]
+    status: JobRunStatus
+    queued_at: float
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    pid: int = 0
+    exit_code: int = 0
+    failure_kind: ev.FailureKind | None = None
+    message: str = ""
+    missing: tuple[ev.MissingDeps, ...] = ()
+
+    @property
+    def duration_seconds(self) -> float:
+        if not self.finished_at or not self.started_at:
+            return 0.0
+        return self.finished_at - self.started_at
+
+
+class BuildState:
+    """Everything the BEL says, folded. Read it; change it only through ``apply``."""
+
+    def __init__(self, graph: GraphSpec) -> None:
+        self.graph = graph
+        self.wants: dict[WantId, WantRecord] = {}
+        self.partitions: dict[PartitionRef, PartitionRecord] = {}
+        self.runs: dict[JobRunId, JobRunRecord] = {}
+        self.last_sequence = 0
+        self.run_count = 0
+        # indexes (derived; rebuilt by replay, never compared)
+        self.waiters: dict[PartitionRef, set[PartitionRef]] = defaultdict(set)
+        self.running_by_job: dict[str, set[JobRunId]] = defaultdict(set)
+        self.ready: dict[str, list[tuple[float, int, PartitionRef]]] = defaultdict(list)
+        self.retry_timers: list[tuple[float, PartitionRef]] = []
+        self.ttl_timers: list[tuple[float, WantId]] = []
+        self.sla_timers: list[tuple[float, WantId]] = []
+        self.job_durations: dict[str, list[float]] = defaultdict(list)
+        self._route_cache: dict[PartitionRef, str | None] = {}
+        self._ready_counter = 0
+
+    # ---- queries -------------------------------------------------------------------
+    def partition(self, ref: PartitionRef) -> PartitionRecord:
+        record = self.partitions.get(ref)
+        if record is None:
+            record = self.partitions[ref] = PartitionRecord(ref)
+        return record
+
+    def is_live(self, ref: PartitionRef) -> bool:
+        record = self.partitions.get(ref)
+        return record is not None and record.status is PartitionStatus.LIVE
+
+    def job_of(self, ref: PartitionRef) -> str | None:
+        """The local job that builds ``ref``, or None (upstream-provided or unbuildable)."""
+        if ref not in self._route_cache:
+            route = self.graph.route(ref)
+            self._route_cache[ref] = route.job.name if route.job else None
+        return self._route_cache[ref]
+
+    def deadline_of(self, ref: PartitionRef) -> float:
+        record = self.partitions.get(ref)
+        if record is None or not record.active_wants:
+            return NO_DEADLINE
+        return min(self.wants[w].want.sla_deadline for w in record.active_wants)
+
+    def active_wants(self) -> list[WantRecord]:
+        return [w for w in self.wants.values() if w.active]
+
+    # ---- the fold ------------------------------------------------------------------
+    def apply(self, event: ev.Event) -> None:
+        payload = event.payload
+        now = event.timestamp
+        handler = _HANDLERS[type(payload)]
+        handler(self, payload, now, event.sequence)
+        if event.sequence:
+            self.last_sequence = event.sequence
+
+    def _set_want(self, record: WantRecord, status: WantStatus, now: float) -> None:
+        if record.status is status:
+            return
+        check_want(record.status, status)
+        record.status = status
+        record.updated_at = now
+        if status.terminal:
+            record.finished_at = now
+            self.partition(record.want.partition_ref).active_wants.discard(record.want.want_id)
+
+    def _set_partition(self, part: PartitionRecord, status: PartitionStatus, now: float) -> None:
+        part.status = status
+        part.updated_at = now
+        want_status = _WANT_STATUS_OF_PARTITION[status]
+        for want_id in part.active_wants:
+            self._set_want(self.wants[want_id], want_status, now)
+        if status is PartitionStatus.ABSENT and part.active_wants:
+            self._enqueue(part)
+
+    def _enqueue(self, part: PartitionRecord) -> None:
+        job = self.job_of(part.ref)
+        if job is None:
+            return
+        self._ready_counter += 1
+        heapq.heappush(self.ready[job], (self.deadline_of(part.ref), self._ready_counter, part.ref))
+
+    def _activate(self, record: WantRecord, now: float, *, new: bool) -> None:
+        """A want became active (created or reopened): attach it to its partition."""
+        want = record.want
+        part = self.partition(want.partition_ref)
+        if part.status is PartitionStatus.FAILED:
+            part.failures = 0
+            part.message = ""
+            part.status = PartitionStatus.ABSENT
+        part.active_wants.add(want.want_id)
+        target = _WANT_STATUS_OF_PARTITION[part.status]
+        if new:
+            check_want(None, target)
+            record.status = target
+        else:
+            self._set_want(record, target, now)
+        record.message = ""
+        if part.status is PartitionStatus.ABSENT:
+            self._enqueue(part)
+        if want.ttl_seconds:
+            heapq.heappush(self.ttl_timers, (want.expires_at, want.want_id))
+        if want.sla_seconds and not record.sla_missed:
+            heapq.heappush(self.sla_timers, (want.sla_deadline, want.want_id))
+
+    def _clear_waiting(self, part: PartitionRecord) -> None:
+        for dep in part.waiting_on:
+            self.waiters[dep].discard(part.ref)
+        part.waiting_on = set()
+
+    def _finish_run(self, run: JobRunRecord, status: JobRunStatus, now: float) -> None:
+        check_run(run.status, status)
+        run.status = status
+        run.finished_at = now
+        self.running_by_job[run.job_name].discard(run.job_run_id)
+
+
+def _want_created(state: BuildState, e: ev.WantCreated, now: float, seq: int) -> None:
+    want = e.want
+    if want.want_id in state.wants:
+        raise IllegalTransition(f"want {want.want_id} already exists")
+    record = WantRecord(want, WantStatus.PENDING, created_at=now, updated_at=now)
+    state.wants[want.want_id] = record
+    record.events.append(seq)
+    if want.parent_want_id is not None and want.parent_want_id in state.wants:
+        state.wants[want.parent_want_id].children.append(want.want_id)
+    state._activate(record, now, new=True)
+
+
+def _want_reopened(state: BuildState, e: ev.WantReopened, now: float, seq: int) -> None:
+    record = state.wants[e.want_id]
+    record.events.append(seq)
+    record.finished_at = 0.0
+    if e.parent_want_id is not None and e.parent_want_id in state.wants:
+        parent = state.wants[e.parent_want_id]
+        if e.want_id not in parent.children:
+            parent.children.append(e.want_id)
+    state._activate(record, now, new=False)
+
+
+def _want_terminal(
+    state: BuildState, want_id: WantId, status: WantStatus, message: str, now: float, seq: int
+) -> None:
+    record = state.wants[want_id]
+    record.events.append(seq)
+    state._set_want(record, status, now)
+    record.message = message
+
+
+def _want_canceled(state: BuildState, e: ev.WantCanceled, now: float, seq: int) -> None:
+    _want_terminal(state, e.want_id, WantStatus.CANCELED, e.reason, now, seq)
+
+
+def _want_expired(state: BuildState, e: ev.WantExpired, now: float, seq: int) -> None:
+    _want_terminal(state, e.want_id, WantStatus.EXPIRED, "past its TTL", now, seq)
+
+
+def _want_satisfied(state: BuildState, e: ev.WantSatisfied, now: float, seq: int) -> None:
+    _want_terminal(state, e.want_id, WantStatus.SATISFIED, "", now, seq)
+    if e.job_run_id is not None:
+        state.wants[e.want_id].job_run_ids.append(e.job_run_id)
+
+
+def _want_failed(state: BuildState, e: ev.WantFailed, now: float, seq: int) -> None:
+    status = (
+        WantStatus.UPSTREAM_FAILED
+        if e.reason is ev.WantFailureReason.UPSTREAM_FAILED
+        else WantStatus.FAILED
+    )
+    _want_terminal(state, e.want_id, status, e.message, now, seq)
+
+
+def _sla_missed(state: BuildState, e: ev.SlaMissed, now: float, seq: int) -> None:
+    record = state.wants[e.want_id]
+    record.events.append(seq)
+    record.sla_missed = True
+
+
+def _run_queued(state: BuildState, e: ev.JobRunQueued, now: float, seq: int) -> None:
+    if e.job_run_id in state.runs:
+        raise IllegalTransition(f"job run {e.job_run_id} already exists")
+    check_run(None, JobRunStatus.QUEUED)
+    state.runs[e.job_run_id] = JobRunRecord(
+        e.job_run_id, e.job_name, e.partition_refs, e.want_ids, JobRunStatus.QUEUED, now
+    )
+    state.run_count += 1
+    state.running_by_job[e.job_name].add(e.job_run_id)
+    for want_id in e.want_ids:
+        record = state.wants.get(want_id)
+        if record is not None:
+            record.job_run_ids.append(e.job_run_id)
+
+
+def _run_started(state: BuildState, e: ev.JobRunStarted, now: float, seq: int) -> None:
+    run = state.runs[e.job_run_id]
+    check_run(run.status, JobRunStatus.RUNNING)
+    run.status = JobRunStatus.RUNNING
+    run.started_at = now
+    run.pid = e.pid
+
+
+def _building_parts(state: BuildState, run: JobRunRecord) -> list[PartitionRecord]:
+    parts = (state.partition(ref) for ref in run.partition_refs)
+    return [
+        p
+        for p in parts
+        if p.status is PartitionStatus.BUILDING and p.job_run_id == run.job_run_id
+    ]
+
+
+def _run_succeeded(state: BuildState, e: ev.JobRunSucceeded, now: float, seq: int) -> None:
+    run = state.runs[e.job_run_id]
+    if not run.started_at:
+        run.started_at = now - e.duration_seconds
+    state._finish_run(run, JobRunStatus.SUCCEEDED, now)
+    durations = state.job_durations[run.job_name]
+    durations.append(e.duration_seconds)
+    if len(durations) > 50:
+        del durations[:-50]
+
+
+def _run_failed(state: BuildState, e: ev.JobRunFailed, now: float, seq: int) -> None:
+    run = state.runs[e.job_run_id]
+    state._finish_run(run, JobRunStatus.FAILED, now)
+    run.exit_code = e.exit_code
+    run.failure_kind = e.kind
+    run.message = e.message
+    for part in _building_parts(state, run):
+        part.message = e.message
+        if e.retry_at:
+            if e.kind is not ev.FailureKind.LOST:
+                part.failures += 1
+            part.retry_at = e.retry_at
+            state._set_partition(part, PartitionStatus.BACKOFF, now)
+            heapq.heappush(state.retry_timers, (e.retry_at, part.ref))
+        # without a retry the reconciler follows with PartitionFailed for each partition
+
+
+def _run_missing_deps(state: BuildState, e: ev.JobRunMissingDeps, now: float, seq: int) -> None:
+    run = state.runs[e.job_run_id]
+    if not run.started_at:
+        run.started_at = now - e.duration_seconds
+    state._finish_run(run, JobRunStatus.MISSING_DEPS, now)
+    run.missing = e.missing
+    by_output = {m.partition_ref: m.missing_refs for m in e.missing}
+    for part in _building_parts(state, run):
+        missing = [r for r in by_output.get(part.ref, ()) if not state.is_live(r)]
+        if missing:
+            part.waiting_on = set(missing)
+            for dep in missing:
+                state.waiters[dep].add(part.ref)
+            state._set_partition(part, PartitionStatus.WAITING, now)
+        else:
+            state._set_partition(part, PartitionStatus.ABSENT, now)
+
+
+def _run_canceled(state: BuildState, e: ev.JobRunCanceled, now: float, seq: int) -> None:
+    run = state.runs[e.job_run_id]
+    state._finish_run(run, JobRunStatus.CANCELED, now)
+    run.message = e.reason
+    for part in _building_parts(state, run):
+        state._set_partition(part, PartitionStatus.ABSENT, now)
+
+
+def _partition_building(state: BuildState, e: ev.PartitionBuilding, now: float, seq: int) -> None:
+    part = state.partition(e.partition_ref)
+    part.job_run_id = e.job_run_id
+    part.message = ""
+    state._set_partition(part, PartitionStatus.BUILDING, now)
+
+
+def _partition_live(state: BuildState, e: ev.PartitionLive, now: float, seq: int) -> None:
+    part = state.partition(e.partition_ref)
+    if e.job_run_id is not None:
+        part.job_run_id = e.job_run_id
+    part.upstream = e.upstream
+    part.message = ""
+    state._clear_waiting(part)
+    part.status = PartitionStatus.LIVE
+    part.updated_at = now
+    for waiter_ref in sorted(state.waiters.pop(e.partition_ref, set())):
+        waiter = state.partition(waiter_ref)
+        waiter.waiting_on.discard(e.partition_ref)
+        if waiter.status is PartitionStatus.WAITING and not waiter.waiting_on:
+            state._set_partition(waiter, PartitionStatus.ABSENT, now)
+
+
+def _partition_failed(state: BuildState, e: ev.PartitionFailed, now: float, seq: int) -> None:
+    part = state.partition(e.partition_ref)
+    state._clear_waiting(part)
+    part.message = e.message
+    part.status = PartitionStatus.FAILED
+    part.updated_at = now
+
+
+_Handler = Callable[[BuildState, Any, float, int], None]
+
+_HANDLERS: dict[type, _Handler] = {
+    ev.WantCreated: _want_created,
+    ev.WantReopened: _want_reopened,
+    ev.WantCanceled: _want_canceled,
+    ev.WantExpired: _want_expired,
+    ev.WantSatisfied: _want_satisfied,
+    ev.WantFailed: _want_failed,
+    ev.SlaMissed: _sla_missed,
+    ev.JobRunQueued: _run_queued,
+    ev.JobRunStarted: _run_started,
+    ev.JobRunSucceeded: _run_succeeded,
+    ev.JobRunFailed: _run_failed,
+    ev.JobRunMissingDeps: _run_missing_deps,
+    ev.JobRunCanceled: _run_canceled,
+    ev.PartitionBuilding: _partition_building,
+    ev.PartitionLive: _partition_live,
+    ev.PartitionFailed: _partition_failed,
+}
+
+
+def canonical(state: BuildState) -> dict[str, object]:
+    """The state of record as plain data, for comparing a replay with an incremental fold."""
+    return {
+        "wants": {
+            k: (w.status.value, w.message, w.sla_missed, tuple(w.children), tuple(w.job_run_ids))
+            for k, w in sorted(state.wants.items())
+        },
+        "partitions": {
+            k: (
+                p.status.value,
+                p.job_run_id,
+                tuple(sorted(p.waiting_on)),
+                p.failures,
+                p.retry_at,
+                p.message,
+                tuple(sorted(p.active_wants)),
+            )
+            for k, p in sorted(state.partitions.items())
+        },
+        "runs": {
+            k: (r.status.value, r.partition_refs, r.want_ids, r.message, r.missing)
+            for k, r in sorted(state.runs.items())
+        },
+        "waiters": {k: tuple(sorted(v)) for k, v in sorted(state.waiters.items()) if v},
+        "running": {k: tuple(sorted(v)) for k, v in sorted(state.running_by_job.items()) if v},
+    }
+
+
+__all__ = [
+    "BuildState",
+    "JobRunRecord",
+    "PartitionRecord",
+    "PartitionStatus",
+    "WantRecord",
+    "WantSource",
+    "canonical",
+]
