@@ -83,9 +83,10 @@ def check_run(old: JobRunStatus | None, new: JobRunStatus) -> None:
         raise IllegalTransition(f"job run cannot go from {old or 'nothing'} to {new}")
 
 
-def mermaid(table: dict[WantStatus | None, frozenset[WantStatus]] | dict[
-    JobRunStatus | None, frozenset[JobRunStatus]
-]) -> str:
+def mermaid(
+    table: dict[WantStatus | None, frozenset[WantStatus]]
+    | dict[JobRunStatus | None, frozenset[JobRunStatus]],
+) -> str:
     """A Mermaid state diagram of a transition table (for docs/lifecycles.md)."""
     lines = ["stateDiagram-v2"]
     for old, news in table.items():

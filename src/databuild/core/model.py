@@ -174,7 +174,9 @@ class GraphSpec:
         upstreams = [u for u in self.upstreams if u.provides(ref)]
         if len(jobs) + len(upstreams) > 1:
             owners = [f"job {j.name!r}" for j in jobs] + [f"upstream {u.name!r}" for u in upstreams]
-            return Route(problem=f"partition {ref!r} is ambiguous: {' and '.join(owners)} all match it")
+            return Route(
+                problem=f"partition {ref!r} is ambiguous: {' and '.join(owners)} all match it"
+            )
         if jobs:
             return Route(job=jobs[0])
         if upstreams:

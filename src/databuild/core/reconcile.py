@@ -78,7 +78,9 @@ class Reconciler:
 
     # ---- plumbing ------------------------------------------------------------------
     def _emit(self, payload: ev.EventPayload, now: float) -> None:
-        event = ev.Event(0, now, payload)
+        # The log assigns consecutive sequences under its single writer, so the next one is
+        # known here; the runtime checks that the log agrees.
+        event = ev.Event(self.state.last_sequence + 1, now, payload)
         self.state.apply(event)
         self.outbox.append(event)
 
@@ -139,7 +141,9 @@ class Reconciler:
             raise NotFound(f"no want with id {want_id!r}")
         if record.active:
             self._emit(ev.WantCanceled(want_id, reason or "canceled"), now)
-            self._release(record.want.partition_ref, f"no longer needed: want {want_id} canceled", now)
+            self._release(
+                record.want.partition_ref, f"no longer needed: want {want_id} canceled", now
+            )
         return record.status
 
     def _needed(self, ref: PartitionRef) -> bool:
@@ -202,7 +206,9 @@ class Reconciler:
         for ref in run.partition_refs:
             self._make_live(ref, run_id, "", now)
 
-    def _make_live(self, ref: PartitionRef, run_id: JobRunId | None, upstream: str, now: float) -> None:
+    def _make_live(
+        self, ref: PartitionRef, run_id: JobRunId | None, upstream: str, now: float
+    ) -> None:
         part = self.state.partition(ref)
         if part.status is PartitionStatus.LIVE:
             return
@@ -224,7 +230,9 @@ class Reconciler:
             if cycle:
                 message = "dependency cycle: " + " -> ".join(cycle)
                 self._emit(ev.PartitionFailed(part.ref, run_id, message), now)
-                self._fail_partition_wants(part, ev.WantFailureReason.DEPENDENCY_CYCLE, message, now)
+                self._fail_partition_wants(
+                    part, ev.WantFailureReason.DEPENDENCY_CYCLE, message, now
+                )
                 self._cascade_upstream_failure(part.ref, message, now)
                 continue
             for want_id in sorted(part.active_wants):
@@ -358,7 +366,11 @@ class Reconciler:
 
     def next_wakeup(self) -> float | None:
         """When ``tick`` next has timed work to do (None: only new inputs can make work)."""
-        heads = [h[0][0] for h in (self.state.retry_timers, self.state.ttl_timers, self.state.sla_timers) if h]
+        heads = [
+            h[0][0]
+            for h in (self.state.retry_timers, self.state.ttl_timers, self.state.sla_timers)
+            if h
+        ]
         return min(heads) if heads else None
 
     def _fire_timers(self, now: float) -> None:
@@ -373,7 +385,9 @@ class Reconciler:
             record = state.wants[want_id]
             if record.active and record.want.expires_at <= now:
                 self._emit(ev.WantExpired(want_id), now)
-                self._release(record.want.partition_ref, f"no longer needed: want {want_id} expired", now)
+                self._release(
+                    record.want.partition_ref, f"no longer needed: want {want_id} expired", now
+                )
         while state.sla_timers and state.sla_timers[0][0] <= now:
             _, want_id = heapq.heappop(state.sla_timers)
             record = state.wants[want_id]
@@ -416,9 +430,7 @@ class Reconciler:
             if not batch:
                 continue
             run_id = job_run_id_for(state.run_count + 1)
-            want_ids = tuple(
-                w for ref in batch for w in sorted(state.partition(ref).active_wants)
-            )
+            want_ids = tuple(w for ref in batch for w in sorted(state.partition(ref).active_wants))
             self._emit(ev.JobRunQueued(run_id, job.name, tuple(batch), want_ids), now)
             for ref in batch:
                 self._emit(ev.PartitionBuilding(ref, run_id), now)
@@ -473,4 +485,3 @@ def _missing_problem(requested: tuple[PartitionRef, ...], outcome: RunMissingDep
         if not item.missing_refs:
             return f"the job reported output {item.partition_ref!r} as blocked but named no input"
     return ""
-

@@ -27,7 +27,9 @@ def parse_ref(raw: object) -> PartitionRef:
     if raw == "":
         raise InvalidPartitionRef(raw, "must not be empty")
     if len(raw) > MAX_REF_LENGTH:
-        raise InvalidPartitionRef(raw, f"is {len(raw)} characters long; the limit is {MAX_REF_LENGTH}")
+        raise InvalidPartitionRef(
+            raw, f"is {len(raw)} characters long; the limit is {MAX_REF_LENGTH}"
+        )
     for index, char in enumerate(raw):
         if char == "\x00":
             raise InvalidPartitionRef(raw, f"contains a NUL character at position {index}")

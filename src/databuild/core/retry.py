@@ -17,7 +17,9 @@ class RetryDecision:
         return self.retry_at == 0.0
 
 
-def decide_retry(job: JobSpec, kind: FailureKind, failures_so_far: int, now: float) -> RetryDecision:
+def decide_retry(
+    job: JobSpec, kind: FailureKind, failures_so_far: int, now: float
+) -> RetryDecision:
     """``failures_so_far`` counts earlier counted failures of the partitions of this run.
 
     A lost run (the service stopped under it) is retried at once and not counted; other

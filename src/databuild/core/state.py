@@ -168,7 +168,17 @@ class BuildState:
             record.finished_at = now
             self.partition(record.want.partition_ref).active_wants.discard(record.want.want_id)
 
+    def _check_partition(self, part: PartitionRecord, status: PartitionStatus) -> None:
+        # tests/core: check every want's change before changing anything, so that an
+        # illegal event leaves the state as it was (it used to change the partition first).
+        want_status = _WANT_STATUS_OF_PARTITION[status]
+        for want_id in part.active_wants:
+            old = self.wants[want_id].status
+            if old is not want_status:
+                check_want(old, want_status)
+
     def _set_partition(self, part: PartitionRecord, status: PartitionStatus, now: float) -> None:
+        self._check_partition(part, status)
         part.status = status
         part.updated_at = now
         want_status = _WANT_STATUS_OF_PARTITION[status]
@@ -188,6 +198,13 @@ class BuildState:
         """A want became active (created or reopened): attach it to its partition."""
         want = record.want
         part = self.partition(want.partition_ref)
+        if not new:
+            # tests/core: refuse an illegal reopen (of a satisfied, expired or active want)
+            # before touching the partition; it used to join active_wants first.
+            status = (
+                PartitionStatus.ABSENT if part.status is PartitionStatus.FAILED else part.status
+            )
+            check_want(record.status, _WANT_STATUS_OF_PARTITION[status])
         if part.status is PartitionStatus.FAILED:
             part.failures = 0
             part.message = ""
@@ -233,21 +250,24 @@ def _want_created(state: BuildState, e: ev.WantCreated, now: float, seq: int) ->
 
 def _want_reopened(state: BuildState, e: ev.WantReopened, now: float, seq: int) -> None:
     record = state.wants[e.want_id]
+    state._activate(record, now, new=False)  # tests/core: checks first, so it goes first
     record.events.append(seq)
     record.finished_at = 0.0
     if e.parent_want_id is not None and e.parent_want_id in state.wants:
         parent = state.wants[e.parent_want_id]
         if e.want_id not in parent.children:
             parent.children.append(e.want_id)
-    state._activate(record, now, new=False)
 
 
 def _want_terminal(
     state: BuildState, want_id: WantId, status: WantStatus, message: str, now: float, seq: int
 ) -> None:
     record = state.wants[want_id]
-    record.events.append(seq)
+    # tests/core: a want already in ``status`` (WantSatisfied twice) is illegal too, not a
+    # silent no-op that records the event and overwrites the message; check before changing.
+    check_want(record.status, status)
     state._set_want(record, status, now)
+    record.events.append(seq)
     record.message = message
 
 
@@ -306,17 +326,15 @@ def _run_started(state: BuildState, e: ev.JobRunStarted, now: float, seq: int) -
 def _building_parts(state: BuildState, run: JobRunRecord) -> list[PartitionRecord]:
     parts = (state.partition(ref) for ref in run.partition_refs)
     return [
-        p
-        for p in parts
-        if p.status is PartitionStatus.BUILDING and p.job_run_id == run.job_run_id
+        p for p in parts if p.status is PartitionStatus.BUILDING and p.job_run_id == run.job_run_id
     ]
 
 
 def _run_succeeded(state: BuildState, e: ev.JobRunSucceeded, now: float, seq: int) -> None:
     run = state.runs[e.job_run_id]
-    if not run.started_at:
-        run.started_at = now - e.duration_seconds
-    state._finish_run(run, JobRunStatus.SUCCEEDED, now)
+    started_at = run.started_at or now - e.duration_seconds
+    state._finish_run(run, JobRunStatus.SUCCEEDED, now)  # tests/core: check before changing
+    run.started_at = started_at
     durations = state.job_durations[run.job_name]
     durations.append(e.duration_seconds)
     if len(durations) > 50:
@@ -342,9 +360,9 @@ def _run_failed(state: BuildState, e: ev.JobRunFailed, now: float, seq: int) -> 
 
 def _run_missing_deps(state: BuildState, e: ev.JobRunMissingDeps, now: float, seq: int) -> None:
     run = state.runs[e.job_run_id]
-    if not run.started_at:
-        run.started_at = now - e.duration_seconds
-    state._finish_run(run, JobRunStatus.MISSING_DEPS, now)
+    started_at = run.started_at or now - e.duration_seconds
+    state._finish_run(run, JobRunStatus.MISSING_DEPS, now)  # tests/core: check first
+    run.started_at = started_at
     run.missing = e.missing
     by_output = {m.partition_ref: m.missing_refs for m in e.missing}
     for part in _building_parts(state, run):
@@ -368,6 +386,7 @@ def _run_canceled(state: BuildState, e: ev.JobRunCanceled, now: float, seq: int)
 
 def _partition_building(state: BuildState, e: ev.PartitionBuilding, now: float, seq: int) -> None:
     part = state.partition(e.partition_ref)
+    state._check_partition(part, PartitionStatus.BUILDING)  # tests/core: check first
     part.job_run_id = e.job_run_id
     part.message = ""
     state._set_partition(part, PartitionStatus.BUILDING, now)

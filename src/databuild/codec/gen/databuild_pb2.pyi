@@ -744,16 +744,23 @@ Global___BuildEvent: _TypeAlias = BuildEvent  # noqa: Y015
 
 @_typing.final
 class CreateWantsRequest(_message.Message):
-    """---- API messages (JSON over HTTP uses these field names) -----------------------------"""
+    """---- API messages ---------------------------------------------------------------------
+    The HTTP API's JSON uses these field names. Enum values travel as their short lowercase
+    names in JSON ("derived", "live", "missing_deps"), as the API documentation says.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     PARTITION_REFS_FIELD_NUMBER: _builtins.int
     DATA_TIMESTAMP_FIELD_NUMBER: _builtins.int
+    DATA_DATE_FIELD_NUMBER: _builtins.int
     TTL_SECONDS_FIELD_NUMBER: _builtins.int
     SLA_SECONDS_FIELD_NUMBER: _builtins.int
     SOURCE_FIELD_NUMBER: _builtins.int
     data_timestamp: _builtins.int
+    """optional: derived from the ref, else today (UTC)"""
+    data_date: _builtins.str
+    """optional alternative: YYYY-MM-DD or ISO 8601"""
     ttl_seconds: _builtins.int
     sla_seconds: _builtins.int
     source: Global___WantSource.ValueType
@@ -764,13 +771,14 @@ class CreateWantsRequest(_message.Message):
         *,
         partition_refs: _abc.Iterable[_builtins.str] | None = ...,
         data_timestamp: _builtins.int = ...,
+        data_date: _builtins.str = ...,
         ttl_seconds: _builtins.int = ...,
         sla_seconds: _builtins.int = ...,
         source: Global___WantSource.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_timestamp", b"data_timestamp", "partition_refs", b"partition_refs", "sla_seconds", b"sla_seconds", "source", b"source", "ttl_seconds", b"ttl_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_date", b"data_date", "data_timestamp", b"data_timestamp", "partition_refs", b"partition_refs", "sla_seconds", b"sla_seconds", "source", b"source", "ttl_seconds", b"ttl_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -780,36 +788,75 @@ Global___CreateWantsRequest: _TypeAlias = CreateWantsRequest  # noqa: Y015
 class WantView(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    WANT_FIELD_NUMBER: _builtins.int
+    WANT_ID_FIELD_NUMBER: _builtins.int
+    ROOT_WANT_ID_FIELD_NUMBER: _builtins.int
+    PARENT_WANT_ID_FIELD_NUMBER: _builtins.int
+    PARTITION_REF_FIELD_NUMBER: _builtins.int
+    DATA_TIMESTAMP_FIELD_NUMBER: _builtins.int
+    TTL_SECONDS_FIELD_NUMBER: _builtins.int
+    SLA_SECONDS_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
     FINISHED_AT_FIELD_NUMBER: _builtins.int
+    SLA_DEADLINE_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
     SLA_MISSED_FIELD_NUMBER: _builtins.int
     WAITING_ON_FIELD_NUMBER: _builtins.int
+    JOB_RUN_IDS_FIELD_NUMBER: _builtins.int
+    CHILD_WANT_IDS_FIELD_NUMBER: _builtins.int
+    want_id: _builtins.str
+    root_want_id: _builtins.str
+    parent_want_id: _builtins.str
+    partition_ref: _builtins.str
+    data_timestamp: _builtins.int
+    ttl_seconds: _builtins.int
+    sla_seconds: _builtins.int
+    source: Global___WantSource.ValueType
     status: Global___WantStatus.ValueType
     message: _builtins.str
     created_at: _builtins.float
+    updated_at: _builtins.float
     finished_at: _builtins.float
+    sla_deadline: _builtins.float
+    """0 = no SLA"""
+    expires_at: _builtins.float
+    """0 = never"""
     sla_missed: _builtins.bool
     @_builtins.property
-    def want(self) -> Global___PartitionWant: ...
-    @_builtins.property
     def waiting_on(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def job_run_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def child_want_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
-        want: Global___PartitionWant | None = ...,
+        want_id: _builtins.str = ...,
+        root_want_id: _builtins.str = ...,
+        parent_want_id: _builtins.str = ...,
+        partition_ref: _builtins.str = ...,
+        data_timestamp: _builtins.int = ...,
+        ttl_seconds: _builtins.int = ...,
+        sla_seconds: _builtins.int = ...,
+        source: Global___WantSource.ValueType = ...,
         status: Global___WantStatus.ValueType = ...,
         message: _builtins.str = ...,
         created_at: _builtins.float = ...,
+        updated_at: _builtins.float = ...,
         finished_at: _builtins.float = ...,
+        sla_deadline: _builtins.float = ...,
+        expires_at: _builtins.float = ...,
         sla_missed: _builtins.bool = ...,
         waiting_on: _abc.Iterable[_builtins.str] | None = ...,
+        job_run_ids: _abc.Iterable[_builtins.str] | None = ...,
+        child_want_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["want", b"want"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at", "message", b"message", "sla_missed", b"sla_missed", "status", b"status", "waiting_on", b"waiting_on", "want", b"want"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["child_want_ids", b"child_want_ids", "created_at", b"created_at", "data_timestamp", b"data_timestamp", "expires_at", b"expires_at", "finished_at", b"finished_at", "job_run_ids", b"job_run_ids", "message", b"message", "parent_want_id", b"parent_want_id", "partition_ref", b"partition_ref", "root_want_id", b"root_want_id", "sla_deadline", b"sla_deadline", "sla_missed", b"sla_missed", "sla_seconds", b"sla_seconds", "source", b"source", "status", b"status", "ttl_seconds", b"ttl_seconds", "updated_at", b"updated_at", "waiting_on", b"waiting_on", "want_id", b"want_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -836,6 +883,61 @@ class CreateWantsResponse(_message.Message):
 Global___CreateWantsResponse: _TypeAlias = CreateWantsResponse  # noqa: Y015
 
 @_typing.final
+class ListWantsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WANTS_FIELD_NUMBER: _builtins.int
+    NEXT_CURSOR_FIELD_NUMBER: _builtins.int
+    next_cursor: _builtins.str
+    @_builtins.property
+    def wants(self) -> _containers.RepeatedCompositeFieldContainer[Global___WantView]: ...
+    def __init__(
+        self,
+        *,
+        wants: _abc.Iterable[Global___WantView] | None = ...,
+        next_cursor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_cursor", b"next_cursor", "wants", b"wants"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListWantsResponse: _TypeAlias = ListWantsResponse  # noqa: Y015
+
+@_typing.final
+class WantDetail(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WANT_FIELD_NUMBER: _builtins.int
+    TIMELINE_FIELD_NUMBER: _builtins.int
+    CHILDREN_FIELD_NUMBER: _builtins.int
+    JOB_RUNS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def want(self) -> Global___WantView: ...
+    @_builtins.property
+    def timeline(self) -> _containers.RepeatedCompositeFieldContainer[Global___BuildEvent]: ...
+    @_builtins.property
+    def children(self) -> _containers.RepeatedCompositeFieldContainer[Global___WantView]: ...
+    @_builtins.property
+    def job_runs(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobRunView]: ...
+    def __init__(
+        self,
+        *,
+        want: Global___WantView | None = ...,
+        timeline: _abc.Iterable[Global___BuildEvent] | None = ...,
+        children: _abc.Iterable[Global___WantView] | None = ...,
+        job_runs: _abc.Iterable[Global___JobRunView] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["want", b"want"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["children", b"children", "job_runs", b"job_runs", "timeline", b"timeline", "want", b"want"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WantDetail: _TypeAlias = WantDetail  # noqa: Y015
+
+@_typing.final
 class PartitionView(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -845,13 +947,24 @@ class PartitionView(_message.Message):
     WAITING_ON_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    FAILURES_FIELD_NUMBER: _builtins.int
+    RETRY_AT_FIELD_NUMBER: _builtins.int
+    WANT_IDS_FIELD_NUMBER: _builtins.int
+    UPSTREAM_FIELD_NUMBER: _builtins.int
+    JOB_NAME_FIELD_NUMBER: _builtins.int
     partition_ref: _builtins.str
     status: Global___PartitionStatus.ValueType
     job_run_id: _builtins.str
     message: _builtins.str
     updated_at: _builtins.float
+    failures: _builtins.int
+    retry_at: _builtins.float
+    upstream: _builtins.str
+    job_name: _builtins.str
     @_builtins.property
     def waiting_on(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def want_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
@@ -861,14 +974,42 @@ class PartitionView(_message.Message):
         waiting_on: _abc.Iterable[_builtins.str] | None = ...,
         message: _builtins.str = ...,
         updated_at: _builtins.float = ...,
+        failures: _builtins.int = ...,
+        retry_at: _builtins.float = ...,
+        want_ids: _abc.Iterable[_builtins.str] | None = ...,
+        upstream: _builtins.str = ...,
+        job_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_run_id", b"job_run_id", "message", b"message", "partition_ref", b"partition_ref", "status", b"status", "updated_at", b"updated_at", "waiting_on", b"waiting_on"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failures", b"failures", "job_name", b"job_name", "job_run_id", b"job_run_id", "message", b"message", "partition_ref", b"partition_ref", "retry_at", b"retry_at", "status", b"status", "updated_at", b"updated_at", "upstream", b"upstream", "waiting_on", b"waiting_on", "want_ids", b"want_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PartitionView: _TypeAlias = PartitionView  # noqa: Y015
+
+@_typing.final
+class ListPartitionsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARTITIONS_FIELD_NUMBER: _builtins.int
+    NEXT_CURSOR_FIELD_NUMBER: _builtins.int
+    next_cursor: _builtins.str
+    @_builtins.property
+    def partitions(self) -> _containers.RepeatedCompositeFieldContainer[Global___PartitionView]: ...
+    def __init__(
+        self,
+        *,
+        partitions: _abc.Iterable[Global___PartitionView] | None = ...,
+        next_cursor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_cursor", b"next_cursor", "partitions", b"partitions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPartitionsResponse: _TypeAlias = ListPartitionsResponse  # noqa: Y015
 
 @_typing.final
 class JobRunView(_message.Message):
@@ -882,7 +1023,10 @@ class JobRunView(_message.Message):
     QUEUED_AT_FIELD_NUMBER: _builtins.int
     STARTED_AT_FIELD_NUMBER: _builtins.int
     FINISHED_AT_FIELD_NUMBER: _builtins.int
+    DURATION_SECONDS_FIELD_NUMBER: _builtins.int
+    PID_FIELD_NUMBER: _builtins.int
     EXIT_CODE_FIELD_NUMBER: _builtins.int
+    FAILURE_KIND_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     MISSING_FIELD_NUMBER: _builtins.int
     job_run_id: _builtins.str
@@ -891,7 +1035,10 @@ class JobRunView(_message.Message):
     queued_at: _builtins.float
     started_at: _builtins.float
     finished_at: _builtins.float
+    duration_seconds: _builtins.float
+    pid: _builtins.int
     exit_code: _builtins.int
+    failure_kind: Global___FailureKind.ValueType
     message: _builtins.str
     @_builtins.property
     def partition_refs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
@@ -910,14 +1057,82 @@ class JobRunView(_message.Message):
         queued_at: _builtins.float = ...,
         started_at: _builtins.float = ...,
         finished_at: _builtins.float = ...,
+        duration_seconds: _builtins.float = ...,
+        pid: _builtins.int = ...,
         exit_code: _builtins.int = ...,
+        failure_kind: Global___FailureKind.ValueType = ...,
         message: _builtins.str = ...,
         missing: _abc.Iterable[Global___MissingDeps] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["exit_code", b"exit_code", "finished_at", b"finished_at", "job_name", b"job_name", "job_run_id", b"job_run_id", "message", b"message", "missing", b"missing", "partition_refs", b"partition_refs", "queued_at", b"queued_at", "started_at", b"started_at", "status", b"status", "want_ids", b"want_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_seconds", b"duration_seconds", "exit_code", b"exit_code", "failure_kind", b"failure_kind", "finished_at", b"finished_at", "job_name", b"job_name", "job_run_id", b"job_run_id", "message", b"message", "missing", b"missing", "partition_refs", b"partition_refs", "pid", b"pid", "queued_at", b"queued_at", "started_at", b"started_at", "status", b"status", "want_ids", b"want_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___JobRunView: _TypeAlias = JobRunView  # noqa: Y015
+
+@_typing.final
+class ListJobRunsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_RUNS_FIELD_NUMBER: _builtins.int
+    NEXT_CURSOR_FIELD_NUMBER: _builtins.int
+    next_cursor: _builtins.str
+    @_builtins.property
+    def job_runs(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobRunView]: ...
+    def __init__(
+        self,
+        *,
+        job_runs: _abc.Iterable[Global___JobRunView] | None = ...,
+        next_cursor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_runs", b"job_runs", "next_cursor", b"next_cursor"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListJobRunsResponse: _TypeAlias = ListJobRunsResponse  # noqa: Y015
+
+@_typing.final
+class EventsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    LAST_SEQUENCE_FIELD_NUMBER: _builtins.int
+    last_sequence: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___BuildEvent]: ...
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___BuildEvent] | None = ...,
+        last_sequence: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "last_sequence", b"last_sequence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EventsResponse: _TypeAlias = EventsResponse  # noqa: Y015
+
+@_typing.final
+class ErrorResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ERROR_FIELD_NUMBER: _builtins.int
+    error: _builtins.str
+    def __init__(
+        self,
+        *,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ErrorResponse: _TypeAlias = ErrorResponse  # noqa: Y015

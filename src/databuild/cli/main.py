@@ -1,0 +1,496 @@
+"""The ``databuild`` command line: argument parsing and output only.
+
+Every command talks to the graph service over HTTP (``client``); ``build`` starts an
+embedded service for its duration when none runs, and read-only commands fall back to a
+read-only view of the Build Event Log. Errors are printed as one clear line (exit 2 for
+bad input or an unreachable service, 1 for a build that did not succeed), never as a
+traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from rich.markup import escape
+
+from databuild import __version__
+from databuild.cli import output
+from databuild.cli.build import follow_build, print_outcome
+from databuild.cli.client import Client, find_service_url
+from databuild.config import GraphConfig, find_config, load_config, parse_duration
+from databuild.core.data_time import parse_data_date
+from databuild.core.errors import DataBuildError, InvalidInput, ServiceError
+from databuild.core.refs import parse_ref
+from databuild.service.server import EmbeddedService, ServeOptions, Service, options_from
+from databuild.service.views import graph_view
+
+SCAFFOLD = Path(__file__).parent / "scaffold" / "calendar"
+
+
+@dataclass
+class Context:
+    config_path: str | None
+    url: str | None
+    as_json: bool
+
+    def config(self) -> GraphConfig:
+        path = Path(self.config_path) if self.config_path else find_config(Path.cwd())
+        return load_config(path)
+
+    def token(self, config: GraphConfig | None) -> str | None:
+        name = config.service.token_env if config is not None else "DATABUILD_TOKEN"
+        return os.environ.get(name) or None
+
+    @contextlib.contextmanager
+    def service(self, *, write: bool) -> Iterator[Client]:
+        """A client for the running service; for reads, a read-only view when none runs."""
+        config = None if self.url and not self.config_path else self.config()
+        url = find_service_url(config, self.url)
+        if url is not None:
+            with Client(url, token=self.token(config)) as client:
+                yield client
+            return
+        assert config is not None
+        if write:
+            raise ServiceError(
+                f"no DataBuild service is running for graph {config.name!r} "
+                f"(looked for {config.state_dir / 'service.json'}); start one with "
+                "`databuild serve`, or use `databuild build`, which runs one for its duration"
+            )
+        # No service: answer reads from a read-only fold of the log, through the same API.
+        options = ServeOptions(port=0, read_only=True)
+        with EmbeddedService(config, options) as service, Client(service.url, token=None) as client:
+            yield client
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    output.err_console.print(f"[red]error:[/red] {escape(message)}")
+    sys.exit(code)
+
+
+class DataBuildGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DataBuildError as exc:
+            fail(str(exc))
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+
+
+@click.group(cls=DataBuildGroup)
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    metavar="PATH",
+    help="databuild.toml (default: found from the current directory up)",
+)
+@click.option(
+    "--url",
+    metavar="URL",
+    help="service URL (default: $DATABUILD_URL, then the running service of the graph)",
+)
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.version_option(__version__, prog_name="databuild")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, url: str | None, as_json: bool) -> None:
+    """DataBuild: declare the partitions you want; the graph builds them."""
+    ctx.obj = Context(config_path, url, as_json)
+
+
+def _ctx() -> Context:
+    obj: Context = click.get_current_context().obj
+    return obj
+
+
+def _duration(value: str | None, option: str) -> int:
+    if value is None:
+        return 0
+    try:
+        return int(parse_duration(value))
+    except ValueError as exc:
+        raise InvalidInput(f"{option}: {exc}") from None
+
+
+def _want_body(
+    refs: tuple[str, ...], data_date: str | None, sla: str | None, ttl: str | None
+) -> dict[str, Any]:
+    for raw in refs:
+        parse_ref(raw)
+    body: dict[str, Any] = {
+        "partition_refs": list(refs),
+        "sla_seconds": _duration(sla, "--sla"),
+        "ttl_seconds": _duration(ttl, "--ttl"),
+        "source": "cli",
+    }
+    if data_date:
+        body["data_timestamp"] = parse_data_date(data_date)
+    return body
+
+
+# ---- init / serve / build ----------------------------------------------------------------
+@cli.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def init(directory: Path) -> None:
+    """Scaffold a working example graph (the calendar example) in DIRECTORY."""
+    if directory.exists() and any(directory.iterdir()):
+        raise InvalidInput(f"{directory} is not empty; pick a new directory")
+    shutil.copytree(
+        SCAFFOLD, directory, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    output.console.print(
+        f"Created {escape(str(directory))}. Next:\n  cd {escape(str(directory))} && databuild build summary/all"
+    )
+
+
+@cli.command()
+@click.option("--host", help="address to listen on (default from [service] host: 127.0.0.1)")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    help="port (default from [service] port; 0 = any free port)",
+)
+def serve(host: str | None, port: int | None) -> None:
+    """Run the graph service: HTTP API, continuous reconciliation."""
+    config = _ctx().config()
+    service = Service(config, options_from(config, host, port))
+    output.err_console.print(f"DataBuild graph {escape(config.name)!r} serving at {service.url}")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(service.run())
+
+
+@cli.command()
+@click.argument("refs", nargs=-1, required=True)
+@click.option(
+    "--data-date", help="business date of the data (YYYY-MM-DD); default from the ref, else today"
+)
+@click.option("--sla", help="ready within this long after the data date, e.g. 9h")
+@click.option("--ttl", help="give up this long after the data date, e.g. 30d")
+@click.option("-q", "--quiet", is_flag=True, help="no progress output")
+@click.option(
+    "-j",
+    "--parallel",
+    type=click.IntRange(1, 1024),
+    help="job processes at once (embedded service only)",
+)
+def build(
+    refs: tuple[str, ...],
+    data_date: str | None,
+    sla: str | None,
+    ttl: str | None,
+    quiet: bool,
+    parallel: int | None,
+) -> None:
+    """Build partitions: create wants and follow them until they are satisfied or fail."""
+    ctx = _ctx()
+    body = _want_body(refs, data_date, sla, ttl)
+    config = ctx.config()
+    url = find_service_url(config, ctx.url)
+    started = time.monotonic()
+    if url is not None:
+        with Client(url, token=ctx.token(config)) as client:
+            progress = follow_build(client, body, quiet=quiet or ctx.as_json)
+    else:
+        options = ServeOptions(port=0, max_parallel=parallel, token=ctx.token(config))
+        with (
+            EmbeddedService(config, options) as service,
+            Client(service.url, token=options.token) as client,
+        ):
+            progress = follow_build(client, body, quiet=quiet or ctx.as_json)
+    elapsed = time.monotonic() - started
+    ok = all(w["status"] == "satisfied" for w in progress.wants.values())
+    if ctx.as_json:
+        output.print_json(
+            {
+                "ok": ok,
+                "seconds": round(elapsed, 3),
+                "runs": progress.runs_queued,
+                "wants": list(progress.wants.values()),
+            }
+        )
+    else:
+        print_outcome(progress)
+        output.console.print(f"[dim]{elapsed:.2f}s[/dim]")
+    if not ok:
+        sys.exit(1)
+
+
+# ---- wants ---------------------------------------------------------------------------------
+@cli.group()
+def want() -> None:
+    """Create, list, inspect and cancel wants."""
+
+
+@want.command("create")
+@click.argument("refs", nargs=-1, required=True)
+@click.option("--data-date", help="business date of the data (YYYY-MM-DD)")
+@click.option("--sla", help="ready within this long after the data date, e.g. 9h")
+@click.option("--ttl", help="give up this long after the data date, e.g. 30d")
+def want_create(
+    refs: tuple[str, ...], data_date: str | None, sla: str | None, ttl: str | None
+) -> None:
+    """Declare that partitions should exist (idempotent)."""
+    ctx = _ctx()
+    body = _want_body(refs, data_date, sla, ttl)
+    with ctx.service(write=True) as client:
+        created = client.post("/api/v1/wants", body)
+    if ctx.as_json:
+        output.print_json(created)
+    else:
+        output.console.print(output.wants_table(created["wants"]))
+
+
+@want.command("list")
+@click.option("--status", help="comma-separated statuses, or 'active'")
+@click.option("--prefix", help="partition ref prefix")
+@click.option("--root", "root_want_id", help="only this root want and the wants it caused")
+@click.option(
+    "--source",
+    type=click.Choice(["cli", "api", "dashboard", "scheduled", "derived", "upstream_graph"]),
+)
+@click.option("--limit", type=click.IntRange(1, None), default=100, show_default=True)
+def want_list(
+    status: str | None, prefix: str | None, root_want_id: str | None, source: str | None, limit: int
+) -> None:
+    """List wants, oldest first."""
+    ctx = _ctx()
+    params = {
+        k: v
+        for k, v in {
+            "status": status,
+            "prefix": prefix,
+            "root_want_id": root_want_id,
+            "source": source,
+        }.items()
+        if v
+    }
+    with ctx.service(write=False) as client:
+        wants = list(client.pages("/api/v1/wants", "wants", params, limit))
+    if ctx.as_json:
+        output.print_json({"wants": wants})
+    else:
+        output.console.print(output.wants_table(wants))
+
+
+@want.command("status")
+@click.argument("want_id")
+def want_status(want_id: str) -> None:
+    """A want's status, timeline, child wants and job runs."""
+    ctx = _ctx()
+    with ctx.service(write=False) as client:
+        detail = client.get(f"/api/v1/wants/{want_id}")
+    if ctx.as_json:
+        output.print_json(detail)
+    else:
+        output.want_detail(detail)
+
+
+@want.command("cancel")
+@click.argument("want_id")
+def want_cancel(want_id: str) -> None:
+    """Cancel a want; work only it needed stops."""
+    ctx = _ctx()
+    with ctx.service(write=True) as client:
+        view = client.delete(f"/api/v1/wants/{want_id}")
+    if ctx.as_json:
+        output.print_json(view)
+    else:
+        output.console.print(f"want {escape(want_id)}: {output.styled(view['status'])}")
+
+
+# ---- partitions, runs, events, graph -------------------------------------------------------
+@cli.command()
+@click.argument("refs", nargs=-1)
+@click.option("--prefix", help="partition ref prefix")
+@click.option("--status", help="comma-separated: absent,building,waiting,backoff,live,failed")
+@click.option("--limit", type=click.IntRange(1, None), default=200, show_default=True)
+def partitions(refs: tuple[str, ...], prefix: str | None, status: str | None, limit: int) -> None:
+    """Partitions and their state (or exactly REFS)."""
+    ctx = _ctx()
+    with ctx.service(write=False) as client:
+        if refs:
+            for raw in refs:
+                parse_ref(raw)
+            found = client.get("/api/v1/partitions", {"ref": list(refs)})["partitions"]
+        else:
+            params = {k: v for k, v in {"prefix": prefix, "status": status}.items() if v}
+            found = list(client.pages("/api/v1/partitions", "partitions", params, limit))
+    if ctx.as_json:
+        output.print_json({"partitions": found})
+    else:
+        output.console.print(output.partitions_table(found))
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--job", help="only runs of this job")
+@click.option(
+    "--status", help="comma-separated: queued,running,succeeded,failed,missing_deps,canceled"
+)
+@click.option("--limit", type=click.IntRange(1, None), default=50, show_default=True)
+@click.pass_context
+def runs(click_ctx: click.Context, job: str | None, status: str | None, limit: int) -> None:
+    """Job runs, newest first; `runs show ID`, `runs log ID`."""
+    if click_ctx.invoked_subcommand is not None:
+        return
+    ctx = _ctx()
+    params = {k: v for k, v in {"job": job, "status": status}.items() if v}
+    with ctx.service(write=False) as client:
+        found = list(client.pages("/api/v1/job-runs", "job_runs", params, limit))
+    if ctx.as_json:
+        output.print_json({"job_runs": found})
+    else:
+        output.console.print(output.runs_table(found))
+
+
+@runs.command("show")
+@click.argument("job_run_id")
+def runs_show(job_run_id: str) -> None:
+    """One job run."""
+    ctx = _ctx()
+    with ctx.service(write=False) as client:
+        run = client.get(f"/api/v1/job-runs/{job_run_id}")
+    if ctx.as_json:
+        output.print_json(run)
+    else:
+        output.console.print(output.runs_table([run]))
+        for item in run["missing"]:
+            output.console.print(
+                f"  {escape(item['partition_ref'])} misses {escape(', '.join(item['missing_refs']))}"
+            )
+
+
+@runs.command("log")
+@click.argument("job_run_id")
+@click.option("-f", "--follow", is_flag=True, help="keep printing while the run goes on")
+def runs_log(job_run_id: str, follow: bool) -> None:
+    """A job run's captured stdout and stderr."""
+    ctx = _ctx()
+    offset = 0
+    with ctx.service(write=False) as client:
+        while True:
+            text, headers = client.text(f"/api/v1/job-runs/{job_run_id}/log", {"offset": offset})
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            offset = int(headers.get("x-log-next-offset", offset))
+            if not follow:
+                return
+            run = client.get(f"/api/v1/job-runs/{job_run_id}")
+            if run["status"] not in ("queued", "running") and not text:
+                return
+            if not text:
+                time.sleep(0.5)  # the log is a file the job writes; there is no event per line
+
+
+@cli.command()
+@click.option(
+    "--after", type=click.IntRange(0, None), default=0, help="events after this sequence number"
+)
+@click.option("--types", help="comma-separated event types")
+@click.option("--partition", help="partition pattern, e.g. daily/date={date}")
+@click.option("-f", "--follow", is_flag=True, help="keep following new events")
+@click.option("--limit", type=click.IntRange(1, None), default=1000, show_default=True)
+def events(after: int, types: str | None, partition: str | None, follow: bool, limit: int) -> None:
+    """The Build Event Log."""
+    ctx = _ctx()
+    params: dict[str, Any] = {
+        k: v for k, v in {"types": types, "partition": partition}.items() if v
+    }
+    shown = 0
+    with ctx.service(write=False) as client:
+        while True:
+            page = client.get(
+                "/api/v1/events",
+                {**params, "after": after, "limit": min(1000, limit), "wait": 20 if follow else 0},
+                timeout=60.0,
+            )
+            for event in page["events"]:
+                if ctx.as_json:
+                    sys.stdout.write(_json_line(event))
+                else:
+                    output.console.print(escape(output.event_line(event)))
+                shown += 1
+            sys.stdout.flush()
+            after = int(page["last_sequence"])
+            if not follow and (not page["events"] or shown >= limit):
+                return
+
+
+def _json_line(data: object) -> str:
+    return json.dumps(data, separators=(",", ":")) + "\n"
+
+
+@cli.command()
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "mermaid", "dot"]),
+    default="text",
+    show_default=True,
+)
+def graph(fmt: str) -> None:
+    """The graph: jobs, their output patterns, upstream graphs; exportable as a diagram."""
+    ctx = _ctx()
+    config = ctx.config()
+    view = graph_view(config.graph).model_dump()
+    if ctx.as_json:
+        output.print_json(view)
+    elif fmt == "mermaid":
+        sys.stdout.write(_mermaid(view))
+    elif fmt == "dot":
+        sys.stdout.write(_dot(view))
+    else:
+        output.console.print(f"[bold]graph[/bold] {escape(view['name'])}")
+        for job in view["jobs"]:
+            output.console.print(
+                f"  job {escape(job['name'])}: {escape(', '.join(job['outputs']))}  "
+                f"[dim](batch {job['max_batch']}, concurrency {job['concurrency']}, retries {job['retries']}, "
+                f"timeout {job['timeout_seconds']:.0f}s)[/dim]"
+            )
+        for up in view["upstreams"]:
+            output.console.print(
+                f"  upstream {escape(up['name'])} at {escape(up['url'])}: {escape(', '.join(up['partitions']))}"
+            )
+
+
+def _mermaid(view: dict[str, Any]) -> str:
+    lines = ["flowchart LR"]
+    for index, job in enumerate(view["jobs"]):
+        outputs = "<br/>".join(job["outputs"])
+        lines.append(f'    job{index}["job {job["name"]}"] --> out{index}(["{outputs}"])')
+    for index, up in enumerate(view["upstreams"]):
+        parts = "<br/>".join(up["partitions"])
+        lines.append(f'    up{index}{{{{"upstream {up["name"]}"}}}} --> upout{index}(["{parts}"])')
+    return "\n".join(lines) + "\n"
+
+
+def _dot(view: dict[str, Any]) -> str:
+    lines = [f'digraph "{view["name"]}" {{', "  rankdir=LR;"]
+    for index, job in enumerate(view["jobs"]):
+        lines.append(f'  job{index} [shape=box,label="job {job["name"]}"];')
+        for out_index, pattern in enumerate(job["outputs"]):
+            lines.append(f'  out{index}_{out_index} [shape=ellipse,label="{pattern}"];')
+            lines.append(f"  job{index} -> out{index}_{out_index};")
+    for index, up in enumerate(view["upstreams"]):
+        lines.append(f'  up{index} [shape=hexagon,label="upstream {up["name"]}"];')
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    cli(prog_name="databuild")
+
+
+if __name__ == "__main__":
+    main()

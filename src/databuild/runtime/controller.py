@@ -1,0 +1,313 @@
+"""The controller loop: the I/O shell around the pure ``Reconciler``.
+
+Who calls it: the service (HTTP handlers submit want requests and cancels; the event
+stream waits on commits) and tests. What it does, one *step* at a time: take every input
+that has arrived (want requests, cancels, executor reports), let the reconciler decide,
+fire due timers and dispatch (``tick``), append all resulting events to the Build Event
+Log in ONE transaction, and only after that commit acknowledge clients and start or kill
+runs. It sleeps until an input arrives or the reconciler's next timer is due: no polling.
+
+What it must not do: decide anything itself, or acknowledge a want before the event that
+records it is durable. A failed append stops the controller (state in memory may be ahead
+of the log); a restart rebuilds state from the log, which is the truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from databuild.core import events as ev
+from databuild.core.errors import DataBuildError, StorageError
+from databuild.core.model import GraphSpec, WantId, WantRequest, WantStatus
+from databuild.core.outcomes import ExecutorReport, RunFinishedReport, RunStartedReport
+from databuild.core.reconcile import Effect, KillOrphan, KillRun, Reconciler, StartRun
+from databuild.core.refs import PartitionRef
+from databuild.core.state import BuildState
+from databuild.executors.port import Executor, RunRequest
+from databuild.log.port import BuildEventLog
+from databuild.runtime.clock import Clock, SystemClock
+
+log = logging.getLogger("databuild.controller")
+
+_LOAD_CHUNK = 50_000
+_RECENT_EVENTS = 20_000
+
+
+@dataclass
+class _WantInput:
+    requests: Sequence[WantRequest]
+    done: asyncio.Future[list[WantId]]
+
+
+@dataclass
+class _CancelInput:
+    want_id: WantId
+    reason: str
+    done: asyncio.Future[WantStatus]
+
+
+@dataclass
+class _UpstreamLiveInput:
+    refs: Sequence[PartitionRef]
+    upstream: str
+    done: asyncio.Future[None]
+
+
+@dataclass
+class _Poke:
+    done: asyncio.Future[None]
+
+
+_Input = _WantInput | _CancelInput | _UpstreamLiveInput | _Poke | ExecutorReport
+
+
+@dataclass
+class ControllerStats:
+    steps: int = 0
+    events: int = 0
+    last_step_seconds: float = 0.0
+    step_seconds_total: float = 0.0
+    started_runs: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+class Controller:
+    def __init__(
+        self,
+        graph: GraphSpec,
+        event_log: BuildEventLog,
+        executor: Executor,
+        *,
+        root_dir: Path,
+        runs_dir: Path,
+        graph_url: str = "",
+        clock: Clock | None = None,
+        owner: str = "",
+    ) -> None:
+        self.graph = graph
+        self.log = event_log
+        self.executor = executor
+        self.root_dir = root_dir
+        self.runs_dir = runs_dir
+        self.graph_url = graph_url
+        self.clock: Clock = clock or SystemClock()
+        self.owner = owner or f"databuild service pid {os.getpid()}"
+        self.reconciler = Reconciler(graph)
+        self.stats = ControllerStats()
+        self.failure: BaseException | None = None
+        self.recent: collections.deque[ev.Event] = collections.deque(maxlen=_RECENT_EVENTS)
+        self._inbox: asyncio.Queue[_Input] = asyncio.Queue()
+        self._committed = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = False
+        self.last_committed = 0
+
+    @property
+    def state(self) -> BuildState:
+        return self.reconciler.state
+
+    @property
+    def last_sequence(self) -> int:
+        return self.reconciler.state.last_sequence
+
+    # ---- lifecycle -----------------------------------------------------------------
+    async def start(self) -> None:
+        """Take the log's writer lock, rebuild state from it, recover runs, start the loop."""
+        self._loop = asyncio.get_running_loop()
+        await asyncio.to_thread(self.log.acquire_writer, self.owner)
+        after = 0
+        while True:
+            chunk = await asyncio.to_thread(self.log.read, after, _LOAD_CHUNK)
+            if not chunk:
+                break
+            self.reconciler.load(chunk)
+            after = chunk[-1].sequence
+        self.last_committed = self.reconciler.state.last_sequence
+        self.executor.set_reporter(self._report)
+        self.reconciler.recover(self.clock.now())
+        await self._commit_and_act(self.clock.now())
+        self._task = asyncio.create_task(self._run(), name="databuild-controller")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        await self.executor.close()
+        async with self._committed:
+            self._committed.notify_all()
+
+    # ---- inputs --------------------------------------------------------------------
+    def _future(self) -> asyncio.Future[object]:
+        self._raise_if_failed()
+        return asyncio.get_running_loop().create_future()
+
+    def _raise_if_failed(self) -> None:
+        if self.failure is not None:
+            raise StorageError(f"the controller stopped: {self.failure}")
+
+    async def create_wants(self, requests: Sequence[WantRequest]) -> list[WantId]:
+        """Create (or find) the wants; returns once their creation is durable."""
+        done: asyncio.Future[list[WantId]] = self._future()  # type: ignore[assignment]
+        self._inbox.put_nowait(_WantInput(requests, done))
+        return await done
+
+    async def cancel_want(self, want_id: WantId, reason: str) -> WantStatus:
+        done: asyncio.Future[WantStatus] = self._future()  # type: ignore[assignment]
+        self._inbox.put_nowait(_CancelInput(want_id, reason, done))
+        return await done
+
+    async def upstream_live(self, refs: Sequence[PartitionRef], upstream: str) -> None:
+        done: asyncio.Future[None] = self._future()  # type: ignore[assignment]
+        self._inbox.put_nowait(_UpstreamLiveInput(refs, upstream, done))
+        await done
+
+    async def poke(self) -> None:
+        """Run one step now (tests move a FakeClock, then poke)."""
+        done: asyncio.Future[None] = self._future()  # type: ignore[assignment]
+        self._inbox.put_nowait(_Poke(done))
+        await done
+
+    def _report(self, report: ExecutorReport) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        loop.call_soon_threadsafe(self._inbox.put_nowait, report)
+
+    async def wait_for_events(self, after: int, timeout: float) -> int:
+        """Wait until the log holds an event after ``after`` (or timeout); return last seq."""
+        async with self._committed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._committed.wait_for(lambda: self.last_committed > after or self._stopping),
+                    timeout,
+                )
+        return self.last_committed
+
+    # ---- the loop ------------------------------------------------------------------
+    async def _next_input(self) -> _Input | None:
+        wake = self.reconciler.next_wakeup()
+        if wake is None:
+            return await self._inbox.get()
+        delay = max(0.0, wake - self.clock.now())
+        try:
+            return await asyncio.wait_for(self._inbox.get(), delay)
+        except TimeoutError:
+            return None
+
+    async def _run(self) -> None:
+        try:
+            while not self._stopping:
+                first = await self._next_input()
+                batch: list[_Input] = [] if first is None else [first]
+                while not self._inbox.empty() and len(batch) < 10_000:
+                    batch.append(self._inbox.get_nowait())
+                await self._step(batch)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # the loop must not die silently
+            self.failure = exc
+            log.error("controller stopped: %s", exc)
+            self._fail_pending(exc)
+            async with self._committed:
+                self._committed.notify_all()
+
+    def _fail_pending(self, exc: BaseException) -> None:
+        while not self._inbox.empty():
+            item = self._inbox.get_nowait()
+            done = getattr(item, "done", None)
+            if done is not None and not done.done():
+                done.set_exception(StorageError(f"the controller stopped: {exc}"))
+
+    async def _step(self, batch: list[_Input]) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        now = self.clock.now()
+        replies: list[tuple[asyncio.Future[object], object]] = []
+        failures: list[tuple[asyncio.Future[object], BaseException]] = []
+        rec = self.reconciler
+        for item in batch:
+            try:
+                if isinstance(item, RunStartedReport):
+                    rec.run_started(item, now)
+                elif isinstance(item, RunFinishedReport):
+                    rec.run_finished(item, now)
+                elif isinstance(item, _WantInput):
+                    ids = [rec.request_want(r, now) for r in item.requests]
+                    replies.append((item.done, ids))  # type: ignore[arg-type]
+                elif isinstance(item, _CancelInput):
+                    status = rec.cancel_want(item.want_id, item.reason, now)
+                    replies.append((item.done, status))  # type: ignore[arg-type]
+                elif isinstance(item, _UpstreamLiveInput):
+                    for ref in item.refs:
+                        rec.partition_live_upstream(ref, item.upstream, now)
+                    replies.append((item.done, None))  # type: ignore[arg-type]
+                else:
+                    replies.append((item.done, None))  # type: ignore[arg-type]
+            except DataBuildError as exc:
+                done = getattr(item, "done", None)
+                if done is not None:
+                    failures.append((done, exc))
+        try:
+            await self._commit_and_act(now)
+        except BaseException as exc:
+            for done, _ in replies:
+                if not done.done():
+                    done.set_exception(StorageError(f"not recorded: {exc}"))
+            raise
+        for done, value in replies:
+            if not done.done():
+                done.set_result(value)
+        for done, error in failures:
+            if not done.done():
+                done.set_exception(error)
+        elapsed = loop.time() - started
+        self.stats.steps += 1
+        self.stats.last_step_seconds = elapsed
+        self.stats.step_seconds_total += elapsed
+
+    async def _commit_and_act(self, now: float) -> None:
+        self.reconciler.tick(now, self.executor.free_slots())
+        events, effects = self.reconciler.take()
+        if events:
+            first = events[0].sequence
+            stored = await asyncio.to_thread(self.log.append, [e.payload for e in events], now)
+            if not stored or stored[0].sequence != first or len(stored) != len(events):
+                raise StorageError(
+                    "the Build Event Log assigned sequence numbers this service did not "
+                    "expect: another writer appended to it; restart to rebuild state"
+                )
+            self.recent.extend(events)
+            self.stats.events += len(events)
+            async with self._committed:
+                self.last_committed = events[-1].sequence
+                self._committed.notify_all()
+        for effect in effects:
+            await self._carry_out(effect)
+
+    async def _carry_out(self, effect: Effect) -> None:
+        if isinstance(effect, StartRun):
+            job = self.graph.job(effect.job_name)
+            request = RunRequest(
+                job_run_id=effect.job_run_id,
+                job=job,
+                partition_refs=effect.partition_refs,
+                graph_url=self.graph_url,
+                root_dir=self.root_dir,
+                runs_dir=self.runs_dir,
+            )
+            self.stats.started_runs += 1
+            await self.executor.start(request)
+        elif isinstance(effect, KillRun):
+            await self.executor.kill(effect.job_run_id, effect.reason)
+        elif isinstance(effect, KillOrphan):
+            await asyncio.to_thread(self.executor.kill_orphan, effect.job_run_id, effect.pid)

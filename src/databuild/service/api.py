@@ -1,0 +1,335 @@
+"""The routes of ``/api/v1``: thin handlers over the controller (writes) and views (reads).
+
+Each handler validates its input at the edge (refs through ``parse_ref``), calls one
+controller method or one view, and returns a schema model. Errors are DataBuildErrors,
+turned into 4xx JSON by the app's handlers. Must not hold logic that the core or the
+views already have.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import PlainTextResponse, StreamingResponse
+
+from databuild.codec import event_to_dict
+from databuild.core.data_time import default_data_timestamp, parse_data_date
+from databuild.core.errors import InvalidInput, NotFound, ServiceError
+from databuild.core.events import EVENT_TYPE_NAMES, Event, partition_refs_of
+from databuild.core.model import WantId, WantRequest, WantSource
+from databuild.core.refs import PartitionPattern, parse_ref
+from databuild.executors.protocol import LOG_FILE_NAME
+from databuild.runtime.controller import Controller
+from databuild.service import schemas, views
+from databuild.service.host import GraphHost
+
+router = APIRouter(prefix="/api/v1")
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": schemas.ErrorResponse},
+    404: {"model": schemas.ErrorResponse},
+    422: {"model": schemas.ErrorResponse},
+}
+MAX_LOG_CHUNK = 1 << 20
+MAX_WAIT_SECONDS = 60.0
+
+
+def host_of(request: Request) -> GraphHost:
+    host: GraphHost = request.app.state.host
+    return host
+
+
+def controller_of(request: Request) -> Controller:
+    controller = host_of(request).controller
+    if controller is None:
+        raise ServiceError(
+            "this is a read-only view of the graph; start `databuild serve` to make changes"
+        )
+    return controller
+
+
+@router.post("/wants", response_model=schemas.CreateWantsResponse, responses=_ERRORS)
+async def create_wants(
+    body: schemas.CreateWantsRequest, request: Request
+) -> schemas.CreateWantsResponse:
+    """Create wants (idempotent: the same request returns the same want ids)."""
+    controller = controller_of(request)
+    now = host_of(request).clock.now()
+    if body.data_timestamp is not None and body.data_date:
+        raise InvalidInput("give data_timestamp or data_date, not both")
+    explicit = parse_data_date(body.data_date) if body.data_date else body.data_timestamp
+    requests = []
+    for index, raw in enumerate(body.partition_refs):
+        try:
+            ref = parse_ref(raw)
+        except InvalidInput as exc:
+            raise InvalidInput(f"partition_refs[{index}]: {exc}") from None
+        stamp = explicit if explicit is not None else default_data_timestamp(ref, now)
+        requests.append(
+            WantRequest(ref, stamp, WantSource(body.source), body.ttl_seconds, body.sla_seconds)
+        )
+    ids = await controller.create_wants(requests)
+    state = controller.state
+    return schemas.CreateWantsResponse(wants=[views.want_view(state, state.wants[i]) for i in ids])
+
+
+@router.get("/wants", response_model=schemas.ListWantsResponse, responses=_ERRORS)
+async def list_wants(
+    request: Request,
+    status: Annotated[
+        str | None, Query(max_length=200, description="comma-separated; 'active' for all active")
+    ] = None,
+    prefix: Annotated[str | None, Query(max_length=512)] = None,
+    root_want_id: Annotated[str | None, Query(max_length=64)] = None,
+    source: Annotated[str | None, Query(max_length=32)] = None,
+    cursor: Annotated[str, Query(max_length=64)] = "",
+    limit: Annotated[int, Query(ge=1, le=views.MAX_LIMIT)] = views.DEFAULT_LIMIT,
+) -> schemas.ListWantsResponse:
+    """List wants, oldest first, filtered by status, partition prefix, root want and source."""
+    return views.list_wants(
+        host_of(request).state,
+        status=status,
+        prefix=prefix,
+        root_want_id=root_want_id,
+        source=source,
+        cursor=cursor,
+        limit=limit,
+    )
+
+
+@router.get("/wants/{want_id}", response_model=schemas.WantDetail, responses=_ERRORS)
+async def get_want(want_id: str, request: Request) -> schemas.WantDetail:
+    """One want: status, timeline of its events, child wants and job runs."""
+    host = host_of(request)
+    state = host.state
+    record = state.wants.get(WantId(want_id))
+    if record is None:
+        raise NotFound(f"no want with id {want_id!r}")
+    sequences = list(record.events)
+    timeline = await asyncio.to_thread(_read_sequences, host, sequences)
+    return schemas.WantDetail(
+        want=views.want_view(state, record),
+        timeline=[schemas.BuildEvent.model_validate(event_to_dict(e)) for e in timeline],
+        children=[views.want_view(state, state.wants[c]) for c in record.children],
+        job_runs=[views.job_run_view(state.runs[r]) for r in record.job_run_ids if r in state.runs],
+    )
+
+
+def _read_sequences(host: GraphHost, sequences: list[int]) -> list[Event]:
+    out: list[Event] = []
+    for sequence in sequences:
+        out.extend(host.log.read(sequence - 1, 1))
+    return out
+
+
+@router.delete("/wants/{want_id}", response_model=schemas.WantView, responses=_ERRORS)
+async def cancel_want(want_id: str, request: Request) -> schemas.WantView:
+    """Cancel a want: work that only it needed stops; work other wants need goes on."""
+    controller = controller_of(request)
+    await controller.cancel_want(WantId(want_id), "canceled through the API")
+    state = controller.state
+    return views.want_view(state, state.wants[WantId(want_id)])
+
+
+@router.get("/partitions", response_model=schemas.ListPartitionsResponse, responses=_ERRORS)
+async def list_partitions(
+    request: Request,
+    ref: Annotated[list[str], Query(max_length=1000, description="exactly these partitions")] = [],  # noqa: B006
+    prefix: Annotated[str | None, Query(max_length=512)] = None,
+    status: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Annotated[str, Query(max_length=600)] = "",
+    limit: Annotated[int, Query(ge=1, le=views.MAX_LIMIT)] = views.DEFAULT_LIMIT,
+) -> schemas.ListPartitionsResponse:
+    """Partitions and their state; with ``ref=`` (repeatable), exactly those (jobs use this)."""
+    refs: list[str] = []
+    for index, raw in enumerate(ref):
+        try:
+            refs.append(parse_ref(raw))
+        except InvalidInput as exc:
+            raise InvalidInput(f"ref[{index}]: {exc}") from None
+    return views.list_partitions(
+        host_of(request).state, refs=refs, prefix=prefix, status=status, cursor=cursor, limit=limit
+    )
+
+
+@router.get("/partitions/{ref:path}", response_model=schemas.PartitionView, responses=_ERRORS)
+async def get_partition(ref: str, request: Request) -> schemas.PartitionView:
+    """One partition (the ref may contain '/')."""
+    valid = parse_ref(ref)
+    state = host_of(request).state
+    found = views.list_partitions(state, refs=[valid], prefix=None, status=None, cursor="", limit=1)
+    return found.partitions[0]
+
+
+@router.get("/job-runs", response_model=schemas.ListJobRunsResponse, responses=_ERRORS)
+async def list_job_runs(
+    request: Request,
+    job: Annotated[str | None, Query(max_length=200)] = None,
+    status: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Annotated[str, Query(max_length=64)] = "",
+    limit: Annotated[int, Query(ge=1, le=views.MAX_LIMIT)] = views.DEFAULT_LIMIT,
+) -> schemas.ListJobRunsResponse:
+    """Job runs, newest first."""
+    return views.list_job_runs(
+        host_of(request).state, job=job, status=status, cursor=cursor, limit=limit
+    )
+
+
+@router.get("/job-runs/{job_run_id}", response_model=schemas.JobRunView, responses=_ERRORS)
+async def get_job_run(job_run_id: str, request: Request) -> schemas.JobRunView:
+    run = host_of(request).state.runs.get(job_run_id)  # type: ignore[call-overload]
+    if run is None:
+        raise NotFound(f"no job run with id {job_run_id!r}")
+    return views.job_run_view(run)
+
+
+@router.get(
+    "/job-runs/{job_run_id}/log",
+    response_class=PlainTextResponse,
+    responses={**_ERRORS, 200: {"content": {"text/plain": {}}}},
+)
+async def get_job_run_log(
+    job_run_id: str,
+    request: Request,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_LOG_CHUNK)] = MAX_LOG_CHUNK,
+) -> PlainTextResponse:
+    """The run's captured stdout+stderr (bounded), from ``offset`` bytes."""
+    host = host_of(request)
+    if job_run_id not in host.state.runs:
+        raise NotFound(f"no job run with id {job_run_id!r}")
+    path = host.config.runs_dir / job_run_id / LOG_FILE_NAME
+    data = await asyncio.to_thread(_read_chunk, path, offset, limit)
+    return PlainTextResponse(
+        data.decode("utf-8", errors="replace"),
+        headers={"X-Log-Next-Offset": str(offset + len(data))},
+    )
+
+
+def _read_chunk(path: object, offset: int, limit: int) -> bytes:
+    try:
+        with open(path, "rb") as handle:  # type: ignore[call-overload]
+            handle.seek(offset)
+            data: bytes = handle.read(limit)
+            return data
+    except FileNotFoundError:
+        return b""
+
+
+def _event_filter(
+    types: str | None, partition: str | None
+) -> tuple[frozenset[str] | None, PartitionPattern | None]:
+    wanted = None
+    if types:
+        wanted = frozenset(t.strip() for t in types.split(",") if t.strip())
+        unknown = sorted(wanted - EVENT_TYPE_NAMES)
+        if unknown:
+            raise InvalidInput(
+                f"unknown event type(s) {', '.join(unknown)}; known: {', '.join(sorted(EVENT_TYPE_NAMES))}"
+            )
+    pattern = PartitionPattern.compile(partition) if partition else None
+    return wanted, pattern
+
+
+def _select(
+    host: GraphHost,
+    after: int,
+    limit: int,
+    types: frozenset[str] | None,
+    pattern: PartitionPattern | None,
+) -> tuple[list[Event], int]:
+    """Up to ``limit`` matching events after ``after``; and the sequence scanned up to."""
+    out: list[Event] = []
+    cursor = after
+    while len(out) < limit:
+        chunk = host.log.read(cursor, max(limit, 500), types)
+        if not chunk:
+            break
+        for event in chunk:
+            cursor = event.sequence
+            if pattern is None or any(
+                pattern.match(r) is not None for r in partition_refs_of(event.payload)
+            ):
+                out.append(event)
+                if len(out) == limit:
+                    break
+    return out, cursor
+
+
+@router.get("/events", response_model=schemas.EventsResponse, responses=_ERRORS)
+async def list_events(
+    request: Request,
+    after: Annotated[int, Query(ge=0, description="return events with a larger sequence")] = 0,
+    limit: Annotated[int, Query(ge=1, le=views.MAX_LIMIT)] = views.DEFAULT_LIMIT,
+    types: Annotated[
+        str | None, Query(max_length=1000, description="comma-separated event types")
+    ] = None,
+    partition: Annotated[
+        str | None, Query(max_length=512, description="a partition pattern")
+    ] = None,
+    wait: Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS, description="long-poll seconds")] = 0,
+) -> schemas.EventsResponse:
+    """The event stream other graphs follow: events after a sequence, filtered; long-poll
+    with ``wait``. ``last_sequence`` is where to resume (it may pass filtered-out events)."""
+    host = host_of(request)
+    wanted, pattern = _event_filter(types, partition)
+    events, scanned = await asyncio.to_thread(_select, host, after, limit, wanted, pattern)
+    if not events and wait > 0 and host.controller is not None:
+        await host.controller.wait_for_events(scanned, wait)
+        events, scanned = await asyncio.to_thread(_select, host, scanned, limit, wanted, pattern)
+    return schemas.EventsResponse(
+        events=[schemas.BuildEvent.model_validate(event_to_dict(e)) for e in events],
+        last_sequence=scanned,
+    )
+
+
+@router.get(
+    "/events/stream",
+    response_class=StreamingResponse,
+    responses={**_ERRORS, 200: {"content": {"text/event-stream": {}}}},
+)
+async def stream_events(
+    request: Request,
+    after: Annotated[int, Query(ge=0)] = 0,
+    types: Annotated[str | None, Query(max_length=1000)] = None,
+    partition: Annotated[str | None, Query(max_length=512)] = None,
+    last_event_id: Annotated[str | None, Header(max_length=32)] = None,
+) -> StreamingResponse:
+    """Server-Sent Events; resumable with the Last-Event-ID header (nothing lost or repeated)."""
+    host = host_of(request)
+    wanted, pattern = _event_filter(types, partition)
+    start = after
+    if last_event_id:
+        if not last_event_id.isdigit():
+            raise InvalidInput("Last-Event-ID must be an event sequence number")
+        start = int(last_event_id)
+
+    async def stream() -> AsyncIterator[str]:
+        cursor = start
+        while not await request.is_disconnected():
+            events, scanned = await asyncio.to_thread(_select, host, cursor, 500, wanted, pattern)
+            for event in events:
+                as_dict = event_to_dict(event)
+                data = json.dumps(as_dict, separators=(",", ":"))
+                yield f"id: {event.sequence}\nevent: {as_dict['type']}\ndata: {data}\n\n"
+            if scanned > cursor:
+                cursor = scanned
+                continue
+            if host.controller is None:
+                return
+            before = cursor
+            await host.controller.wait_for_events(cursor, 15.0)
+            if host.controller.last_committed <= before:
+                yield ": keep-alive\n\n"
+
+    return StreamingResponse(stream(), media_type="text/event-stream")
+
+
+@router.get("/graph", response_model=schemas.GraphView)
+async def get_graph(request: Request) -> schemas.GraphView:
+    """The graph's jobs, their output patterns, and its upstream graphs."""
+    return views.graph_view(host_of(request).config.graph)

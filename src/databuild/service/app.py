@@ -1,0 +1,118 @@
+"""The FastAPI application: routers, error mapping, health, and the host's lifespan.
+
+``create_app`` is called by the server runner (``databuild serve``, the embedded service
+of ``databuild build``) and by tests. Every DataBuildError becomes a 4xx (or 503 when the
+service itself cannot work) with ``{"error": "..."}``; request validation errors become a
+422 whose message names the field. Nothing here decides or stores anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from databuild import __version__
+from databuild.core.errors import (
+    DataBuildError,
+    IllegalTransition,
+    InvalidInput,
+    NotFound,
+    ServiceError,
+    StorageError,
+)
+from databuild.core.lifecycle import JobRunStatus
+from databuild.service import schemas
+from databuild.service.api import router
+from databuild.service.host import GraphHost
+from databuild.service.security import AccessPolicy, SecurityMiddleware
+
+
+def _status_of(exc: DataBuildError) -> int:
+    if isinstance(exc, NotFound):
+        return 404
+    if isinstance(exc, InvalidInput):
+        return 422
+    if isinstance(exc, IllegalTransition):
+        return 409
+    if isinstance(exc, StorageError | ServiceError):
+        return 503
+    return 400
+
+
+def _field(loc: tuple[object, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "request"
+
+
+def create_app(
+    host: GraphHost, policy: AccessPolicy | None = None, *, manage_host: bool = True
+) -> FastAPI:
+    """``manage_host``: start and stop the host with the app (tests); the server runner
+    starts it itself first, so that a start-up error is a clear message, not a traceback."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not manage_host:
+            yield
+            return
+        await host.start()
+        try:
+            yield
+        finally:
+            await host.stop()
+
+    app = FastAPI(
+        title="DataBuild",
+        version=__version__,
+        description="The graph service API: wants, partitions, job runs, events.",
+        lifespan=lifespan,
+    )
+    app.state.host = host
+    app.include_router(router)
+
+    @app.exception_handler(DataBuildError)
+    async def databuild_error(request: Request, exc: DataBuildError) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=_status_of(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for error in exc.errors():
+            loc = tuple(error.get("loc", ()))
+            problems.append(f"{_field(loc)}: {error.get('msg', 'invalid')}")
+        return JSONResponse({"error": "; ".join(problems) or "invalid request"}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+
+    @app.get("/healthz", response_model=schemas.Health)
+    async def healthz() -> JSONResponse:
+        """Liveness and readiness: 200 while the controller works, 503 once it has stopped."""
+        state = host.state
+        controller = host.controller
+        failure = controller.failure if controller is not None else None
+        running = sum(
+            1
+            for r in state.runs.values()
+            if r.status in (JobRunStatus.QUEUED, JobRunStatus.RUNNING)
+        )
+        body = schemas.Health(
+            status="failed" if failure else "ok",
+            graph=host.config.name,
+            version=__version__,
+            last_sequence=state.last_sequence,
+            active_wants=sum(1 for w in state.wants.values() if w.active),
+            running_job_runs=running,
+            message=str(failure) if failure else "",
+        )
+        return JSONResponse(body.model_dump(), status_code=503 if failure else 200)
+
+    if policy is not None:
+        app.add_middleware(SecurityMiddleware, policy=policy)
+    return app

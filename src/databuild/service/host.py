@@ -1,0 +1,155 @@
+"""The graph host: the composition root that wires config, log, executor and controller.
+
+Called by the app's lifespan (``databuild serve`` and the embedded service of
+``databuild build``) and, read-only, by the CLI when no service runs. It opens the Build
+Event Log named by the config, builds the executor, and starts the controller; read-only,
+it only folds the log into a state to answer queries. It also writes and removes the
+``service.json`` discovery file. It holds no logic of its own beyond that wiring.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from databuild.config import GraphConfig
+from databuild.core.errors import ConfigError, ServiceError
+from databuild.core.state import BuildState
+from databuild.executors.local import LocalExecutor
+from databuild.log import open_log
+from databuild.log.port import BuildEventLog
+from databuild.runtime.clock import Clock, SystemClock
+from databuild.runtime.controller import Controller
+
+DISCOVERY_FILE = "service.json"
+
+
+@dataclass(frozen=True)
+class ServiceRecord:
+    url: str
+    pid: int
+    graph: str
+
+
+def discovery_path(config: GraphConfig) -> Path:
+    return config.state_dir / DISCOVERY_FILE
+
+
+def read_discovery(config: GraphConfig) -> ServiceRecord | None:
+    """The service that says it serves this graph, if its process is alive."""
+    path = discovery_path(config)
+    try:
+        data = json.loads(path.read_text())
+        record = ServiceRecord(str(data["url"]), int(data["pid"]), str(data["graph"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    try:
+        os.kill(record.pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return record
+
+
+class GraphHost:
+    """One graph, served: the log, the controller (None when read-only), the config."""
+
+    def __init__(
+        self,
+        config: GraphConfig,
+        *,
+        graph_url: str = "",
+        read_only: bool = False,
+        clock: Clock | None = None,
+        event_log: BuildEventLog | None = None,
+        max_parallel: int | None = None,
+    ) -> None:
+        self.config = config
+        self.graph_url = graph_url
+        self.read_only = read_only
+        self.clock: Clock = clock or SystemClock()
+        self._log = event_log
+        self._max_parallel = max_parallel
+        self.controller: Controller | None = None
+        self._offline_state: BuildState | None = None
+        self.started_at = 0.0
+
+    @property
+    def log(self) -> BuildEventLog:
+        if self._log is None:
+            raise ServiceError("the graph host is not started")
+        return self._log
+
+    @property
+    def state(self) -> BuildState:
+        if self.controller is not None:
+            return self.controller.state
+        if self._offline_state is None:
+            raise ServiceError("the graph host is not started")
+        return self._offline_state
+
+    async def start(self) -> None:
+        config = self.config
+        if self._log is None:
+            self._log = await asyncio.to_thread(open_log, config.storage_url)
+        self.started_at = time.time()
+        if self.read_only:
+            state = BuildState(config.graph)
+            after = 0
+            while True:
+                chunk = await asyncio.to_thread(self._log.read, after, 50_000)
+                if not chunk:
+                    break
+                for event in chunk:
+                    state.apply(event)
+                after = chunk[-1].sequence
+            self._offline_state = state
+            return
+        if config.executor.kind != "local":
+            raise ConfigError(
+                str(config.path), "executor.kind", f"unknown executor {config.executor.kind!r}"
+            )
+        config.runs_dir.mkdir(parents=True, exist_ok=True)
+        executor = LocalExecutor(max_parallel=self._max_parallel or config.executor.max_parallel)
+        self.controller = Controller(
+            config.graph,
+            self._log,
+            executor,
+            root_dir=config.root_dir,
+            runs_dir=config.runs_dir,
+            graph_url=self.graph_url,
+            clock=self.clock,
+            owner=f"databuild service pid {os.getpid()} at {self.graph_url or 'no url'}",
+        )
+        await self.controller.start()
+        self._write_discovery()
+
+    async def stop(self) -> None:
+        if self.controller is not None:
+            self._remove_discovery()
+            await self.controller.stop()
+        if self._log is not None:
+            await asyncio.to_thread(self._log.close)
+
+    def _write_discovery(self) -> None:
+        if not self.graph_url:
+            return
+        path = discovery_path(self.config)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(
+            json.dumps({"url": self.graph_url, "pid": os.getpid(), "graph": self.config.name})
+        )
+        tmp.replace(path)
+
+    def _remove_discovery(self) -> None:
+        record = read_discovery(self.config)
+        if record is not None and record.pid == os.getpid():
+            with contextlib.suppress(OSError):
+                discovery_path(self.config).unlink()

@@ -1,0 +1,183 @@
+"""Pydantic models of the HTTP API: the only place pydantic describes our data.
+
+They mirror the API messages of ``databuild.proto`` field for field (names are the proto
+field names; enums travel as short lowercase names) so the served OpenAPI document is the
+proto contract in JSON. Used by the routers for validation and response models; no logic.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+WantSourceName = Literal["cli", "api", "dashboard", "scheduled", "derived", "upstream_graph"]
+WantStatusName = Literal[
+    "pending",
+    "building",
+    "waiting",
+    "retrying",
+    "satisfied",
+    "failed",
+    "upstream_failed",
+    "expired",
+    "canceled",
+]
+PartitionStatusName = Literal["absent", "building", "waiting", "backoff", "live", "failed"]
+JobRunStatusName = Literal["queued", "running", "succeeded", "failed", "missing_deps", "canceled"]
+FailureKindName = Literal[
+    "", "exit_nonzero", "timeout", "spawn_error", "bad_result", "permanent", "lost"
+]
+
+MAX_REFS_PER_REQUEST = 10_000
+MAX_SECONDS = 100 * 365 * 86_400
+
+
+class CreateWantsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    partition_refs: list[str] = Field(min_length=1, max_length=MAX_REFS_PER_REQUEST)
+    data_timestamp: int | None = Field(
+        default=None, ge=0, le=4_102_444_800, description="seconds since the epoch (UTC)"
+    )
+    data_date: str | None = Field(
+        default=None, max_length=64, description="YYYY-MM-DD or ISO 8601; instead of data_timestamp"
+    )
+    ttl_seconds: int = Field(default=0, ge=0, le=MAX_SECONDS)
+    sla_seconds: int = Field(default=0, ge=0, le=MAX_SECONDS)
+    source: Literal["cli", "api", "dashboard", "scheduled"] = "api"
+
+
+class WantView(BaseModel):
+    want_id: str
+    root_want_id: str
+    parent_want_id: str
+    partition_ref: str
+    data_timestamp: int
+    ttl_seconds: int
+    sla_seconds: int
+    source: WantSourceName
+    status: WantStatusName
+    message: str
+    created_at: float
+    updated_at: float
+    finished_at: float
+    sla_deadline: float
+    expires_at: float
+    sla_missed: bool
+    waiting_on: list[str]
+    job_run_ids: list[str]
+    child_want_ids: list[str]
+
+
+class CreateWantsResponse(BaseModel):
+    wants: list[WantView]
+
+
+class ListWantsResponse(BaseModel):
+    wants: list[WantView]
+    next_cursor: str
+
+
+class BuildEvent(BaseModel):
+    """One BEL event: ``type`` names the payload, found under the key of the same name."""
+
+    model_config = ConfigDict(extra="allow")
+
+    sequence: int
+    timestamp: float
+    type: str
+
+
+class MissingDeps(BaseModel):
+    partition_ref: str
+    missing_refs: list[str]
+
+
+class JobRunView(BaseModel):
+    job_run_id: str
+    job_name: str
+    partition_refs: list[str]
+    want_ids: list[str]
+    status: JobRunStatusName
+    queued_at: float
+    started_at: float
+    finished_at: float
+    duration_seconds: float
+    pid: int
+    exit_code: int
+    failure_kind: FailureKindName
+    message: str
+    missing: list[MissingDeps]
+
+
+class ListJobRunsResponse(BaseModel):
+    job_runs: list[JobRunView]
+    next_cursor: str
+
+
+class WantDetail(BaseModel):
+    want: WantView
+    timeline: list[BuildEvent]
+    children: list[WantView]
+    job_runs: list[JobRunView]
+
+
+class PartitionView(BaseModel):
+    partition_ref: str
+    status: PartitionStatusName
+    job_run_id: str
+    waiting_on: list[str]
+    message: str
+    updated_at: float
+    failures: int
+    retry_at: float
+    want_ids: list[str]
+    upstream: str
+    job_name: str
+
+
+class ListPartitionsResponse(BaseModel):
+    partitions: list[PartitionView]
+    next_cursor: str
+
+
+class EventsResponse(BaseModel):
+    events: list[BuildEvent]
+    last_sequence: int
+
+
+class ErrorResponse(BaseModel):
+    error: str
+
+
+class Health(BaseModel):
+    status: Literal["ok", "failed"]
+    graph: str
+    version: str
+    last_sequence: int
+    active_wants: int
+    running_job_runs: int
+    message: str = ""
+
+
+class JobView(BaseModel):
+    name: str
+    outputs: list[str]
+    command: list[str]
+    max_batch: int
+    concurrency: int
+    timeout_seconds: float
+    retries: int
+
+
+class UpstreamView(BaseModel):
+    name: str
+    url: str
+    partitions: list[str]
+
+
+class GraphView(BaseModel):
+    name: str
+    jobs: list[JobView]
+    upstreams: list[UpstreamView]

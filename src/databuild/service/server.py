@@ -1,0 +1,153 @@
+"""Running the service: on the main thread (``databuild serve``) or embedded in a thread
+(``databuild build`` when no service runs, and tests).
+
+It binds the socket first (so the URL, which jobs get in DATABUILD_GRAPH_URL, is known
+before the controller starts), starts the graph host (so a start-up error is a clear
+DataBuildError, not a server traceback), then serves with uvicorn. Nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import threading
+from dataclasses import dataclass
+
+import uvicorn
+
+from databuild.config import GraphConfig
+from databuild.core.errors import DataBuildError, ServiceError
+from databuild.service.app import create_app
+from databuild.service.host import GraphHost
+from databuild.service.security import AccessPolicy
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    host: str = "127.0.0.1"
+    port: int = 0
+    token: str | None = None
+    max_parallel: int | None = None
+    log_level: str = "warning"
+    read_only: bool = False
+
+
+def options_from(
+    config: GraphConfig, host: str | None = None, port: int | None = None
+) -> ServeOptions:
+    token = os.environ.get(config.service.token_env) or None
+    return ServeOptions(
+        host=host or config.service.host,
+        port=config.service.port if port is None else port,
+        token=token,
+    )
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ServiceError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+def _url(host: str, sock: socket.socket) -> str:
+    port = sock.getsockname()[1]
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    if ":" in shown and not shown.startswith("["):
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}"
+
+
+class Service:
+    """One service instance; ``run`` serves until ``request_stop`` (or a signal)."""
+
+    def __init__(self, config: GraphConfig, options: ServeOptions) -> None:
+        self.config = config
+        self.options = options
+        self.policy = AccessPolicy(options.host, options.token)  # refuses beyond loopback w/o token
+        self.sock = _bind(options.host, options.port)
+        self.url = _url(options.host, self.sock)
+        self.host = GraphHost(
+            config,
+            graph_url=self.url,
+            max_parallel=options.max_parallel,
+            read_only=options.read_only,
+        )
+        app = create_app(self.host, self.policy, manage_host=False)
+        uv_config = uvicorn.Config(
+            app,
+            log_level=options.log_level,
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=5,
+        )
+        self.server = uvicorn.Server(uv_config)
+        self.ready = threading.Event()
+        self.error: BaseException | None = None
+
+    async def run(self) -> None:
+        try:
+            await self.host.start()
+        except BaseException as exc:
+            self.error = exc
+            self.ready.set()
+            self.sock.close()
+            with contextlib.suppress(Exception):
+                await self.host.stop()
+            raise
+        try:
+            serving = asyncio.create_task(self.server.serve(sockets=[self.sock]))
+            while not self.server.started and not serving.done():
+                await asyncio.sleep(0.005)
+            self.ready.set()
+            await serving
+        finally:
+            await self.host.stop()
+            self.sock.close()
+
+    def request_stop(self) -> None:
+        self.server.should_exit = True
+
+
+class EmbeddedService:
+    """A service on a background thread with its own event loop, for one CLI command."""
+
+    def __init__(self, config: GraphConfig, options: ServeOptions) -> None:
+        self.service = Service(config, options)
+        self.thread = threading.Thread(target=self._main, name="databuild-embedded", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return self.service.url
+
+    def _main(self) -> None:
+        with contextlib.suppress(BaseException):
+            asyncio.run(self.service.run())
+        self.service.ready.set()
+
+    def __enter__(self) -> EmbeddedService:
+        logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
+        self.thread.start()
+        self.service.ready.wait()
+        if self.service.error is not None:
+            error = self.service.error
+            if isinstance(error, DataBuildError):
+                raise error
+            raise ServiceError(f"the embedded service could not start: {error}")
+        if not self.thread.is_alive():
+            raise ServiceError("the embedded service stopped during start-up")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.service.request_stop()
+        self.thread.join(timeout=30)

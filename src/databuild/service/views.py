@@ -1,0 +1,212 @@
+"""Read queries shared by the API routers and the CLI: state -> API views.
+
+Everything here reads the folded ``BuildState`` (the read model) and returns the pydantic
+views of ``schemas``. Filters and cursor pagination live here once, so every router is
+thin. Must not change state or touch the log (the timeline's events are passed in).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
+
+from databuild.core.errors import InvalidInput
+from databuild.core.model import NO_DEADLINE, GraphSpec
+from databuild.core.refs import PartitionRef
+from databuild.core.state import BuildState, JobRunRecord, PartitionRecord, WantRecord
+from databuild.service import schemas
+
+T = TypeVar("T")
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+
+
+def want_view(state: BuildState, record: WantRecord) -> schemas.WantView:
+    want = record.want
+    part = state.partitions.get(want.partition_ref)
+    waiting: list[str] = sorted(part.waiting_on) if part is not None and record.active else []
+    return schemas.WantView(
+        want_id=want.want_id,
+        root_want_id=want.root_want_id,
+        parent_want_id=want.parent_want_id or "",
+        partition_ref=want.partition_ref,
+        data_timestamp=want.data_timestamp,
+        ttl_seconds=want.ttl_seconds,
+        sla_seconds=want.sla_seconds,
+        source=want.source.value,
+        status=record.status.value,
+        message=record.message,
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+        finished_at=record.finished_at,
+        sla_deadline=0.0 if want.sla_deadline == NO_DEADLINE else want.sla_deadline,
+        expires_at=0.0 if want.expires_at == NO_DEADLINE else want.expires_at,
+        sla_missed=record.sla_missed,
+        waiting_on=waiting,
+        job_run_ids=list(record.job_run_ids),
+        child_want_ids=list(record.children),
+    )
+
+
+def partition_view(state: BuildState, part: PartitionRecord) -> schemas.PartitionView:
+    return schemas.PartitionView(
+        partition_ref=part.ref,
+        status=part.status.value,
+        job_run_id=part.job_run_id or "",
+        waiting_on=sorted(part.waiting_on),
+        message=part.message,
+        updated_at=part.updated_at,
+        failures=part.failures,
+        retry_at=part.retry_at,
+        want_ids=sorted(part.active_wants),
+        upstream=part.upstream,
+        job_name=state.job_of(part.ref) or "",
+    )
+
+
+def job_run_view(run: JobRunRecord) -> schemas.JobRunView:
+    return schemas.JobRunView(
+        job_run_id=run.job_run_id,
+        job_name=run.job_name,
+        partition_refs=list(run.partition_refs),
+        want_ids=list(run.want_ids),
+        status=run.status.value,
+        queued_at=run.queued_at,
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+        duration_seconds=run.duration_seconds,
+        pid=run.pid,
+        exit_code=run.exit_code,
+        failure_kind=run.failure_kind.value if run.failure_kind else "",
+        message=run.message,
+        missing=[
+            schemas.MissingDeps(partition_ref=m.partition_ref, missing_refs=list(m.missing_refs))
+            for m in run.missing
+        ],
+    )
+
+
+def _page(items: Iterable[tuple[str, T]], cursor: str, limit: int) -> tuple[list[T], str]:
+    """Items are (key, value) in a stable order; the cursor is the last key returned."""
+    if limit < 1 or limit > MAX_LIMIT:
+        raise InvalidInput(f"limit must be between 1 and {MAX_LIMIT}, not {limit}")
+    out: list[T] = []
+    started = cursor == ""
+    last = ""
+    for key, value in items:
+        if not started:
+            started = key == cursor
+            continue
+        if len(out) == limit:
+            return out, last
+        out.append(value)
+        last = key
+    if not started:
+        raise InvalidInput(f"cursor {cursor!r} is not a cursor this service gave out")
+    return out, ""
+
+
+def list_wants(
+    state: BuildState,
+    *,
+    status: str | None,
+    prefix: str | None,
+    root_want_id: str | None,
+    source: str | None,
+    cursor: str,
+    limit: int,
+) -> schemas.ListWantsResponse:
+    records: Iterable[WantRecord] = state.wants.values()
+    if root_want_id:
+        records = _want_tree(state, root_want_id)
+    predicates: list[Callable[[WantRecord], bool]] = []
+    if status:
+        statuses = set(status.split(","))
+        if "active" in statuses:
+            statuses |= {"pending", "building", "waiting", "retrying"}
+        predicates.append(lambda r: r.status.value in statuses)
+    if prefix:
+        predicates.append(lambda r: r.want.partition_ref.startswith(prefix))
+    if source:
+        predicates.append(lambda r: r.want.source.value == source)
+    matching = ((r.want.want_id, r) for r in records if all(p(r) for p in predicates))
+    page, next_cursor = _page(matching, cursor, limit)
+    return schemas.ListWantsResponse(
+        wants=[want_view(state, r) for r in page], next_cursor=next_cursor
+    )
+
+
+def _want_tree(state: BuildState, root_want_id: str) -> Iterator[WantRecord]:
+    """The root want and every want caused by it, in creation order."""
+    return (r for r in state.wants.values() if r.want.root_want_id == root_want_id)
+
+
+def list_partitions(
+    state: BuildState,
+    *,
+    refs: list[str],
+    prefix: str | None,
+    status: str | None,
+    cursor: str,
+    limit: int,
+) -> schemas.ListPartitionsResponse:
+    if refs:
+        views = [
+            partition_view(
+                state, state.partitions.get(PartitionRef(ref)) or PartitionRecord(PartitionRef(ref))
+            )
+            for ref in refs
+        ]
+        return schemas.ListPartitionsResponse(partitions=views, next_cursor="")
+    statuses = set(status.split(",")) if status else None
+    matching = (
+        (p.ref, p)
+        for p in state.partitions.values()
+        if (prefix is None or p.ref.startswith(prefix))
+        and (statuses is None or p.status.value in statuses)
+    )
+    page, next_cursor = _page(matching, cursor, limit)
+    return schemas.ListPartitionsResponse(
+        partitions=[partition_view(state, p) for p in page], next_cursor=next_cursor
+    )
+
+
+def list_job_runs(
+    state: BuildState, *, job: str | None, status: str | None, cursor: str, limit: int
+) -> schemas.ListJobRunsResponse:
+    statuses = set(status.split(",")) if status else None
+    newest_first = reversed(list(state.runs.values()))
+    matching = (
+        (r.job_run_id, r)
+        for r in newest_first
+        if (job is None or r.job_name == job) and (statuses is None or r.status.value in statuses)
+    )
+    page, next_cursor = _page(matching, cursor, limit)
+    return schemas.ListJobRunsResponse(
+        job_runs=[job_run_view(r) for r in page], next_cursor=next_cursor
+    )
+
+
+def graph_view(graph: GraphSpec) -> schemas.GraphView:
+    return schemas.GraphView(
+        name=graph.name,
+        jobs=[
+            schemas.JobView(
+                name=j.name,
+                outputs=[p.template for p in j.outputs],
+                command=list(j.command),
+                max_batch=j.max_batch,
+                concurrency=j.concurrency,
+                timeout_seconds=j.timeout_seconds,
+                retries=j.retries,
+            )
+            for j in graph.jobs
+        ],
+        upstreams=[
+            schemas.UpstreamView(
+                name=u.name, url=u.url, partitions=[p.template for p in u.partitions]
+            )
+            for u in graph.upstreams
+        ],
+    )
