@@ -1,0 +1,1 @@
+"""The ``databuild`` command line: argument parsing and output only (see ``main``)."""

@@ -1,0 +1,216 @@
+"""The shape of ``databuild.toml`` as pydantic models: types, ranges, allowed keys.
+
+The loader validates the parsed TOML against ``GraphFile`` and then assembles the frozen
+values of ``graph_config``. Each model forbids unknown keys and is strict (``retries = "2"`` is
+an error, not a silent conversion). Validators here check one value at a time and raise
+ValueError with a plain sentence (the loader adds the file and the key); checks that span
+several keys (back-off order, duplicate outputs, schedule routing) live in the loader. These
+models never leave the config package.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Annotated
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+
+from databuild.config.durations import parse_duration
+from databuild.config.graph_config import EXECUTOR_KINDS
+from databuild.config.schedule import SCHEDULE_FIELDS, DataDate
+from databuild.core.errors import InvalidPattern
+from databuild.core.refs import PartitionPattern
+
+_IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _identifier(value: str) -> str:
+    if not _IDENTIFIER.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a simple name: use a letter followed by up to 63 letters, "
+            "digits, '_' or '-'"
+        )
+    return value
+
+
+def _env_name(value: str) -> str:
+    if not _ENV_NAME.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not an environment variable name: use letters, digits and '_', "
+            "not starting with a digit"
+        )
+    return value
+
+
+def _pattern(value: object) -> PartitionPattern:
+    if not isinstance(value, str):
+        raise ValueError(f"a partition pattern must be a string, not a {type(value).__name__}")
+    try:
+        return PartitionPattern.compile(value)
+    except InvalidPattern as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _duration(value: object) -> float:
+    return parse_duration(value)
+
+
+def _whole_seconds(value: float) -> float:
+    if value != math.floor(value):
+        raise ValueError(f"must be a whole number of seconds (got {value:g}s)")
+    return value
+
+
+def _command(value: object) -> object:
+    if isinstance(value, str):
+        raise ValueError(
+            'must be a list of strings such as ["python", "jobs/ingest.py"], not one string: '
+            "commands never go through a shell, so nothing would split it into arguments"
+        )
+    return value
+
+
+def _program(value: list[str]) -> list[str]:
+    if value and not value[0]:
+        raise ValueError("the first element (the program to run) must not be empty")
+    if any("\x00" in part for part in value):
+        raise ValueError("arguments must not contain NUL characters")
+    return value
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{value!r} is not an http:// or https:// URL")
+    return value
+
+
+def _executor_kind(value: str) -> str:
+    if value not in EXECUTOR_KINDS:
+        raise ValueError(
+            f"unknown executor kind {value!r}; the supported kinds are: {', '.join(EXECUTOR_KINDS)}"
+        )
+    return value
+
+
+def _cron(value: str) -> str:
+    if not croniter.is_valid(value):
+        raise ValueError(
+            f"{value!r} is not a valid cron expression; use five fields "
+            '"minute hour day-of-month month day-of-week", such as "0 6 * * *"'
+        )
+    return value
+
+
+def _timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f'{value!r} is not a known IANA time zone (such as "UTC" or "Europe/Berlin")'
+        ) from None
+    return value
+
+
+def _schedule_pattern(value: PartitionPattern) -> PartitionPattern:
+    unknown = [name for name in value.fields if name not in SCHEDULE_FIELDS]
+    if unknown:
+        allowed = ", ".join(f"{{{name}}} ({meaning})" for name, meaning in SCHEDULE_FIELDS.items())
+        raise ValueError(
+            f"pattern {value.template!r} uses {{{unknown[0]}}}, which a schedule cannot fill; "
+            f"the fields it can fill are {allowed}"
+        )
+    return value
+
+
+def _data_date(value: str) -> DataDate:
+    try:
+        return DataDate(value)
+    except ValueError:
+        choices = " or ".join(f'"{d.value}"' for d in DataDate)
+        raise ValueError(f"{value!r} is not a data date; use {choices}") from None
+
+
+Identifier = Annotated[str, AfterValidator(_identifier)]
+EnvName = Annotated[str, AfterValidator(_env_name)]
+Pattern = Annotated[PartitionPattern, BeforeValidator(_pattern)]
+Duration = Annotated[float, BeforeValidator(_duration)]
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+
+
+class _Table(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, arbitrary_types_allowed=True
+    )
+
+
+class GraphTable(_Table):
+    name: Identifier
+
+
+class JobTable(_Table):
+    outputs: Annotated[list[Pattern], Field(min_length=1)]
+    command: Annotated[
+        list[str], BeforeValidator(_command), Field(min_length=1), AfterValidator(_program)
+    ]
+    max_batch: Annotated[int, Field(ge=1)] = 1
+    concurrency: Annotated[int, Field(ge=1)] = 1
+    timeout: Annotated[Duration, Field(gt=0)] = 3600.0
+    retries: Annotated[int, Field(ge=0)] = 2
+    retry_backoff: Duration = 1.0
+    retry_backoff_max: Duration = 300.0
+    env: dict[EnvName, str] = Field(default_factory=dict)
+    expected_duration: Duration = 0.0
+
+
+class StorageTable(_Table):
+    url: Annotated[str, Field(min_length=1)] | None = None
+    url_env: EnvName | None = None
+    state_dir: Annotated[str, Field(min_length=1)] = ".databuild"
+
+
+class ExecutorTable(_Table):
+    kind: Annotated[str, AfterValidator(_executor_kind)] = "local"
+    max_parallel: Annotated[int, Field(ge=1)] | None = None
+
+
+class ServiceTable(_Table):
+    host: Annotated[str, Field(min_length=1)] = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 0
+    token_env: EnvName = "DATABUILD_TOKEN"
+
+
+class UpstreamTable(_Table):
+    url: HttpUrl
+    partitions: Annotated[list[Pattern], Field(min_length=1)]
+
+
+class ScheduleTable(_Table):
+    cron: Annotated[str, AfterValidator(_cron)]
+    timezone: Annotated[str, AfterValidator(_timezone)] = "UTC"
+    partition: Annotated[
+        PartitionPattern, BeforeValidator(_pattern), AfterValidator(_schedule_pattern)
+    ]
+    data_date: Annotated[DataDate, BeforeValidator(_data_date)] = DataDate.YESTERDAY
+    sla: Annotated[Duration, AfterValidator(_whole_seconds)] = 0.0
+    ttl: Annotated[Duration, AfterValidator(_whole_seconds)] = 0.0
+
+
+class AlertsTable(_Table):
+    webhooks: list[HttpUrl] = Field(default_factory=list)
+
+
+class GraphFile(_Table):
+    graph: GraphTable
+    jobs: Annotated[dict[Identifier, JobTable], Field(min_length=1)]
+    storage: StorageTable = Field(default_factory=StorageTable)
+    executor: ExecutorTable = Field(default_factory=ExecutorTable)
+    service: ServiceTable = Field(default_factory=ServiceTable)
+    upstreams: dict[Identifier, UpstreamTable] = Field(default_factory=dict)
+    schedules: dict[Identifier, ScheduleTable] = Field(default_factory=dict)
+    alerts: AlertsTable = Field(default_factory=AlertsTable)

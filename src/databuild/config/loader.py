@@ -1,0 +1,269 @@
+"""Find and load ``databuild.toml`` into a ``GraphConfig``.
+
+The CLI and the service call ``find_config`` (walk up from a directory) and ``load_config``
+(read, parse, validate, assemble). Every problem becomes one ``ConfigError`` naming the file,
+the dotted key and what is wrong; TOML syntax errors name the line and column. Loading reads
+the file and, for ``${VAR}`` references and ``storage.url_env``, the environment it is given;
+it starts nothing, opens no database and creates no directories.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from datetime import date
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from databuild.config.file_schema import GraphFile, JobTable, StorageTable
+from databuild.config.graph_config import (
+    CONFIG_FILENAME,
+    AlertSettings,
+    ExecutorSettings,
+    GraphConfig,
+    ServiceSettings,
+)
+from databuild.config.problems import config_error_from, dotted_key
+from databuild.config.schedule import ScheduleSpec
+from databuild.core.errors import ConfigError, InvalidInput
+from databuild.core.model import GraphSpec, JobSpec, UpstreamSpec
+from databuild.core.refs import PartitionPattern
+
+_TOML_POSITION = re.compile(r"^(?P<what>.*?)\s*\(at line (?P<line>\d+), column (?P<column>\d+)\)$")
+_REFERENCE = re.compile(
+    r"\$\$|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}|\$\{[^}]*\}?"
+)
+# A schedule's pattern is checked by routing the ref it would want for this day.
+_SAMPLE_DAY = date(2024, 1, 1)
+
+
+def find_config(start: Path) -> Path:
+    """The ``databuild.toml`` in ``start`` or its nearest ancestor (``start`` may be the file)."""
+    here = Path(os.path.abspath(start))
+    if here.is_file():
+        return here
+    if not here.exists():
+        raise ConfigError(str(here), "", "no such file or directory")
+    for directory in (here, *here.parents):
+        candidate = directory / CONFIG_FILENAME
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(
+        str(here),
+        "",
+        f"no {CONFIG_FILENAME} here or in any parent directory; "
+        "create one with `databuild init DIR` or name the file explicitly",
+    )
+
+
+def load_config(path: Path, environ: Mapping[str, str] | None = None) -> GraphConfig:
+    """Read and validate ``path``. ``environ`` (default: the process environment) supplies
+    ``${VAR}`` references in job env values and ``storage.url_env``."""
+    path = Path(os.path.abspath(path))
+    env = os.environ if environ is None else environ
+    shown = str(path)
+    try:
+        data = tomllib.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(shown, "", "no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(shown, "", f"is a directory, not a {CONFIG_FILENAME} file") from None
+    except OSError as exc:
+        raise ConfigError(shown, "", f"cannot be read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(shown, "", f"is not UTF-8 text (byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(shown, "", _toml_problem(str(exc))) from None
+    try:
+        parsed = GraphFile.model_validate(data)
+    except ValidationError as exc:
+        raise config_error_from(shown, GraphFile, exc) from None
+    return _Assembly(shown, path.parent, env).config(parsed, path)
+
+
+def _toml_problem(message: str) -> str:
+    found = _TOML_POSITION.match(message)
+    if found is None:
+        return f"is not valid TOML: {message}"
+    what = found["what"].rstrip(".")
+    return f"is not valid TOML: line {found['line']}, column {found['column']}: {what}"
+
+
+class _Assembly:
+    """Turns a validated ``GraphFile`` into a ``GraphConfig``, checking what spans keys."""
+
+    def __init__(self, path: str, root: Path, environ: Mapping[str, str]) -> None:
+        self.path = path
+        self.root = root
+        self.environ = environ
+
+    def error(self, loc: tuple[int | str, ...], problem: str) -> ConfigError:
+        return ConfigError(self.path, dotted_key(loc), problem)
+
+    def config(self, parsed: GraphFile, path: Path) -> GraphConfig:
+        jobs = tuple(self.job(name, table) for name, table in parsed.jobs.items())
+        upstreams = tuple(
+            UpstreamSpec(name=name, url=table.url, partitions=tuple(table.partitions))
+            for name, table in parsed.upstreams.items()
+        )
+        self.check_unique_patterns(parsed)
+        try:
+            graph = GraphSpec(name=parsed.graph.name, jobs=jobs, upstreams=upstreams)
+        except InvalidInput as exc:
+            raise self.error(("jobs",), str(exc)) from None
+        schedules = tuple(
+            ScheduleSpec(
+                name=name,
+                cron=table.cron,
+                timezone=table.timezone,
+                partition=table.partition,
+                data_date=table.data_date,
+                sla_seconds=int(table.sla),
+                ttl_seconds=int(table.ttl),
+            )
+            for name, table in parsed.schedules.items()
+        )
+        for schedule in schedules:
+            self.check_routable(graph, schedule)
+        state_dir = self.resolve(parsed.storage.state_dir)
+        return GraphConfig(
+            path=path,
+            root_dir=self.root,
+            graph=graph,
+            storage_url=self.storage_url(parsed.storage, state_dir),
+            state_dir=state_dir,
+            executor=ExecutorSettings(
+                kind=parsed.executor.kind,
+                max_parallel=parsed.executor.max_parallel or os.cpu_count() or 1,
+            ),
+            service=ServiceSettings(
+                host=parsed.service.host,
+                port=parsed.service.port,
+                token_env=parsed.service.token_env,
+            ),
+            schedules=schedules,
+            alerts=AlertSettings(webhooks=tuple(parsed.alerts.webhooks)),
+        )
+
+    def job(self, name: str, table: JobTable) -> JobSpec:
+        if table.retry_backoff_max < table.retry_backoff:
+            raise self.error(
+                ("jobs", name, "retry_backoff_max"),
+                f"must be at least retry_backoff ({table.retry_backoff:g}s), "
+                f"but is {table.retry_backoff_max:g}s"
+                + ("" if "retry_backoff_max" in table.model_fields_set else " (the default)"),
+            )
+        env = tuple(
+            (key, self.expand(value, ("jobs", name, "env", key)))
+            for key, value in table.env.items()
+        )
+        return JobSpec(
+            name=name,
+            outputs=tuple(table.outputs),
+            command=tuple(table.command),
+            max_batch=table.max_batch,
+            concurrency=table.concurrency,
+            timeout_seconds=table.timeout,
+            retries=table.retries,
+            retry_backoff_seconds=table.retry_backoff,
+            retry_backoff_max_seconds=table.retry_backoff_max,
+            env=env,
+            expected_seconds=table.expected_duration,
+        )
+
+    def expand(self, value: str, loc: tuple[int | str, ...]) -> str:
+        """``${VAR}`` and ``${VAR:-default}`` from the environment; ``$$`` is a literal ``$``."""
+
+        def substitute(found: re.Match[str]) -> str:
+            if found.group(0) == "$$":
+                return "$"
+            name, default = found.group("name"), found.group("default")
+            if name is None:
+                raise self.error(
+                    loc,
+                    f"{found.group(0)!r} is not a valid reference; write ${{NAME}} or "
+                    "${NAME:-default} (and $$ for a literal $)",
+                )
+            if name in self.environ:
+                return self.environ[name]
+            if default is None:
+                raise self.error(
+                    loc,
+                    f"refers to ${{{name}}}, which is not set in the environment; "
+                    f"set it or give a default with ${{{name}:-value}}",
+                )
+            return default
+
+        return _REFERENCE.sub(substitute, value)
+
+    def check_unique_patterns(self, parsed: GraphFile) -> None:
+        owners: dict[str, str] = {}
+        sections: list[tuple[str, str, list[PartitionPattern], str]] = [
+            ("jobs", name, table.outputs, "outputs") for name, table in parsed.jobs.items()
+        ]
+        sections += [
+            ("upstreams", name, table.partitions, "partitions")
+            for name, table in parsed.upstreams.items()
+        ]
+        for section, name, patterns, key in sections:
+            owner = f"{'job' if section == 'jobs' else 'upstream'} {name!r}"
+            for index, pattern in enumerate(patterns):
+                previous = owners.setdefault(pattern.template, owner)
+                if previous != owner:
+                    raise self.error(
+                        (section, name, key, index),
+                        f"pattern {pattern.template!r} is also declared by {previous}; "
+                        "each partition must have exactly one owner",
+                    )
+                if patterns.index(pattern) != index:
+                    raise self.error(
+                        (section, name, key, index),
+                        f"pattern {pattern.template!r} is listed twice",
+                    )
+
+    def check_routable(self, graph: GraphSpec, schedule: ScheduleSpec) -> None:
+        sample = schedule.ref_for(_SAMPLE_DAY)
+        route = graph.route(sample)
+        if route.problem:
+            raise self.error(
+                ("schedules", schedule.name, "partition"),
+                f"its refs (such as {sample!r}) cannot be built: {route.problem}",
+            )
+
+    def resolve(self, raw: str) -> Path:
+        return Path(os.path.normpath(self.root / os.path.expanduser(raw)))
+
+    def storage_url(self, storage: StorageTable, state_dir: Path) -> str:
+        if storage.url is not None and storage.url_env is not None:
+            raise self.error(("storage", "url_env"), "set either url or url_env, not both")
+        loc: tuple[str, ...] = ("storage", "url")
+        raw = storage.url
+        where = "the URL"
+        if storage.url_env is not None:
+            loc = ("storage", "url_env")
+            where = f"the URL in ${storage.url_env}"
+            raw = self.environ.get(storage.url_env)
+            if not raw:
+                raise self.error(
+                    loc, f"the environment variable {storage.url_env} is not set or is empty"
+                )
+        if raw is None:
+            return f"sqlite:///{state_dir / 'bel.sqlite'}"
+        if raw.startswith("sqlite:///"):
+            file_part = raw.removeprefix("sqlite:///")
+            if not file_part or file_part.startswith("?"):
+                raise self.error(loc, f"{where} names no SQLite file (sqlite:///path/to/file)")
+            return f"sqlite:///{self.resolve(file_part)}"
+        scheme = raw.split("://", 1)[0] if "://" in raw else ""
+        if scheme in ("postgresql", "postgres"):
+            return raw
+        # Only the scheme is echoed: the rest of a URL may hold a password.
+        shown = f"a {scheme}:// URL" if scheme else "not a URL"
+        raise self.error(
+            loc,
+            f"{where} is {shown}; use sqlite:///path/to/file.sqlite (relative to the graph "
+            "directory) or postgresql://user@host/database",
+        )

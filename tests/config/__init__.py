@@ -1,0 +1,1 @@
+"""Tests of graph configuration (databuild.toml), its docs and the calendar example."""

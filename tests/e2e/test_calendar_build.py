@@ -1,0 +1,161 @@
+"""End to end through the real CLI: `databuild build summary/all` on the calendar example.
+
+Real job processes, a real SQLite file (and a real PostgreSQL server when
+DATABUILD_TEST_POSTGRES_URL is set). Checks the output files' contents against values
+recomputed independently from the raw inputs, and that a second build runs no job.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "examples" / "calendar"
+DATABUILD = str(Path(sys.executable).with_name("databuild"))
+POSTGRES_URL = os.environ.get("DATABUILD_TEST_POSTGRES_URL")
+DAYS = 17  # 2024-01-01 .. 2024-01-17: ISO weeks W01, W02, W03 (W03 reaches 2024-01-21)
+
+pytestmark = pytest.mark.slow
+
+
+def run_cli(graph: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "CALENDAR_DAYS": str(DAYS), **(env or {})}
+    return subprocess.run(
+        [DATABUILD, *args],
+        cwd=graph,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture
+def graph(tmp_path: Path) -> Path:
+    target = tmp_path / "calendar"
+    shutil.copytree(EXAMPLE, target, ignore=shutil.ignore_patterns("data", ".databuild", "__pycache__"))
+    return target
+
+
+def expected_daily_total(day: dt.date) -> int:
+    """Recomputed from the example's documented synthetic-readings rule, not its code."""
+    digest = hashlib.sha256(f"calendar/{day.isoformat()}".encode()).digest()
+    total = 0
+    for hour in range(24):
+        level = digest[hour]
+        if level >= 21:
+            total += 100 + level * 4 + digest[hour + 8] % 10
+    return total
+
+
+def check_outputs(graph: Path) -> None:
+    data = graph / "data"
+    summary = json.loads((data / "summary" / "all.json").read_text())
+    assert summary["weeks"] == ["2024-W01", "2024-W02", "2024-W03"]
+    assert summary["days"] == DAYS
+    expected_total = 0
+    for week in summary["weeks"]:
+        weekly = json.loads((data / "weekly" / f"week={week}.json").read_text())
+        monday = dt.date.fromisocalendar(2024, int(week[-2:]), 1)
+        days = [monday + dt.timedelta(days=i) for i in range(7)]
+        week_total = sum(expected_daily_total(d) for d in days)
+        assert weekly["total_wh"] == week_total
+        assert summary["weekly_total_wh"][week] == week_total
+        for day in days:
+            daily = json.loads((data / "daily" / f"date={day.isoformat()}.json").read_text())
+            raw = json.loads((data / "raw" / f"date={day.isoformat()}.json").read_text())
+            kept = [r["wh"] for r in raw["readings"] if r["wh"] is not None]
+            assert daily["total_wh"] == sum(kept) == expected_daily_total(day)
+        expected_total += week_total
+    assert summary["total_wh"] == expected_total
+
+
+def job_runs(graph: Path) -> list[dict[str, object]]:
+    listed = run_cli(graph, "--json", "runs", "--limit", "100000")
+    assert listed.returncode == 0, listed.stderr
+    runs: list[dict[str, object]] = json.loads(listed.stdout)["job_runs"]
+    return runs
+
+
+def build_twice(graph: Path) -> None:
+    first = run_cli(graph, "build", "summary/all")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "satisfied" in first.stdout
+    assert "Traceback" not in first.stderr
+    check_outputs(graph)
+    runs = job_runs(graph)
+    assert runs and all(r["status"] in ("succeeded", "missing_deps") for r in runs)
+    built = [ref for r in runs if r["status"] == "succeeded" for ref in r["partition_refs"]]  # type: ignore[attr-defined]
+    assert len(built) == len(set(built)), "a partition was built twice"
+    # 3 weeks x 7 days of raw and daily + 3 weekly + 1 summary
+    assert len(built) == 21 + 21 + 3 + 1
+
+    second = run_cli(graph, "--json", "build", "summary/all")
+    assert second.returncode == 0, second.stderr
+    result = json.loads(second.stdout)
+    assert result["ok"] is True
+    assert result["runs"] == 0
+    assert len(job_runs(graph)) == len(runs), "the second build ran a job"
+
+
+def test_calendar_build_on_sqlite(graph: Path) -> None:
+    build_twice(graph)
+    assert (graph / ".databuild" / "bel.sqlite").exists()
+
+
+@pytest.fixture
+def postgres_graph(graph: Path) -> Iterator[Path]:
+    assert POSTGRES_URL is not None
+    schema = f"e2e_{uuid.uuid4().hex[:12]}"
+    config = graph / "databuild.toml"
+    config.write_text(config.read_text() + f'\n[storage]\nurl = "{POSTGRES_URL}?schema={schema}"\n')
+    yield graph
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.mark.skipif(POSTGRES_URL is None, reason="PostgreSQL tests need DATABUILD_TEST_POSTGRES_URL")
+def test_calendar_build_on_postgres(postgres_graph: Path) -> None:
+    build_twice(postgres_graph)
+    assert not (postgres_graph / ".databuild" / "bel.sqlite").exists()
+
+
+def test_failing_job_fails_the_build_with_a_clear_message(graph: Path) -> None:
+    config = graph / "databuild.toml"
+    text = config.read_text().replace(
+        'command = ["python", "jobs/clean.py"]', 'command = ["python", "-c", "import sys; sys.exit(3)"]'
+    )
+    config.write_text(text.replace("[jobs.clean]", "[jobs.clean]\nretries = 1\nretry_backoff = 0.1"))
+    result = run_cli(graph, "build", "weekly/week=2024-W01")
+    assert result.returncode == 1
+    assert "upstream_failed" in result.stdout
+    assert "exit" in result.stdout and "3" in result.stdout
+    assert "Traceback" not in result.stderr
+    runs = job_runs(graph)
+    failed = [r for r in runs if r["status"] == "failed"]
+    assert failed and all(r["job_name"] == "clean" for r in failed)
+
+
+def test_unbuildable_partition_fails_at_once(graph: Path) -> None:
+    result = run_cli(graph, "build", "nosuch/thing")
+    assert result.returncode == 1
+    assert "no job builds partition 'nosuch/thing'" in result.stdout.replace("\n", " ")
+
+
+def test_bad_ref_is_a_clear_error(graph: Path) -> None:
+    result = run_cli(graph, "build", "daily/../etc")
+    assert result.returncode == 2
+    assert "error:" in result.stderr and "'..'" in result.stderr
+    assert "Traceback" not in result.stderr
