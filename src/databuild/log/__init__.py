@@ -11,11 +11,25 @@ events (that is the core's job) nor import generated protobuf code (the codec's)
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from databuild.log.memory import InMemoryEventLog, InMemoryStore
 from databuild.log.port import DEFAULT_READ_LIMIT, BuildEventLog
-from databuild.log.postgres import PostgresEventLog
 from databuild.log.sqlite import SqliteEventLog
 from databuild.log.url import mask_url, scheme_of, sqlite_path, unsupported
+
+if TYPE_CHECKING:
+    from databuild.log.postgres import PostgresEventLog
+
+
+def __getattr__(name: str) -> Any:
+    # The PostgreSQL adapter (and psycopg, ~0.2 s to import) loads only when a PostgreSQL
+    # log is asked for: every CLI command and SQLite-only service starts faster.
+    if name == "PostgresEventLog":
+        from databuild.log.postgres import PostgresEventLog
+
+        return PostgresEventLog
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def open_log(url: str) -> BuildEventLog:
@@ -27,6 +41,8 @@ def open_log(url: str) -> BuildEventLog:
     if url.startswith("sqlite:///"):
         return SqliteEventLog(sqlite_path(url))
     if scheme_of(url) in ("postgresql", "postgres") and url.partition(":")[2].startswith("//"):
+        from databuild.log.postgres import PostgresEventLog  # see __getattr__
+
         return PostgresEventLog(url)
     raise unsupported(url)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import gc
 import logging
 import os
 from collections.abc import Sequence
@@ -131,6 +132,9 @@ class Controller:
             self.reconciler.load(chunk)
             after = chunk[-1].sequence
         self.last_committed = self.reconciler.state.last_sequence
+        # The folded state is long-lived: move it out of the collector's generations so a
+        # full collection does not walk millions of records in the middle of a step.
+        gc.freeze()
         self.executor.set_reporter(self._report)
         self.reconciler.recover(self.clock.now())
         await self._commit_and_act(self.clock.now())

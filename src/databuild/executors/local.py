@@ -1,0 +1,447 @@
+"""The local executor: runs jobs as child processes of the service, on asyncio.
+
+The runtime uses it in the embedded setup (one machine, SQLite). Each run is spawned as
+``job.command + partition_refs`` without a shell, in its own session (so its whole process
+group can be killed), with the graph root as working directory and the environment of the
+job protocol. Its merged stdout and stderr go to a bounded log file; when it ends, its exit
+status and result file become a ``RunOutcome`` through ``protocol.outcome_from``.
+
+It enforces only the global limit (``max_parallel``); per-job concurrency, retries and
+everything about wants belong to the caller. It never blocks the event loop on a job and
+never holds more than about twice ``log_limit_bytes`` of a job's output in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from databuild.core.errors import ExecutorError
+from databuild.core.events import FailureKind
+from databuild.core.model import JobRunId
+from databuild.core.outcomes import (
+    ExecutorReport,
+    RunFailed,
+    RunFinishedReport,
+    RunOutcome,
+    RunStartedReport,
+)
+from databuild.executors.port import Executor, Reporter, RunRequest
+from databuild.executors.protocol import (
+    ENV_GRAPH_URL,
+    ENV_JOB_NAME,
+    ENV_RESULT_PATH,
+    ENV_RUN_ID,
+    MAX_RESULT_BYTES,
+    NO_EXIT_CODE,
+    outcome_from,
+)
+
+logger = logging.getLogger(__name__)
+
+# How long to keep reading output after the process group is gone: only a process that
+# left the group (setsid) can still hold the pipe, and it must not hold up the run.
+_DRAIN_SECONDS = 1.0
+_TAIL_LINES = 20
+_RECENT_BYTES = 4096
+
+
+class BoundedLog:
+    """A run's output on disk: the first ``limit`` bytes as they come (so the log can be
+    read while the run goes on), then, when the run ends, a line saying how many bytes
+    were dropped and the last ``limit`` bytes."""
+
+    def __init__(self, path: Path, limit: int) -> None:
+        self._limit = limit
+        self._head_left = limit
+        self._tail = bytearray()
+        self._recent = bytearray()
+        self._dropped = 0
+        self._file: IO[bytes] | None = open(path, "wb", buffering=0)  # noqa: SIM115
+
+    def write(self, data: bytes) -> None:
+        self._recent += data
+        del self._recent[:-_RECENT_BYTES]
+        if self._head_left > 0:
+            head = data[: self._head_left]
+            self._head_left -= len(head)
+            self._to_file(head)
+            data = data[len(head) :]
+        if data:
+            self._tail += data
+            excess = len(self._tail) - self._limit
+            if excess > 0:
+                del self._tail[:excess]
+                self._dropped += excess
+
+    def note(self, text: str) -> None:
+        """A line from DataBuild itself (killed, timed out), on a line of its own."""
+        self.write(f"\n[databuild] {text}\n".encode())
+
+    def tail_text(self) -> str:
+        lines = bytes(self._recent).decode("utf-8", "replace").splitlines()
+        return "\n".join(lines[-_TAIL_LINES:])
+
+    def close(self) -> None:
+        if self._dropped:
+            self._to_file(
+                f"\n[databuild] ... {self._dropped} bytes of output dropped here: the log keeps "
+                f"the first and the last {self._limit} bytes ...\n".encode()
+            )
+        self._to_file(bytes(self._tail))
+        self._tail.clear()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def _to_file(self, data: bytes) -> None:
+        if self._file is None or not data:
+            return
+        try:
+            self._file.write(data)
+        except OSError as exc:
+            # A full disk must not stop the run; its log just ends here.
+            logger.warning("cannot write job log %s: %s", self._file.name, exc)
+            self._file.close()
+            self._file = None
+
+
+class _JobProtocol(asyncio.SubprocessProtocol):
+    """Push-based: output goes straight to the bounded log, and the process's exit is seen
+    even while a background grandchild still holds the pipe open."""
+
+    def __init__(self, log: BoundedLog, loop: asyncio.AbstractEventLoop) -> None:
+        self.log = log
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self.closed: asyncio.Future[None] = loop.create_future()
+
+    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
+        self.log.write(data if isinstance(data, bytes) else data.encode())
+
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+@dataclass(eq=False)
+class _Run:
+    request: RunRequest
+    transport: asyncio.SubprocessTransport
+    protocol: _JobProtocol
+    pid: int
+    started_at: float
+    killed: bool = False
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class LocalExecutor(Executor):
+    def __init__(
+        self,
+        max_parallel: int,
+        log_limit_bytes: int = 1 << 20,
+        *,
+        kill_grace_seconds: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_parallel < 1:
+            raise ExecutorError(f"max_parallel must be at least 1, not {max_parallel}")
+        if log_limit_bytes < 1:
+            raise ExecutorError(f"log_limit_bytes must be at least 1, not {log_limit_bytes}")
+        self._max_parallel = max_parallel
+        self._log_limit = log_limit_bytes
+        self._grace = kill_grace_seconds
+        self._clock = clock
+        self._reporter: Reporter | None = None
+        self._runs: dict[JobRunId, _Run] = {}
+        self._closed = False
+
+    def set_reporter(self, reporter: Reporter) -> None:
+        self._reporter = reporter
+
+    def free_slots(self) -> int:
+        return 0 if self._closed else max(0, self._max_parallel - len(self._runs))
+
+    async def start(self, request: RunRequest) -> None:
+        if self._reporter is None:
+            raise ExecutorError("set_reporter must be called before start")
+        if self._closed:
+            raise ExecutorError("the executor is closed")
+        if request.job_run_id in self._runs:
+            raise ExecutorError(f"run {request.job_run_id} is already running")
+        if self.free_slots() == 0:
+            raise ExecutorError(
+                f"no free slot for run {request.job_run_id}: all {self._max_parallel} are busy"
+            )
+        rid = request.job_run_id
+        try:
+            request.run_dir.mkdir(parents=True, exist_ok=True)
+            request.result_path.unlink(missing_ok=True)
+            log = BoundedLog(request.log_path, self._log_limit)
+        except OSError as exc:
+            self._spawn_failed(rid, f"could not prepare the run directory {request.run_dir}: {exc}")
+            return
+        problem = _unstartable(request)
+        if problem:
+            log.note(problem)
+            log.close()
+            self._spawn_failed(rid, problem)
+            return
+        argv = [*request.job.command, *request.partition_refs]
+        loop = asyncio.get_running_loop()
+        started_at = self._clock()
+        try:
+            transport, protocol = await loop.subprocess_exec(
+                lambda: _JobProtocol(log, loop),
+                *argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                cwd=request.root_dir,
+                env=_environment(request),
+                start_new_session=True,
+            )
+        except OSError as exc:
+            message = _spawn_error_message(request, exc)
+            log.note(message)
+            log.close()
+            self._spawn_failed(rid, message)
+            return
+        pid = transport.get_pid()
+        run = _Run(request, transport, protocol, pid, started_at)
+        self._runs[rid] = run
+        self._report(RunStartedReport(rid, pid))
+        run.task = asyncio.create_task(self._watch(run), name=f"databuild-run-{rid}")
+
+    async def kill(self, job_run_id: JobRunId, reason: str) -> None:
+        run = self._runs.get(job_run_id)
+        if run is None:
+            return
+        if not run.killed:
+            run.killed = True
+            run.protocol.log.note(f"killed: {reason}")
+        await self._terminate(run)
+        if run.task is not None:
+            await asyncio.shield(run.task)
+
+    async def close(self) -> None:
+        self._closed = True
+        await asyncio.gather(
+            *(self.kill(rid, "the executor is closing") for rid in list(self._runs))
+        )
+
+    def kill_orphan(self, job_run_id: JobRunId, pid: int) -> bool:
+        if pid <= 1 or job_run_id in self._runs:
+            return False
+        marker = f"{ENV_RUN_ID}={job_run_id}".encode()
+        if not any(_has_environ_entry(member, marker) for member in _group_members(pid)):
+            return False
+        _signal_group(pid, signal.SIGKILL)
+        return True
+
+    async def _watch(self, run: _Run) -> None:
+        rid = run.request.job_run_id
+        try:
+            outcome = await self._outcome(run)
+        except Exception as exc:  # a bug here must not leave the run unreported forever
+            logger.exception("watching run %s failed", rid)
+            _signal_group(run.pid, signal.SIGKILL)
+            run.transport.close()
+            duration = self._clock() - run.started_at
+            outcome = RunFailed(
+                FailureKind.EXIT_NONZERO,
+                f"the executor lost track of the run: {exc!r}",
+                NO_EXIT_CODE,
+                duration,
+            )
+        del self._runs[rid]
+        if not run.killed:
+            self._report(RunFinishedReport(rid, outcome))
+
+    async def _outcome(self, run: _Run) -> RunOutcome:
+        request, protocol = run.request, run.protocol
+        limit = request.job.timeout_seconds
+        timed_out = False
+        try:
+            await asyncio.wait_for(asyncio.shield(protocol.exited), limit if limit > 0 else None)
+        except TimeoutError:
+            timed_out = not run.killed
+            if timed_out:
+                protocol.log.note(f"timed out after {limit:g} s: killing the process group")
+            await self._terminate(run)
+        duration = self._clock() - run.started_at
+        # Background children must not outlive their run (nor hold its output pipe).
+        _signal_group(run.pid, signal.SIGKILL)
+        try:
+            await asyncio.wait_for(asyncio.shield(protocol.closed), _DRAIN_SECONDS)
+        except TimeoutError:
+            protocol.log.note("stopped reading output: a process that left the group holds it")
+        run.transport.close()
+        protocol.log.close()
+        returncode = run.transport.get_returncode()
+        exit_code = returncode if returncode is not None and returncode >= 0 else None
+        killed_by = -returncode if returncode is not None and returncode < 0 else None
+        try:
+            result = _read_result(request.result_path)
+        except OSError as exc:
+            return RunFailed(
+                FailureKind.BAD_RESULT,
+                f"could not read the result file {request.result_path}: {exc.strerror or exc}",
+                returncode if returncode is not None else NO_EXIT_CODE,
+                duration,
+            )
+        return outcome_from(
+            exit_code,
+            killed_by,
+            timed_out,
+            result,
+            request.partition_refs,
+            duration,
+            protocol.log.tail_text(),
+            timeout_seconds=limit,
+        )
+
+    async def _terminate(self, run: _Run) -> None:
+        """SIGTERM to the group, then SIGKILL after the grace period; returns when the
+        group leader has exited."""
+        if run.protocol.exited.done():
+            return
+        _signal_group(run.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.shield(run.protocol.exited), self._grace)
+        except TimeoutError:
+            _signal_group(run.pid, signal.SIGKILL)
+            await asyncio.shield(run.protocol.exited)
+
+    def _spawn_failed(self, rid: JobRunId, message: str) -> None:
+        outcome = RunFailed(FailureKind.SPAWN_ERROR, message, NO_EXIT_CODE, 0.0)
+        self._report(RunFinishedReport(rid, outcome))
+
+    def _report(self, report: ExecutorReport) -> None:
+        assert self._reporter is not None
+        try:
+            self._reporter(report)
+        except Exception:
+            logger.exception("the executor's reporter failed on %r", report)
+
+
+def _environment(request: RunRequest) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(request.job.env)
+    # `python` in a job's command means the interpreter the service runs on.
+    interpreter_dir = os.path.dirname(sys.executable)
+    path = env.get("PATH")
+    env["PATH"] = interpreter_dir + os.pathsep + path if path else interpreter_dir
+    # Python jobs' output then reaches the log as it is printed, stdout and stderr in order.
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env[ENV_RUN_ID] = request.job_run_id
+    env[ENV_JOB_NAME] = request.job.name
+    env[ENV_RESULT_PATH] = str(request.result_path)
+    env[ENV_GRAPH_URL] = request.graph_url
+    return env
+
+
+def _unstartable(request: RunRequest) -> str:
+    if not request.job.command:
+        return f"job {request.job.name!r} has an empty command"
+    if not request.root_dir.is_dir():
+        return (
+            f"cannot start job {request.job.name!r}: the graph root directory "
+            f"{request.root_dir} does not exist or is not a directory"
+        )
+    return ""
+
+
+def _spawn_error_message(request: RunRequest, exc: OSError) -> str:
+    program = request.job.command[0]
+    where = (
+        f"on PATH (the graph root is {request.root_dir})"
+        if os.sep not in program
+        else f"relative to the graph root {request.root_dir}"
+    )
+    if isinstance(exc, FileNotFoundError):
+        reason = f"the command was not found {where}"
+    elif isinstance(exc, PermissionError):
+        reason = "permission denied (is it executable?)"
+    elif exc.errno == errno.ENOEXEC:
+        reason = "it is not an executable file (a script needs a #! line)"
+    else:
+        reason = exc.strerror or str(exc)
+    return f"could not start job {request.job.name!r}: {program!r}: {reason}"
+
+
+def _read_result(path: Path) -> bytes | None:
+    """At most MAX_RESULT_BYTES + 1 bytes of the result file; None if there is none. A job
+    could leave a symlink or a FIFO there: neither is followed nor waited on."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, "it is a symbolic link; write a regular file") from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "it is not a regular file")
+        chunks: list[bytes] = []
+        left = MAX_RESULT_BYTES + 1
+        while left > 0:
+            chunk = os.read(fd, left)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Processes in process group ``pgid``, read from /proc (Linux); empty elsewhere."""
+    members: list[int] = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return members
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat_line = f.read()
+        except OSError:
+            continue
+        # The command name in parentheses may contain anything; fields follow the last ')'.
+        fields = stat_line[stat_line.rfind(b")") + 2 :].split()
+        if len(fields) > 2 and fields[2] == str(pgid).encode():
+            members.append(int(entry))
+    return members
+
+
+def _has_environ_entry(pid: int, entry: bytes) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return entry in f.read().split(b"\0")
+    except OSError:
+        return False

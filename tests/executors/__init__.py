@@ -1,0 +1,1 @@
+"""Tests of the executor port, the job protocol parser and the executors."""
