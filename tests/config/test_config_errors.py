@@ -159,7 +159,7 @@ CASES: list[tuple[str, str, str, list[str]]] = [
         "pattern unmatched brace",
         MINIMAL.replace('"raw/date={date}"', '"raw/date={date"'),
         "jobs.ingest.outputs[0]",
-        ["unmatched brace"],
+        ["is not closed"],
     ),
     (
         "pattern bad regex",

@@ -58,9 +58,6 @@ def parse_ref(raw: object) -> PartitionRef:
     return PartitionRef(raw)
 
 
-_FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([^{}]+))?\}")
-
-
 @dataclass(frozen=True, slots=True)
 class PartitionPattern:
     """A template such as ``daily/date={date}``; ``{name}`` matches one path segment and
@@ -75,10 +72,10 @@ class PartitionPattern:
             raise InvalidPattern("a partition pattern must be a non-empty string")
         parts: list[str] = []
         names: set[str] = set()
-        position = 0
-        for match in _FIELD.finditer(template):
-            parts.append(re.escape(template[position : match.start()]))
-            name, custom = match.group(1), match.group(2)
+        for literal, name, custom in _scan(template):
+            parts.append(re.escape(literal))
+            if name is None:
+                continue
             if name in names:
                 raise InvalidPattern(f"pattern {template!r} names field {{{name}}} twice")
             names.add(name)
@@ -92,11 +89,6 @@ class PartitionPattern:
                 parts.append(f"(?P<{name}>{custom})")
             else:
                 parts.append(f"(?P<{name}>[^/]+)")
-            position = match.end()
-        rest = template[position:]
-        if "{" in rest or "}" in rest:
-            raise InvalidPattern(f"pattern {template!r} has an unmatched brace")
-        parts.append(re.escape(rest))
         return PartitionPattern(template, re.compile("".join(parts)))
 
     def match(self, ref: str) -> dict[str, str] | None:
@@ -104,11 +96,65 @@ class PartitionPattern:
         return None if found is None else found.groupdict()
 
     def format(self, **values: str) -> PartitionRef:
-        def fill(match: re.Match[str]) -> str:
-            return values[match.group(1)]
-
-        return parse_ref(_FIELD.sub(fill, self.template))
+        return parse_ref(
+            "".join(
+                literal + ("" if name is None else values[name])
+                for literal, name, _ in _scan(self.template)
+            )
+        )
 
     @property
     def fields(self) -> tuple[str, ...]:
-        return tuple(m.group(1) for m in _FIELD.finditer(self.template))
+        return tuple(name for _, name, _ in _scan(self.template) if name is not None)
+
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _scan(template: str) -> list[tuple[str, str | None, str | None]]:
+    """Split a template into (literal, field name, custom regex) triples.
+
+    A field is ``{name}`` or ``{name:REGEX}``; REGEX may hold balanced braces (``\\d{4}``).
+    Any other brace is an error that says where it is.
+    """
+    out: list[tuple[str, str | None, str | None]] = []
+    literal: list[str] = []
+    i = 0
+    while i < len(template):
+        char = template[i]
+        if char == "}":
+            raise InvalidPattern(f"pattern {template!r} has an unmatched '}}' at position {i}")
+        if char != "{":
+            literal.append(char)
+            i += 1
+            continue
+        name_match = _NAME.match(template, i + 1)
+        if name_match is None:
+            raise InvalidPattern(
+                f"pattern {template!r}: '{{' at position {i} must start a field "
+                "such as {date} or {date:REGEX} (names: letters, digits, '_')"
+            )
+        j = name_match.end()
+        custom: str | None = None
+        if j < len(template) and template[j] == ":":
+            depth, k = 1, j + 1
+            while k < len(template) and depth:
+                depth += {"{": 1, "}": -1}.get(template[k], 0)
+                k += 1
+            if depth:
+                raise InvalidPattern(f"pattern {template!r}: field at position {i} is not closed")
+            custom = template[j + 1 : k - 1]
+            if not custom:
+                raise InvalidPattern(
+                    f"pattern {template!r}: field at position {i} has an empty regex"
+                )
+            j = k
+        elif j < len(template) and template[j] == "}":
+            j += 1
+        else:
+            raise InvalidPattern(f"pattern {template!r}: field at position {i} is not closed")
+        out.append(("".join(literal), name_match.group(0), custom))
+        literal = []
+        i = j
+    out.append(("".join(literal), None, None))
+    return out
