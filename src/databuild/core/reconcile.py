@@ -16,6 +16,7 @@ import heapq
 from dataclasses import dataclass
 
 from databuild.core import events as ev
+from databuild.core import sla
 from databuild.core.errors import NotFound
 from databuild.core.lifecycle import JobRunStatus, PartitionStatus
 from databuild.core.model import (
@@ -134,6 +135,15 @@ class Reconciler:
             self._emit(ev.PartitionFailed(part.ref, None, route.problem), now)
             self._fail_partition_wants(part, ev.WantFailureReason.UNBUILDABLE, route.problem, now)
             self._cascade_upstream_failure(part.ref, route.problem, now)
+            return
+        # tests/core: the partition already waits on missing inputs (a run reported them for
+        # an earlier want, since canceled or expired, whose child wants were released). Ask
+        # for those inputs on this want's behalf, or it would wait on them forever.
+        if part.status is PartitionStatus.WAITING:
+            for dep in sorted(part.waiting_on):
+                self._want_child(want, dep, now)
+                if self.state.partition(part.ref).status is not PartitionStatus.WAITING:
+                    break  # a child failed at once (unbuildable) and failed this want too
 
     def cancel_want(self, want_id: WantId, reason: str, now: float) -> WantStatus:
         record = self.state.wants.get(want_id)
@@ -254,7 +264,12 @@ class Reconciler:
                 parent_want_id=parent.want_id,
                 partition_ref=dep,
                 data_timestamp=parent.data_timestamp,
-                ttl_seconds=parent.ttl_seconds,
+                # tests/core: a child want does not expire on its own. Its id leaves out the
+                # TTL, so it is shared by every parent with this data_timestamp; inheriting
+                # the first parent's TTL made it expire (for good: expired is final) while a
+                # longer-lived parent still waited on it, which then waited forever. It is
+                # released (canceled, reopenable) by _release when no active want needs it.
+                ttl_seconds=0,
                 sla_seconds=parent.sla_seconds,
                 source=WantSource.DERIVED,
             )
@@ -422,11 +437,19 @@ class Reconciler:
                 return
             job = self.graph.job(best[1])
             queue = state.ready[job.name]
+            # Spread what is ready over the slots this job can use now, so that a long
+            # queue keeps every slot busy instead of filling one batch and leaving the rest
+            # idle; never more than the job's max_batch. (len(queue) may count stale
+            # entries: it only sizes the batch.)
+            slots = min(free_slots, job.concurrency - len(state.running_by_job[job.name]))
+            size = min(job.max_batch, -(-len(queue) // max(1, slots)))
             batch: list[PartitionRef] = []
-            while queue and len(batch) < job.max_batch:
+            chosen: set[PartitionRef] = set()
+            while queue and len(batch) < size:
                 _, _, ref = heapq.heappop(queue)
-                if ref not in batch and self._dispatchable(ref, now):
+                if ref not in chosen and self._dispatchable(ref, now):
                     batch.append(ref)
+                    chosen.add(ref)
             if not batch:
                 continue
             run_id = job_run_id_for(state.run_count + 1)
@@ -439,38 +462,9 @@ class Reconciler:
 
     # ---- explanations --------------------------------------------------------------
     def blame(self, want_id: WantId) -> tuple[PartitionRef, str]:
-        """Which partition in the want's chain holds it up, and why."""
-        record = self.state.wants[want_id]
-        ref = record.want.partition_ref
-        seen: set[PartitionRef] = set()
-        while True:
-            seen.add(ref)
-            part = self.state.partition(ref)
-            if part.status is PartitionStatus.WAITING:
-                pending = sorted(r for r in part.waiting_on if r not in seen)
-                if pending:
-                    ref = pending[0]
-                    continue
-                return ref, "waiting on its own inputs (cycle)"
-            return ref, self._why(part)
-
-    def _why(self, part: PartitionRecord) -> str:
-        status = part.status
-        if status is PartitionStatus.BUILDING:
-            return f"running in job run {part.job_run_id}"
-        if status is PartitionStatus.BACKOFF:
-            return f"job failed ({part.message}); retry scheduled at {part.retry_at:.0f}"
-        if status is PartitionStatus.FAILED:
-            return f"failed: {part.message}"
-        if status is PartitionStatus.LIVE:
-            return "live"
-        route = self.graph.route(part.ref)
-        if route.upstream is not None:
-            return f"waiting on upstream graph {route.upstream.name!r}"
-        if route.job is not None:
-            running = len(self.state.running_by_job[route.job.name])
-            return f"queued behind {running} running run(s) of job {route.job.name!r}"
-        return route.problem
+        """Which partition in the want's chain holds it up, and why (``core.sla.blame``)."""
+        found = sla.blame(self.state, want_id)
+        return found.ref, found.text
 
 
 def _missing_problem(requested: tuple[PartitionRef, ...], outcome: RunMissingDeps) -> str:

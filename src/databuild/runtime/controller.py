@@ -110,6 +110,7 @@ class Controller:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
         self.last_committed = 0
+        self._background: set[asyncio.Task[None]] = set()
 
     @property
     def state(self) -> BuildState:
@@ -146,6 +147,8 @@ class Controller:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
         await self.executor.close()
         async with self._committed:
             self._committed.notify_all()
@@ -312,6 +315,9 @@ class Controller:
             self.stats.started_runs += 1
             await self.executor.start(request)
         elif isinstance(effect, KillRun):
-            await self.executor.kill(effect.job_run_id, effect.reason)
+            # Killing waits out a grace period; the loop must not wait with it.
+            task = asyncio.create_task(self.executor.kill(effect.job_run_id, effect.reason))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         elif isinstance(effect, KillOrphan):
             await asyncio.to_thread(self.executor.kill_orphan, effect.job_run_id, effect.pid)
