@@ -56,9 +56,9 @@ def test_example_config_loads() -> None:
     assert [p.template for p in jobs["weekly"].outputs] == ["weekly/week={week}"]
     assert [p.template for p in jobs["summary"].outputs] == ["summary/all"]
     assert (jobs["ingest"].max_batch, jobs["clean"].max_batch, jobs["weekly"].max_batch) == (
+        256,
+        256,
         64,
-        64,
-        16,
     )
     for name, job in jobs.items():
         assert job.command == ("python", f"jobs/{name}.py")
