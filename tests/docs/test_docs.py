@@ -21,7 +21,9 @@ def test_lifecycle_diagrams_are_generated_from_the_tables() -> None:
             text = text.replace(old, new)
         path.write_text(text)
         blocks = expected
-    assert blocks == expected, "docs/lifecycles.md is stale: DATABUILD_UPDATE_DOCS=1 pytest tests/docs"
+    assert blocks == expected, (
+        "docs/lifecycles.md is stale: DATABUILD_UPDATE_DOCS=1 pytest tests/docs"
+    )
 
 
 def test_every_relative_link_in_the_docs_resolves() -> None:
@@ -37,7 +39,9 @@ def test_readme_set_up_commands_are_the_scripts_ci_runs() -> None:
     assert "scripts/example" in readme and "scripts/check" in readme
     for script in ("example", "check", "setup", "gen-proto"):
         path = REPO / "scripts" / script
-        assert path.exists() and os.access(path, os.X_OK), f"scripts/{script} missing or not executable"
+        assert path.exists() and os.access(path, os.X_OK), (
+            f"scripts/{script} missing or not executable"
+        )
     ci = (REPO / ".ci" / "run").read_text()
     assert "scripts/check" in ci
     example = (REPO / "scripts" / "example").read_text()

@@ -30,7 +30,9 @@ DAYS = 17  # 2024-01-01 .. 2024-01-17: ISO weeks W01, W02, W03 (W03 reaches 2024
 pytestmark = pytest.mark.slow
 
 
-def run_cli(graph: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    graph: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     environment = {**os.environ, "CALENDAR_DAYS": str(DAYS), **(env or {})}
     return subprocess.run(
         [DATABUILD, *args],
@@ -45,7 +47,9 @@ def run_cli(graph: Path, *args: str, env: dict[str, str] | None = None) -> subpr
 @pytest.fixture
 def graph(tmp_path: Path) -> Path:
     target = tmp_path / "calendar"
-    shutil.copytree(EXAMPLE, target, ignore=shutil.ignore_patterns("data", ".databuild", "__pycache__"))
+    shutil.copytree(
+        EXAMPLE, target, ignore=shutil.ignore_patterns("data", ".databuild", "__pycache__")
+    )
     return target
 
 
@@ -126,7 +130,9 @@ def postgres_graph(graph: Path) -> Iterator[Path]:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
-@pytest.mark.skipif(POSTGRES_URL is None, reason="PostgreSQL tests need DATABUILD_TEST_POSTGRES_URL")
+@pytest.mark.skipif(
+    POSTGRES_URL is None, reason="PostgreSQL tests need DATABUILD_TEST_POSTGRES_URL"
+)
 def test_calendar_build_on_postgres(postgres_graph: Path) -> None:
     build_twice(postgres_graph)
     assert not (postgres_graph / ".databuild" / "bel.sqlite").exists()
@@ -135,9 +141,12 @@ def test_calendar_build_on_postgres(postgres_graph: Path) -> None:
 def test_failing_job_fails_the_build_with_a_clear_message(graph: Path) -> None:
     config = graph / "databuild.toml"
     text = config.read_text().replace(
-        'command = ["python", "jobs/clean.py"]', 'command = ["python", "-c", "import sys; sys.exit(3)"]'
+        'command = ["python", "jobs/clean.py"]',
+        'command = ["python", "-c", "import sys; sys.exit(3)"]',
     )
-    config.write_text(text.replace("[jobs.clean]", "[jobs.clean]\nretries = 1\nretry_backoff = 0.1"))
+    config.write_text(
+        text.replace("[jobs.clean]", "[jobs.clean]\nretries = 1\nretry_backoff = 0.1")
+    )
     result = run_cli(graph, "build", "weekly/week=2024-W01")
     assert result.returncode == 1
     assert "upstream_failed" in result.stdout

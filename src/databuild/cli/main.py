@@ -28,6 +28,7 @@ from databuild import __version__
 from databuild.cli import output
 from databuild.cli.build import follow_build, print_outcome
 from databuild.cli.client import Client, find_service_url
+from databuild.cli.sla import sla
 from databuild.config import GraphConfig, find_config, load_config, parse_duration
 from databuild.core.data_time import parse_data_date
 from databuild.core.errors import DataBuildError, InvalidInput, ServiceError
@@ -486,6 +487,9 @@ def _dot(view: dict[str, Any]) -> str:
         lines.append(f'  up{index} [shape=hexagon,label="upstream {up["name"]}"];')
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+cli.add_command(sla)
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ STATUS_STYLE = {
 }
 
 console = Console(highlight=False, soft_wrap=False)
-err_console = Console(stderr=True, highlight=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)  # one line per error
 
 
 def print_json(data: object) -> None:

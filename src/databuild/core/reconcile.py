@@ -406,10 +406,14 @@ class Reconciler:
         while state.sla_timers and state.sla_timers[0][0] <= now:
             _, want_id = heapq.heappop(state.sla_timers)
             record = state.wants[want_id]
-            missed = record.status in (WantStatus.SATISFIED, WantStatus.CANCELED)
-            if not missed and not record.sla_missed and record.want.sla_deadline <= now:
+            deadline = record.want.sla_deadline
+            # on time: satisfied by the deadline; canceled wants have no SLA left to miss.
+            # (A want satisfied after its deadline, before this tick, still missed it.)
+            on_time = record.status is WantStatus.SATISFIED and record.finished_at <= deadline
+            exempt = on_time or record.status is WantStatus.CANCELED
+            if not exempt and not record.sla_missed and deadline <= now:
                 blame_ref, blame = self.blame(want_id)
-                self._emit(ev.SlaMissed(want_id, record.want.sla_deadline, blame_ref, blame), now)
+                self._emit(ev.SlaMissed(want_id, deadline, blame_ref, blame), now)
 
     def _dispatchable(self, ref: PartitionRef, now: float) -> bool:
         part = self.state.partitions.get(ref)

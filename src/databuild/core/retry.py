@@ -26,7 +26,7 @@ def decide_retry(
     retryable failures back off exponentially up to the job's limit.
     """
     if kind is FailureKind.LOST:
-        return RetryDecision(now)
+        return RetryDecision(max(now, 1e-6))  # 0.0 would read as "give up"
     if not kind.retryable or failures_so_far + 1 > job.retries:
         return RetryDecision(0.0)
     delay = min(job.retry_backoff_max_seconds, job.retry_backoff_seconds * 2**failures_so_far)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import heapq
 from collections import defaultdict
 from collections.abc import Callable
-from typing import Any
 from dataclasses import dataclass, field
+from typing import Any
 
 from databuild.core import events as ev
 from databuild.core.errors import IllegalTransition
@@ -55,6 +55,9 @@ class WantRecord:
     message: str = ""
     finished_at: float = 0.0
     sla_missed: bool = False
+    sla_missed_at: float = 0.0  # when SlaMissed was recorded, with its blame
+    sla_blame_ref: str = ""
+    sla_blame: str = ""
     children: list[WantId] = field(default_factory=list)
     job_run_ids: list[JobRunId] = field(default_factory=list)
     events: list[int] = field(default_factory=list)  # sequences of events about this want
@@ -119,6 +122,7 @@ class BuildState:
         self.ttl_timers: list[tuple[float, WantId]] = []
         self.sla_timers: list[tuple[float, WantId]] = []
         self.job_durations: dict[str, list[float]] = defaultdict(list)
+        self.sla_violations: list[WantId] = []  # in the order SlaMissed was recorded
         self._route_cache: dict[PartitionRef, str | None] = {}
         self._ready_counter = 0
 
@@ -217,7 +221,11 @@ class BuildState:
         else:
             self._set_want(record, target, now)
         record.message = ""
-        if part.status is PartitionStatus.ABSENT:
+        # tests/core: a partition in backoff is enqueued too. Its retry timer may have fired
+        # while no want was active (and then nothing enqueued it); without this a new want
+        # on it stayed "retrying" forever. Enqueuing early is harmless: dispatch skips a
+        # partition whose retry_at is still ahead, and the pending timer enqueues it again.
+        if part.status in (PartitionStatus.ABSENT, PartitionStatus.BACKOFF):
             self._enqueue(part)
         if want.ttl_seconds:
             heapq.heappush(self.ttl_timers, (want.expires_at, want.want_id))
@@ -281,8 +289,9 @@ def _want_expired(state: BuildState, e: ev.WantExpired, now: float, seq: int) ->
 
 def _want_satisfied(state: BuildState, e: ev.WantSatisfied, now: float, seq: int) -> None:
     _want_terminal(state, e.want_id, WantStatus.SATISFIED, "", now, seq)
-    if e.job_run_id is not None:
-        state.wants[e.want_id].job_run_ids.append(e.job_run_id)
+    runs = state.wants[e.want_id].job_run_ids
+    if e.job_run_id is not None and e.job_run_id not in runs:
+        runs.append(e.job_run_id)  # a want on a run's partition since it was queued
 
 
 def _want_failed(state: BuildState, e: ev.WantFailed, now: float, seq: int) -> None:
@@ -297,7 +306,12 @@ def _want_failed(state: BuildState, e: ev.WantFailed, now: float, seq: int) -> N
 def _sla_missed(state: BuildState, e: ev.SlaMissed, now: float, seq: int) -> None:
     record = state.wants[e.want_id]
     record.events.append(seq)
+    if not record.sla_missed:
+        state.sla_violations.append(e.want_id)
     record.sla_missed = True
+    record.sla_missed_at = now
+    record.sla_blame_ref = e.blame_ref
+    record.sla_blame = e.blame
 
 
 def _run_queued(state: BuildState, e: ev.JobRunQueued, now: float, seq: int) -> None:

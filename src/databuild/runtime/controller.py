@@ -34,6 +34,7 @@ from databuild.core.state import BuildState
 from databuild.executors.port import Executor, RunRequest
 from databuild.log.port import BuildEventLog
 from databuild.runtime.clock import Clock, SystemClock
+from databuild.runtime.snapshots import SnapshotStore
 
 log = logging.getLogger("databuild.controller")
 
@@ -91,6 +92,8 @@ class Controller:
         graph_url: str = "",
         clock: Clock | None = None,
         owner: str = "",
+        snapshots: SnapshotStore | None = None,
+        snapshot_every: int = 500_000,
     ) -> None:
         self.graph = graph
         self.log = event_log
@@ -111,6 +114,11 @@ class Controller:
         self._stopping = False
         self.last_committed = 0
         self._background: set[asyncio.Task[None]] = set()
+        self.snapshots = snapshots
+        self.snapshot_every = snapshot_every
+        self._snapshot_sequence = 0
+        self._snapshot_child: int | None = None
+        self.loaded_from_snapshot = 0
 
     @property
     def state(self) -> BuildState:
@@ -126,6 +134,12 @@ class Controller:
         self._loop = asyncio.get_running_loop()
         await asyncio.to_thread(self.log.acquire_writer, self.owner)
         after = 0
+        if self.snapshots is not None:
+            last = await asyncio.to_thread(self.log.last_sequence)
+            snapshot = await asyncio.to_thread(self.snapshots.load, last)
+            if snapshot is not None:
+                self.reconciler = Reconciler(self.graph, snapshot.state)
+                after = self._snapshot_sequence = self.loaded_from_snapshot = snapshot.sequence
         while True:
             chunk = await asyncio.to_thread(self.log.read, after, _LOAD_CHUNK)
             if not chunk:
@@ -150,6 +164,7 @@ class Controller:
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         await self.executor.close()
+        await self._snapshot_at_stop()
         async with self._committed:
             self._committed.notify_all()
 
@@ -295,11 +310,39 @@ class Controller:
                 )
             self.recent.extend(events)
             self.stats.events += len(events)
+            self._maybe_snapshot()
             async with self._committed:
                 self.last_committed = events[-1].sequence
                 self._committed.notify_all()
         for effect in effects:
             await self._carry_out(effect)
+
+    def _maybe_snapshot(self) -> None:
+        """Right after a commit (state == log): fork a snapshot every ``snapshot_every``."""
+        store = self.snapshots
+        if store is None:
+            return
+        if self._snapshot_child is not None:
+            if store.reap(self._snapshot_child) is None:
+                return
+            self._snapshot_child = None
+        sequence = self.state.last_sequence
+        if sequence - self._snapshot_sequence >= self.snapshot_every:
+            self._snapshot_child = store.write_in_background(self.state)
+            self._snapshot_sequence = sequence
+
+    async def _snapshot_at_stop(self) -> None:
+        store = self.snapshots
+        if store is None or self.failure is not None:
+            return
+        if self.state.last_sequence - self._snapshot_sequence < 10_000:
+            return
+        try:
+            # only when the state is exactly the log (a stop mid-append may leave it ahead)
+            if await asyncio.to_thread(self.log.last_sequence) == self.state.last_sequence:
+                await asyncio.to_thread(store.write, self.state)
+        except Exception as exc:  # a snapshot is a cache: failing to write one is no error
+            log.warning("no snapshot written at stop: %s", exc)
 
     async def _carry_out(self, effect: Effect) -> None:
         if isinstance(effect, StartRun):

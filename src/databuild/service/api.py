@@ -34,6 +34,15 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": schemas.ErrorResponse},
     422: {"model": schemas.ErrorResponse},
 }
+# For routes whose success is not JSON: FastAPI would document their errors under the
+# route's own media type, but errors are always JSON.
+_JSON_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
+    }
+    for status, description in ((404, "Not Found"), (422, "Unprocessable Entity"))
+}
 MAX_LOG_CHUNK = 1 << 20
 MAX_WAIT_SECONDS = 60.0
 
@@ -190,7 +199,7 @@ async def get_job_run(job_run_id: str, request: Request) -> schemas.JobRunView:
 @router.get(
     "/job-runs/{job_run_id}/log",
     response_class=PlainTextResponse,
-    responses={**_ERRORS, 200: {"content": {"text/plain": {}}}},
+    responses={**_JSON_ERRORS, 200: {"content": {"text/plain": {}}}},
 )
 async def get_job_run_log(
     job_run_id: str,

@@ -29,7 +29,9 @@ from databuild.core.lifecycle import JobRunStatus
 from databuild.service import schemas
 from databuild.service.api import router
 from databuild.service.host import GraphHost
+from databuild.service.metrics import router as metrics_router
 from databuild.service.security import AccessPolicy, SecurityMiddleware
+from databuild.service.sla_routes import router as sla_router
 
 
 def _status_of(exc: DataBuildError) -> int:
@@ -74,6 +76,8 @@ def create_app(
     )
     app.state.host = host
     app.include_router(router)
+    app.include_router(sla_router)
+    app.include_router(metrics_router)
 
     @app.exception_handler(DataBuildError)
     async def databuild_error(request: Request, exc: DataBuildError) -> JSONResponse:
@@ -83,6 +87,10 @@ def create_app(
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = []
         for error in exc.errors():
+            if error.get("type") == "json_invalid":
+                reason = (error.get("ctx") or {}).get("error", "")
+                problems.append(f"the request body is not valid JSON: {reason}".rstrip(": "))
+                continue
             loc = tuple(error.get("loc", ()))
             problems.append(f"{_field(loc)}: {error.get('msg', 'invalid')}")
         return JSONResponse({"error": "; ".join(problems) or "invalid request"}, status_code=422)

@@ -21,10 +21,14 @@ from databuild.config import GraphConfig
 from databuild.core.errors import ConfigError, ServiceError
 from databuild.core.state import BuildState
 from databuild.executors.local import LocalExecutor
+from databuild.executors.port import Executor
 from databuild.log import open_log
 from databuild.log.port import BuildEventLog
+from databuild.runtime.alerts import AlertDispatcher
 from databuild.runtime.clock import Clock, SystemClock
 from databuild.runtime.controller import Controller
+from databuild.runtime.scheduler import Scheduler
+from databuild.runtime.snapshots import SnapshotStore
 
 DISCOVERY_FILE = "service.json"
 
@@ -69,6 +73,8 @@ class GraphHost:
         clock: Clock | None = None,
         event_log: BuildEventLog | None = None,
         max_parallel: int | None = None,
+        executor: Executor | None = None,
+        run_schedules: bool = True,
     ) -> None:
         self.config = config
         self.graph_url = graph_url
@@ -77,6 +83,12 @@ class GraphHost:
         self._log = event_log
         self._max_parallel = max_parallel
         self.controller: Controller | None = None
+        self.scheduler: Scheduler | None = None
+        self.alerts: AlertDispatcher | None = None
+        self._executor = executor
+        # Off for the embedded service of one CLI command: a `databuild build` must not
+        # create the graph's scheduled wants; `databuild serve` runs them.
+        self.run_schedules = run_schedules
         self._offline_state: BuildState | None = None
         self.started_at = 0.0
 
@@ -102,6 +114,11 @@ class GraphHost:
         if self.read_only:
             state = BuildState(config.graph)
             after = 0
+            store = SnapshotStore(config.state_dir / "snapshots", config.graph)
+            last = await asyncio.to_thread(self._log.last_sequence)
+            snapshot = await asyncio.to_thread(store.load, last)
+            if snapshot is not None:
+                state, after = snapshot.state, snapshot.sequence
             while True:
                 chunk = await asyncio.to_thread(self._log.read, after, 50_000)
                 if not chunk:
@@ -116,7 +133,9 @@ class GraphHost:
                 str(config.path), "executor.kind", f"unknown executor {config.executor.kind!r}"
             )
         config.runs_dir.mkdir(parents=True, exist_ok=True)
-        executor = LocalExecutor(max_parallel=self._max_parallel or config.executor.max_parallel)
+        executor = self._executor or LocalExecutor(
+            max_parallel=self._max_parallel or config.executor.max_parallel
+        )
         self.controller = Controller(
             config.graph,
             self._log,
@@ -126,11 +145,24 @@ class GraphHost:
             graph_url=self.graph_url,
             clock=self.clock,
             owner=f"databuild service pid {os.getpid()} at {self.graph_url or 'no url'}",
+            snapshots=SnapshotStore(config.state_dir / "snapshots", config.graph),
         )
         await self.controller.start()
+        if config.alerts.webhooks:
+            self.alerts = AlertDispatcher(
+                config.name, config.alerts.webhooks, self._log, self.controller, config.state_dir
+            )
+            await self.alerts.start()
+        if config.schedules and self.run_schedules:
+            self.scheduler = Scheduler(config.schedules, self.controller, self.clock)
+            await self.scheduler.start()
         self._write_discovery()
 
     async def stop(self) -> None:
+        if self.scheduler is not None:
+            await self.scheduler.stop()
+        if self.alerts is not None:
+            await self.alerts.stop()
         if self.controller is not None:
             self._remove_discovery()
             await self.controller.stop()

@@ -3,7 +3,8 @@
 An ASGI middleware in front of every route. On loopback, the Host header must name a
 loopback host (defeats DNS rebinding) and a browser's cross-site Origin may not write (a
 web page cannot drive a local service). Beyond loopback a token is required to start and
-every write must carry it. Bodies over the limit are refused before they are read whole.
+every write must carry it. Bodies over the limit are refused: by their Content-Length, or
+as soon as the bytes read pass it (write bodies are read here, bounded, before the app).
 It never logs the token.
 """
 
@@ -86,18 +87,16 @@ class SecurityMiddleware:
             if int(length) > MAX_BODY_BYTES:
                 await _reply(send, 413, f"request body over {MAX_BODY_BYTES} bytes")
                 return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, _limited(receive), tracking_send)
-        except _BodyTooLarge:
-            if not started:
+        if scope["method"] in _WRITE_METHODS:
+            # Read the whole (bounded) body here: a body over the limit sent without a
+            # Content-Length must be a 413, and the app's body parser would turn any error
+            # raised from ``receive`` into a 400.
+            body = await _read_body(receive)
+            if body is None:
                 await _reply(send, 413, f"request body over {MAX_BODY_BYTES} bytes")
+                return
+            receive = _replay(body, receive)
+        await self.app(scope, receive, send)
 
     def _problem(self, scope: Scope, headers: dict[str, str]) -> tuple[int, str] | None:
         policy = self.policy
@@ -124,23 +123,36 @@ class SecurityMiddleware:
         return None
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
-def _limited(receive: Receive) -> Receive:
+async def _read_body(receive: Receive) -> bytes | None:
+    """The request body, or None once it passes the limit (the rest is not read)."""
+    chunks: list[bytes] = []
     seen = 0
-
-    async def wrapped() -> Message:
-        nonlocal seen
+    while True:
         message = await receive()
-        if message["type"] == "http.request":
-            seen += len(message.get("body", b""))
-            if seen > MAX_BODY_BYTES:
-                raise _BodyTooLarge()
-        return message
+        if message["type"] != "http.request":
+            break  # the client went away; the app sees an empty body
+        chunk = message.get("body", b"")
+        seen += len(chunk)
+        if seen > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
 
-    return wrapped
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """Hands the app the body read above, then whatever the server sends next."""
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
 
 
 async def _reply(send: Send, status: int, message: str) -> None:

@@ -126,6 +126,7 @@ class EmbeddedService:
 
     def __init__(self, config: GraphConfig, options: ServeOptions) -> None:
         self.service = Service(config, options)
+        self.service.host.run_schedules = False  # schedules run in `databuild serve` only
         self.thread = threading.Thread(target=self._main, name="databuild-embedded", daemon=True)
 
     @property

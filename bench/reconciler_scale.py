@@ -1,0 +1,309 @@
+"""Benchmark 4: the reconciler at scale, and the service's start time from a large BEL.
+
+Event cost (pure core, in process, no I/O). A graph with job ``d`` building ``d/{i}`` and
+an upstream graph providing ``u/{i}``. N root wants for ``d/0 .. d/N-1`` are dispatched,
+and each run reports its partitions missing ``u/{i mod N/10}``: every ``d`` partition now
+WAITs on an upstream partition (10 wants per upstream partition; the derived wants for the
+``u`` partitions wait on the upstream graph). Then, one at a time, an upstream partition
+becomes live and we time what the controller does for it:
+``partition_live_upstream`` + ``tick`` (which dispatches the 10 woken partitions as one
+run) + ``take``. N = 10k, 50k, 100k with the fan-out held at 10 shows whether the cost
+follows the event's work or the number of wants.
+
+Service start. A SQLite BEL of M realistic events is made by driving the real Reconciler
+through a calendar-like build (``daily/day={i}`` wants whose runs discover ``raw/day={i}``,
+batches of 64, appended in steps of up to 50k events), then a fresh process times what
+``GraphHost.start`` does: ``open_log``, then ``Controller.start`` (read the log in 50k
+chunks, fold into BuildState, recover, first step) with a fake executor. A read-only pass
+(decode, no fold) splits reading from folding.
+
+Run alone: ``.venv/bin/python -m bench.reconciler_scale [--wants 10000 50000 100000]
+[--bel-events 1000000] [--ten-million]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import ROOT, header, summary_ms, write_result
+from databuild.core.events import MissingDeps
+from databuild.core.model import GraphSpec, JobSpec, UpstreamSpec, WantRequest, WantSource
+from databuild.core.outcomes import (
+    RunFinishedReport,
+    RunMissingDeps,
+    RunStartedReport,
+    RunSucceeded,
+)
+from databuild.core.reconcile import Reconciler, StartRun
+from databuild.core.refs import PartitionPattern, PartitionRef
+
+NOW = 1_700_000_000.0
+FANOUT = 10
+
+
+# ---- event cost ------------------------------------------------------------------------
+def scale_graph() -> GraphSpec:
+    return GraphSpec(
+        name="scale",
+        jobs=(
+            JobSpec(
+                "d",
+                (PartitionPattern.compile("d/{i}"),),
+                ("true",),
+                max_batch=1000,
+                concurrency=10_000_000,
+            ),
+        ),
+        upstreams=(UpstreamSpec("up", "http://127.0.0.1:9", (PartitionPattern.compile("u/{i}"),)),),
+    )
+
+
+def waiting_reconciler(wants: int) -> tuple[Reconciler, int]:
+    """A reconciler with ``wants`` d-partitions all WAITING on ``wants // FANOUT`` upstream
+    partitions; returns it and the number of upstream partitions."""
+    upstream = wants // FANOUT
+    rec = Reconciler(scale_graph())
+    for i in range(wants):
+        rec.request_want(WantRequest(PartitionRef(f"d/{i}"), int(NOW), WantSource.API), NOW)
+    rec.take()
+    while True:
+        rec.tick(NOW, 1_000_000)
+        _, effects = rec.take()
+        starts = [e for e in effects if isinstance(e, StartRun)]
+        if not starts:
+            break
+        for start in starts:
+            rec.run_started(RunStartedReport(start.job_run_id, 1), NOW)
+            missing = tuple(
+                MissingDeps(ref, (PartitionRef(f"u/{int(ref[2:]) % upstream}"),))
+                for ref in start.partition_refs
+            )
+            rec.run_finished(RunFinishedReport(start.job_run_id, RunMissingDeps(missing, 0.1)), NOW)
+        rec.take()
+    return rec, upstream
+
+
+def event_cost(wants: int, samples: int) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    rec, upstream = waiting_reconciler(wants)
+    setup = time.perf_counter() - t0
+    active = sum(1 for w in rec.state.wants.values() if w.active)
+    waiting = sum(1 for p in rec.state.partitions.values() if p.status.value == "waiting")
+    order = random.Random(7).sample(range(upstream), min(samples, upstream))
+    timings: list[float] = []
+    emitted = 0
+    now = NOW
+    for k in order:
+        now += 0.001
+        started = time.perf_counter()
+        rec.partition_live_upstream(PartitionRef(f"u/{k}"), "up", now)
+        rec.tick(now, 1)
+        events, _ = rec.take()
+        timings.append(time.perf_counter() - started)
+        emitted += len(events)
+    figures = {
+        "wants": wants,
+        "active_wants": active,
+        "waiting_partitions": waiting,
+        "upstream_partitions": upstream,
+        "setup_seconds": round(setup, 2),
+        "events_emitted_per_input": round(emitted / len(order), 1),
+        **summary_ms(timings),
+    }
+    print(
+        f"   one partition-live event, {active:>7,} active wants ({waiting:,} waiting): "
+        f"mean {figures['mean_ms']:.3f} ms, p50 {figures['p50_ms']:.3f} ms, "
+        f"p99 {figures['p99_ms']:.3f} ms ({figures['events_emitted_per_input']} events each)"
+    )
+    return figures
+
+
+# ---- a large BEL, and the service start ---------------------------------------------------
+def calendar_graph() -> GraphSpec:
+    return GraphSpec(
+        name="startbench",
+        jobs=(
+            JobSpec(
+                "ingest",
+                (PartitionPattern.compile("raw/day={i}"),),
+                ("true",),
+                max_batch=64,
+                concurrency=1_000_000,
+            ),
+            JobSpec(
+                "clean",
+                (PartitionPattern.compile("daily/day={i}"),),
+                ("true",),
+                max_batch=64,
+                concurrency=1_000_000,
+            ),
+        ),
+    )
+
+
+def generate_bel(path: Path, events: int) -> dict[str, Any]:
+    """Drive the reconciler through a calendar-like build until the log holds ``events``."""
+    from databuild.log import SqliteEventLog
+
+    t0 = time.perf_counter()
+    rec = Reconciler(calendar_graph())
+    written = 0
+    day = 0
+    now = NOW
+    with SqliteEventLog(path) as log:
+
+        def flush() -> None:
+            nonlocal written
+            batch, effects = rec.take()
+            for start in range(0, len(batch), 50_000):
+                log.append([e.payload for e in batch[start : start + 50_000]], now)
+            written += len(batch)
+            return effects  # type: ignore[return-value]
+
+        while written < events:
+            for _ in range(640):
+                rec.request_want(
+                    WantRequest(PartitionRef(f"daily/day={day}"), int(NOW), WantSource.API), now
+                )
+                day += 1
+            while True:
+                now += 0.01
+                rec.tick(now, 1_000_000)
+                effects = flush()
+                starts = [e for e in effects if isinstance(e, StartRun)]
+                if not starts:
+                    break
+                for start in starts:
+                    rec.run_started(RunStartedReport(start.job_run_id, 4242), now)
+                for start in starts:
+                    refs = start.partition_refs
+                    if start.job_name == "clean" and not rec.state.is_live(
+                        PartitionRef("raw/" + refs[0].split("/", 1)[1])
+                    ):
+                        missing = tuple(
+                            MissingDeps(r, (PartitionRef("raw/" + r.split("/", 1)[1]),))
+                            for r in refs
+                        )
+                        outcome: Any = RunMissingDeps(missing, 0.05)
+                    else:
+                        outcome = RunSucceeded(0.05)
+                    rec.run_finished(RunFinishedReport(start.job_run_id, outcome), now)
+                flush()
+    return {
+        "events": written,
+        "days": day,
+        "wants": len(rec.state.wants),
+        "partitions": len(rec.state.partitions),
+        "runs": len(rec.state.runs),
+        "generate_seconds": round(time.perf_counter() - t0, 1),
+        "file_mb": round(path.stat().st_size / 1e6, 1),
+    }
+
+
+def measure_start(path: Path) -> dict[str, Any]:
+    """In this (fresh) process: what GraphHost.start does, timed; then a read-only pass."""
+    from databuild.executors.fake import FakeExecutor
+    from databuild.log import open_log
+    from databuild.runtime.controller import Controller
+
+    t0 = time.perf_counter()
+    log = open_log(f"sqlite:///{path}")
+    opened = time.perf_counter() - t0
+    controller = Controller(
+        calendar_graph(), log, FakeExecutor(), root_dir=path.parent, runs_dir=path.parent / "runs"
+    )
+
+    async def start() -> None:
+        await controller.start()
+        await controller.stop()
+
+    t1 = time.perf_counter()
+    asyncio.run(start())
+    started = time.perf_counter() - t1
+    folded = controller.state.last_sequence
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    log.close()
+    controller.reconciler = None  # type: ignore[assignment]  # free the state
+    gc.collect()
+    with open_log(f"sqlite:///{path}") as reader:
+        t2 = time.perf_counter()
+        after, count = 0, 0
+        while True:
+            chunk = reader.read(after, 50_000)
+            if not chunk:
+                break
+            count += len(chunk)
+            after = chunk[-1].sequence
+        read_only = time.perf_counter() - t2
+    return {
+        "events_folded": folded,
+        "open_seconds": round(opened, 3),
+        "start_seconds": round(opened + started, 2),
+        "read_decode_seconds": round(read_only, 2),
+        "fold_and_rest_seconds": round(started - read_only, 2),
+        "peak_rss_mb": round(rss_mb, 0),
+    }
+
+
+def service_start(events: int, tmp: Path) -> dict[str, Any]:
+    path = tmp / f"bel-{events}.sqlite"
+    made = generate_bel(path, events)
+    print(
+        f"   generated a BEL of {made['events']:,} events ({made['days']:,} days, "
+        f"{made['file_mb']} MB) in {made['generate_seconds']} s"
+    )
+    child = subprocess.run(
+        [sys.executable, "-m", "bench.reconciler_scale", "--measure-start", str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    start = json.loads(child.stdout.strip().splitlines()[-1])
+    print(
+        f"   service start with {start['events_folded']:,} events: {start['start_seconds']} s "
+        f"(read+decode {start['read_decode_seconds']} s, fold+rest "
+        f"{start['fold_and_rest_seconds']} s), peak RSS {start['peak_rss_mb']:.0f} MB"
+    )
+    path.unlink()
+    return {"bel": made, **start}
+
+
+def run(wants: tuple[int, ...], samples: int, bel_sizes: tuple[int, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {"event_cost": {str(n): event_cost(n, samples) for n in wants}}
+    gc.collect()
+    with tempfile.TemporaryDirectory(prefix="bench-bel-") as tmp:
+        out["service_start"] = {str(m): service_start(m, Path(tmp)) for m in bel_sizes}
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="reconciler scale and service start")
+    parser.add_argument("--wants", type=int, nargs="+", default=[10_000, 50_000, 100_000])
+    parser.add_argument("--samples", type=int, default=2000, help="events timed per size")
+    parser.add_argument("--bel-events", type=int, nargs="*", default=[1_000_000])
+    parser.add_argument("--ten-million", action="store_true", help="also a 10M-event BEL")
+    parser.add_argument("--measure-start", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure_start:
+        print(json.dumps(measure_start(args.measure_start)))
+        return 0
+    info = header("reconciler scale / service start")
+    sizes = tuple(args.bel_events) + ((10_000_000,) if args.ten_million else ())
+    write_result("reconciler_scale", run(tuple(args.wants), args.samples, sizes), info)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

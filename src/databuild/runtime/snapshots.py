@@ -1,0 +1,132 @@
+"""Snapshots of the folded state: a cache that makes a restart O(events since snapshot).
+
+The Build Event Log stays the truth: a snapshot is the ``BuildState`` folded up to some
+sequence, pickled to ``<state_dir>/snapshots/``, stamped with that sequence, a format
+version and a fingerprint of the graph (routing depends on it). At start the controller
+loads the newest usable snapshot and folds only the events after it; a snapshot that is
+missing, unreadable, of another graph or format, or ahead of the log is ignored (full
+replay), never trusted blindly.
+
+Writing happens in a forked child (copy-on-write, as Redis does it), so the service does
+not stop while millions of records are pickled. Called by the controller only; the files
+are local, written by this service for itself (pickle is not a format for untrusted data,
+and nothing else writes there).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+from databuild.core.model import GraphSpec
+from databuild.core.state import BuildState
+
+log = logging.getLogger("databuild.snapshots")
+
+FORMAT = 1
+_KEEP = 2
+
+
+def graph_fingerprint(graph: GraphSpec) -> str:
+    """Changes whenever the routing of refs to jobs or upstreams could change."""
+    parts = [graph.name]
+    for job in graph.jobs:
+        parts.append(f"job {job.name} " + " ".join(p.template for p in job.outputs))
+    for upstream in graph.upstreams:
+        parts.append(
+            f"upstream {upstream.name} " + " ".join(p.template for p in upstream.partitions)
+        )
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    sequence: int
+    state: BuildState
+
+
+class SnapshotStore:
+    def __init__(self, directory: Path, graph: GraphSpec) -> None:
+        self.directory = directory
+        self.graph = graph
+        self.fingerprint = graph_fingerprint(graph)
+
+    def _path(self, sequence: int) -> Path:
+        return self.directory / f"state-{self.fingerprint}-{sequence:012d}.pickle"
+
+    def _candidates(self) -> list[Path]:
+        try:
+            found = sorted(self.directory.glob(f"state-{self.fingerprint}-*.pickle"))
+        except OSError:
+            return []
+        return list(reversed(found))
+
+    def load(self, log_last_sequence: int) -> Snapshot | None:
+        """The newest snapshot this graph can use, or None (then replay everything)."""
+        for path in self._candidates():
+            try:
+                with path.open("rb") as handle:
+                    header = pickle.load(handle)
+                    if header != (FORMAT, self.fingerprint):
+                        continue
+                    sequence, state = pickle.load(handle)
+            except Exception as exc:  # a damaged cache is skipped, never fatal
+                log.warning("ignoring snapshot %s: %s", path.name, exc)
+                continue
+            if not isinstance(state, BuildState) or sequence > log_last_sequence:
+                log.warning("ignoring snapshot %s: it is ahead of the log", path.name)
+                continue
+            state.graph = self.graph
+            return Snapshot(sequence, state)
+        return None
+
+    def write_in_background(self, state: BuildState) -> int | None:
+        """Fork; the child pickles ``state`` and exits. Returns the child's pid (reap it
+        with ``reap``), or None where fork is not available."""
+        if not hasattr(os, "fork"):
+            return None
+        self.directory.mkdir(parents=True, exist_ok=True)
+        pid = os.fork()
+        if pid:
+            return pid
+        code = 1
+        try:  # the child: touch nothing but the state and this file, then leave at once
+            self._write(state)
+            code = 0
+        finally:
+            os._exit(code)
+
+    def write(self, state: BuildState) -> None:
+        """In this process (at a clean stop, when the loop no longer changes state)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._write(state)
+
+    def _write(self, state: BuildState) -> None:
+        sequence = state.last_sequence
+        final = self._path(sequence)
+        tmp = final.with_suffix(f".tmp{os.getpid()}")
+        with tmp.open("wb") as handle:
+            pickle.dump((FORMAT, self.fingerprint), handle, protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.dump((sequence, state), handle, protocol=pickle.HIGHEST_PROTOCOL)
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(final)
+        for old in self._candidates()[_KEEP:]:
+            with contextlib.suppress(OSError):
+                old.unlink()
+
+    @staticmethod
+    def reap(pid: int) -> bool | None:
+        """None while the child runs; True if it wrote the snapshot."""
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return False
+        if done == 0:
+            return None
+        return os.waitstatus_to_exitcode(status) == 0
