@@ -152,9 +152,15 @@ def calendar_graph() -> GraphSpec:
     )
 
 
-def generate_bel(path: Path, events: int) -> dict[str, Any]:
-    """Drive the reconciler through a calendar-like build until the log holds ``events``."""
+def generate_bel(path: Path, events: int, snapshot_at: int | None = None) -> dict[str, Any]:
+    """Drive the reconciler through a calendar-like build until the log holds ``events``.
+
+    With ``snapshot_at``, write a state snapshot (as the service's periodic snapshot would)
+    once the log first holds that many events: a restart then folds only the rest."""
     from databuild.log import SqliteEventLog
+    from databuild.runtime.snapshots import SnapshotStore
+
+    snapshot_sequence = 0
 
     t0 = time.perf_counter()
     rec = Reconciler(calendar_graph())
@@ -166,9 +172,13 @@ def generate_bel(path: Path, events: int) -> dict[str, Any]:
         def flush() -> None:
             nonlocal written
             batch, effects = rec.take()
+            nonlocal snapshot_sequence
             for start in range(0, len(batch), 50_000):
                 log.append([e.payload for e in batch[start : start + 50_000]], now)
             written += len(batch)
+            if snapshot_at is not None and not snapshot_sequence and written >= snapshot_at:
+                SnapshotStore(path.parent / "snapshots", calendar_graph()).write(rec.state)
+                snapshot_sequence = rec.state.last_sequence
             return effects  # type: ignore[return-value]
 
         while written < events:
@@ -208,14 +218,42 @@ def generate_bel(path: Path, events: int) -> dict[str, Any]:
         "runs": len(rec.state.runs),
         "generate_seconds": round(time.perf_counter() - t0, 1),
         "file_mb": round(path.stat().st_size / 1e6, 1),
+        "snapshot_sequence": snapshot_sequence,
     }
 
 
-def measure_start(path: Path) -> dict[str, Any]:
-    """In this (fresh) process: what GraphHost.start does, timed; then a read-only pass."""
+def measure_start(path: Path, with_snapshot: bool = False) -> dict[str, Any]:
+    """In this (fresh) process: what GraphHost.start does, timed; then a read-only pass.
+    ``with_snapshot``: start as the service does, from the newest snapshot plus the tail."""
     from databuild.executors.fake import FakeExecutor
     from databuild.log import open_log
     from databuild.runtime.controller import Controller
+    from databuild.runtime.snapshots import SnapshotStore
+
+    if with_snapshot:
+        log = open_log(f"sqlite:///{path}")
+        store = SnapshotStore(path.parent / "snapshots", calendar_graph())
+        snap_controller = Controller(
+            calendar_graph(),
+            log,
+            FakeExecutor(),
+            root_dir=path.parent,
+            runs_dir=path.parent / "runs",
+            snapshots=store,
+        )
+
+        async def snap_start() -> None:
+            await snap_controller.start()
+
+        t0 = time.perf_counter()
+        asyncio.run(snap_start())
+        elapsed = time.perf_counter() - t0
+        return {
+            "events_folded": snap_controller.state.last_sequence,
+            "from_snapshot_at": snap_controller.loaded_from_snapshot,
+            "start_seconds": round(elapsed, 2),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 0),
+        }
 
     t0 = time.perf_counter()
     log = open_log(f"sqlite:///{path}")
@@ -256,35 +294,60 @@ def measure_start(path: Path) -> dict[str, Any]:
     }
 
 
-def service_start(events: int, tmp: Path) -> dict[str, Any]:
+def service_start(events: int, tmp: Path, full_replay: bool = True) -> dict[str, Any]:
     path = tmp / f"bel-{events}.sqlite"
-    made = generate_bel(path, events)
+    # the service snapshots every 500k events: the worst case folds 500k after loading one
+    made = generate_bel(path, events, snapshot_at=max(0, events - 500_000))
     print(
         f"   generated a BEL of {made['events']:,} events ({made['days']:,} days, "
         f"{made['file_mb']} MB) in {made['generate_seconds']} s"
     )
-    child = subprocess.run(
-        [sys.executable, "-m", "bench.reconciler_scale", "--measure-start", str(path)],
+    snap_child = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.reconciler_scale",
+            "--measure-start",
+            str(path),
+            "--with-snapshot",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
         check=True,
     )
-    start = json.loads(child.stdout.strip().splitlines()[-1])
+    snap = json.loads(snap_child.stdout.strip().splitlines()[-1])
     print(
-        f"   service start with {start['events_folded']:,} events: {start['start_seconds']} s "
-        f"(read+decode {start['read_decode_seconds']} s, fold+rest "
-        f"{start['fold_and_rest_seconds']} s), peak RSS {start['peak_rss_mb']:.0f} MB"
+        f"   service start with {snap['events_folded']:,} events, from a snapshot at "
+        f"{snap['from_snapshot_at']:,}: {snap['start_seconds']} s, peak RSS {snap['peak_rss_mb']:.0f} MB"
     )
+    start: dict[str, Any] = {}
+    if full_replay:
+        child = subprocess.run(
+            [sys.executable, "-m", "bench.reconciler_scale", "--measure-start", str(path)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        start = json.loads(child.stdout.strip().splitlines()[-1])
+        print(
+            f"   service start with {start['events_folded']:,} events, no snapshot (full replay): "
+            f"{start['start_seconds']} s (read+decode {start['read_decode_seconds']} s, fold+rest "
+            f"{start['fold_and_rest_seconds']} s), peak RSS {start['peak_rss_mb']:.0f} MB"
+        )
     path.unlink()
-    return {"bel": made, **start}
+    return {"bel": made, **start, "with_snapshot": snap}
 
 
 def run(wants: tuple[int, ...], samples: int, bel_sizes: tuple[int, ...]) -> dict[str, Any]:
     out: dict[str, Any] = {"event_cost": {str(n): event_cost(n, samples) for n in wants}}
     gc.collect()
     with tempfile.TemporaryDirectory(prefix="bench-bel-") as tmp:
-        out["service_start"] = {str(m): service_start(m, Path(tmp)) for m in bel_sizes}
+        # a full replay of 10M events takes minutes: measured only up to 1M
+        out["service_start"] = {
+            str(m): service_start(m, Path(tmp), full_replay=m <= 1_000_000) for m in bel_sizes
+        }
     return out
 
 
@@ -295,9 +358,10 @@ def main() -> int:
     parser.add_argument("--bel-events", type=int, nargs="*", default=[1_000_000])
     parser.add_argument("--ten-million", action="store_true", help="also a 10M-event BEL")
     parser.add_argument("--measure-start", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--with-snapshot", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure_start:
-        print(json.dumps(measure_start(args.measure_start)))
+        print(json.dumps(measure_start(args.measure_start, args.with_snapshot)))
         return 0
     info = header("reconciler scale / service start")
     sizes = tuple(args.bel_events) + ((10_000_000,) if args.ten_million else ())
