@@ -46,8 +46,25 @@ CHECKS = [
 NEGATIVE_CHECKS = [*CHECKS, checks.negative_data_rejection]
 
 
+def _document() -> dict[str, Any]:
+    document: dict[str, Any] = create_app(GraphHost(load_config(EXAMPLE, {}))).openapi()
+    return document
+
+
+def _nothing_to_get_wrong(method: str, path: str) -> bool:
+    """No body, and only parameters that accept any string: no request is invalid."""
+    operation = _document()["paths"][path][method.lower()]
+    if "requestBody" in operation:
+        return False
+    for parameter in operation.get("parameters", []):
+        schema = {k: v for k, v in parameter.get("schema", {}).items() if k != "title"}
+        if parameter.get("in") != "path" or schema != {"type": "string"}:
+            return False
+    return True
+
+
 def _operations() -> list[tuple[str, str]]:
-    document = create_app(GraphHost(load_config(EXAMPLE, {}))).openapi()
+    document = _document()
     return [
         (method.upper(), path)
         for path, methods in document["paths"].items()
@@ -89,6 +106,7 @@ def test_api_matches_its_openapi_document(
     try:
         check()
     except Unsatisfiable:
-        if mode is not GenerationMode.NEGATIVE:
+        # schemathesis found no invalid request to send: that must be because there is
+        # none (no body, only free-form string path parameters), never a generator gap.
+        if mode is not GenerationMode.NEGATIVE or not _nothing_to_get_wrong(method, path):
             raise
-        pytest.skip("no request can break this operation's schema (no parameters or body)")

@@ -34,7 +34,8 @@ STATUS_STYLE = {
     "missing_deps": "magenta",
 }
 
-console = Console(highlight=False, soft_wrap=False)
+# Piped output (scripts, logs) gets wide tables instead of Rich's 80-column default.
+console = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)  # one line per error
 
 

@@ -141,12 +141,13 @@ def _leaf(state: BuildState, ref: PartitionRef, part: PartitionRecord | None) ->
         )
     if route.job is not None:
         running = len(state.running_by_job[route.job.name])
-        return Blame(
-            ref,
-            BlameReason.QUEUED,
+        text = (
             f"queued behind {running} running run(s) of job {route.job.name!r} "
-            f"(concurrency {route.job.concurrency})",
+            f"(concurrency {route.job.concurrency})"
+            if running
+            else f"queued for job {route.job.name!r}, not started yet"
         )
+        return Blame(ref, BlameReason.QUEUED, text)
     return Blame(ref, BlameReason.UNBUILDABLE, route.problem)
 
 
