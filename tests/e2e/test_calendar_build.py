@@ -141,9 +141,10 @@ def test_calendar_build_on_postgres(postgres_graph: Path) -> None:
 def test_failing_job_fails_the_build_with_a_clear_message(graph: Path) -> None:
     config = graph / "databuild.toml"
     text = config.read_text().replace(
-        'command = ["python", "jobs/clean.py"]',
+        'command = ["python", "jobs/clean.py"]\nwarm = true',
         'command = ["python", "-c", "import sys; sys.exit(3)"]',
     )
+    assert "sys.exit(3)" in text
     config.write_text(
         text.replace("[jobs.clean]", "[jobs.clean]\nretries = 1\nretry_backoff = 0.1")
     )

@@ -52,7 +52,8 @@ def _outputs(client: httpx.Client, directory: Path, want_id: str) -> dict[str, s
 
 
 def _job_processes(directory: Path, exclude: set[int]) -> list[int]:
-    """Live (not zombie) processes working in ``directory`` other than ``exclude``."""
+    """Live (not zombie) processes working in ``directory`` other than ``exclude`` and
+    their children (the running service's own idle warm workers are not orphans)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) in exclude:
@@ -60,10 +61,11 @@ def _job_processes(directory: Path, exclude: set[int]) -> list[int]:
         try:
             if Path(os.readlink(entry / "cwd")) != directory:
                 continue
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if state != "Z":
+        state, parent = fields[0], int(fields[1])
+        if state != "Z" and parent not in exclude:
             found.append(int(entry.name))
     return found
 

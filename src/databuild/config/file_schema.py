@@ -166,6 +166,7 @@ class JobTable(_Table):
     retry_backoff_max: Duration = 300.0
     env: dict[EnvName, str] = Field(default_factory=dict)
     expected_duration: Duration = 0.0
+    warm: bool = False
 
 
 class StorageTable(_Table):

@@ -160,6 +160,12 @@ class _Assembly:
             (key, self.expand(value, ("jobs", name, "env", key)))
             for key, value in table.env.items()
         )
+        if table.warm and not _python_script(table.command):
+            raise self.error(
+                ("jobs", name, "warm"),
+                "a warm job is a Python script run in a reused interpreter: its command must "
+                f'be ["python", "path/to/job.py", ...], not {table.command!r}',
+            )
         return JobSpec(
             name=name,
             outputs=tuple(table.outputs),
@@ -172,6 +178,7 @@ class _Assembly:
             retry_backoff_max_seconds=table.retry_backoff_max,
             env=env,
             expected_seconds=table.expected_duration,
+            warm=table.warm,
         )
 
     def expand(self, value: str, loc: tuple[int | str, ...]) -> str:
@@ -267,3 +274,8 @@ class _Assembly:
             f"{where} is {shown}; use sqlite:///path/to/file.sqlite (relative to the graph "
             "directory) or postgresql://user@host/database",
         )
+
+
+def _python_script(command: list[str]) -> bool:
+    program = os.path.basename(command[0])
+    return program.startswith("python") and len(command) >= 2 and command[1].endswith(".py")

@@ -126,6 +126,7 @@ class JobSpec:
     retry_backoff_max_seconds: float = 300.0
     env: tuple[tuple[str, str], ...] = ()
     expected_seconds: float = 0.0  # a hint for SLA prediction before runs are recorded
+    warm: bool = False  # a Python script run in a reused interpreter (same job protocol)
 
     def builds(self, ref: str) -> bool:
         return any(p.match(ref) is not None for p in self.outputs)

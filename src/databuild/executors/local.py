@@ -26,7 +26,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 from databuild.core.errors import ExecutorError
 from databuild.core.events import FailureKind
@@ -38,6 +37,7 @@ from databuild.core.outcomes import (
     RunOutcome,
     RunStartedReport,
 )
+from databuild.executors.logs import BoundedLog
 from databuild.executors.port import Executor, Reporter, RunRequest
 from databuild.executors.protocol import (
     ENV_GRAPH_URL,
@@ -48,74 +48,13 @@ from databuild.executors.protocol import (
     NO_EXIT_CODE,
     outcome_from,
 )
+from databuild.executors.warm import WarmPool, Worker, WorkerProtocol
 
 logger = logging.getLogger(__name__)
 
 # How long to keep reading output after the process group is gone: only a process that
 # left the group (setsid) can still hold the pipe, and it must not hold up the run.
 _DRAIN_SECONDS = 1.0
-_TAIL_LINES = 20
-_RECENT_BYTES = 4096
-
-
-class BoundedLog:
-    """A run's output on disk: the first ``limit`` bytes as they come (so the log can be
-    read while the run goes on), then, when the run ends, a line saying how many bytes
-    were dropped and the last ``limit`` bytes."""
-
-    def __init__(self, path: Path, limit: int) -> None:
-        self._limit = limit
-        self._head_left = limit
-        self._tail = bytearray()
-        self._recent = bytearray()
-        self._dropped = 0
-        self._file: IO[bytes] | None = open(path, "wb", buffering=0)  # noqa: SIM115
-
-    def write(self, data: bytes) -> None:
-        self._recent += data
-        del self._recent[:-_RECENT_BYTES]
-        if self._head_left > 0:
-            head = data[: self._head_left]
-            self._head_left -= len(head)
-            self._to_file(head)
-            data = data[len(head) :]
-        if data:
-            self._tail += data
-            excess = len(self._tail) - self._limit
-            if excess > 0:
-                del self._tail[:excess]
-                self._dropped += excess
-
-    def note(self, text: str) -> None:
-        """A line from DataBuild itself (killed, timed out), on a line of its own."""
-        self.write(f"\n[databuild] {text}\n".encode())
-
-    def tail_text(self) -> str:
-        lines = bytes(self._recent).decode("utf-8", "replace").splitlines()
-        return "\n".join(lines[-_TAIL_LINES:])
-
-    def close(self) -> None:
-        if self._dropped:
-            self._to_file(
-                f"\n[databuild] ... {self._dropped} bytes of output dropped here: the log keeps "
-                f"the first and the last {self._limit} bytes ...\n".encode()
-            )
-        self._to_file(bytes(self._tail))
-        self._tail.clear()
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-    def _to_file(self, data: bytes) -> None:
-        if self._file is None or not data:
-            return
-        try:
-            self._file.write(data)
-        except OSError as exc:
-            # A full disk must not stop the run; its log just ends here.
-            logger.warning("cannot write job log %s: %s", self._file.name, exc)
-            self._file.close()
-            self._file = None
 
 
 class _JobProtocol(asyncio.SubprocessProtocol):
@@ -143,11 +82,12 @@ class _JobProtocol(asyncio.SubprocessProtocol):
 class _Run:
     request: RunRequest
     transport: asyncio.SubprocessTransport
-    protocol: _JobProtocol
+    protocol: _JobProtocol | WorkerProtocol
     pid: int
     started_at: float
     killed: bool = False
     task: asyncio.Task[None] | None = field(default=None, repr=False)
+    worker: Worker | None = None  # set for a run in a warm worker
 
 
 class LocalExecutor(Executor):
@@ -169,6 +109,7 @@ class LocalExecutor(Executor):
         self._clock = clock
         self._reporter: Reporter | None = None
         self._runs: dict[JobRunId, _Run] = {}
+        self._warm = WarmPool()
         self._closed = False
 
     def set_reporter(self, reporter: Reporter) -> None:
@@ -202,6 +143,9 @@ class LocalExecutor(Executor):
             log.close()
             self._spawn_failed(rid, problem)
             return
+        if request.job.warm:
+            await self._start_warm(request, log)
+            return
         argv = [*request.job.command, *request.partition_refs]
         loop = asyncio.get_running_loop()
         started_at = self._clock()
@@ -228,13 +172,87 @@ class LocalExecutor(Executor):
         self._report(RunStartedReport(rid, pid))
         run.task = asyncio.create_task(self._watch(run), name=f"databuild-run-{rid}")
 
+    async def _start_warm(self, request: RunRequest, log: BoundedLog) -> None:
+        rid = request.job_run_id
+        env = _environment(request)
+        started_at = self._clock()
+        try:
+            worker = await self._warm.acquire(request, env)
+        except OSError as exc:
+            message = _spawn_error_message(request, exc)
+            log.note(message)
+            log.close()
+            self._spawn_failed(rid, message)
+            return
+        finished = worker.protocol.begin(log)
+        worker.send(request, env)
+        run = _Run(
+            request, worker.transport, worker.protocol, worker.pid, started_at, worker=worker
+        )
+        self._runs[rid] = run
+        self._report(RunStartedReport(rid, worker.pid))
+        run.task = asyncio.create_task(self._watch_warm(run, finished), name=f"databuild-run-{rid}")
+
+    async def _watch_warm(self, run: _Run, finished: asyncio.Future[int | None]) -> None:
+        request, worker = run.request, run.worker
+        assert worker is not None
+        rid = request.job_run_id
+        limit = request.job.timeout_seconds
+        timed_out = False
+        log = worker.protocol.log
+        assert log is not None
+        try:
+            await asyncio.wait_for(asyncio.shield(finished), limit if limit > 0 else None)
+        except TimeoutError:
+            timed_out = not run.killed
+            if timed_out:
+                log.note(f"timed out after {limit:g} s: killing the process group")
+            await self._terminate(run)
+        code = finished.result() if finished.done() else None
+        duration = self._clock() - run.started_at
+        killed_by = None
+        if code is None:  # the worker died under the run: its status is the run's
+            await asyncio.shield(worker.protocol.exited)
+            returncode = worker.transport.get_returncode()
+            code = returncode if returncode is not None and returncode >= 0 else None
+            killed_by = -returncode if returncode is not None and returncode < 0 else None
+            worker.kill()
+        else:
+            self._warm.release(worker)
+        log.close()
+        del self._runs[rid]
+        if run.killed:
+            return
+        try:
+            result = _read_result(request.result_path)
+        except OSError as exc:
+            outcome: RunOutcome = RunFailed(
+                FailureKind.BAD_RESULT,
+                f"could not read the result file {request.result_path}: {exc.strerror or exc}",
+                code if code is not None else NO_EXIT_CODE,
+                duration,
+            )
+        else:
+            outcome = outcome_from(
+                code,
+                killed_by,
+                timed_out,
+                result,
+                request.partition_refs,
+                duration,
+                log.tail_text(),
+                timeout_seconds=limit,
+            )
+        self._report(RunFinishedReport(rid, outcome))
+
     async def kill(self, job_run_id: JobRunId, reason: str) -> None:
         run = self._runs.get(job_run_id)
         if run is None:
             return
         if not run.killed:
             run.killed = True
-            run.protocol.log.note(f"killed: {reason}")
+            if run.protocol.log is not None:
+                run.protocol.log.note(f"killed: {reason}")
         await self._terminate(run)
         if run.task is not None:
             await asyncio.shield(run.task)
@@ -244,6 +262,7 @@ class LocalExecutor(Executor):
         await asyncio.gather(
             *(self.kill(rid, "the executor is closing") for rid in list(self._runs))
         )
+        self._warm.close()
 
     def kill_orphan(self, job_run_id: JobRunId, pid: int) -> bool:
         if pid <= 1 or job_run_id in self._runs:
@@ -275,6 +294,7 @@ class LocalExecutor(Executor):
 
     async def _outcome(self, run: _Run) -> RunOutcome:
         request, protocol = run.request, run.protocol
+        assert isinstance(protocol, _JobProtocol)  # warm runs are watched by _watch_warm
         limit = request.job.timeout_seconds
         timed_out = False
         try:

@@ -1,0 +1,154 @@
+"""Warm workers for Python jobs declared ``warm = true``: interpreters kept between runs.
+
+The local executor asks ``WarmPool`` for a worker of a job, hands it one run, and gets the
+run's exit code back; the worker (``databuild.warm_worker``) runs the job's script with the
+run's argv and environment, so the job protocol is unchanged. A worker's merged output is
+routed to the current run's bounded log up to the end marker that carries the exit code.
+A worker that times out, is killed, or crashes is discarded with its process group, and
+one that has served ``MAX_RUNS`` runs is retired, so a leak cannot grow without bound.
+
+It decides nothing about runs; timeouts and outcomes stay with the executor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+from dataclasses import dataclass, field
+
+from databuild.executors.logs import BoundedLog
+from databuild.executors.port import RunRequest
+
+MAX_RUNS = 200
+TOKEN_VARIABLE = "DATABUILD_WORKER_TOKEN"  # databuild.warm_worker reads it (stdlib-only module)
+
+
+class WorkerProtocol(asyncio.SubprocessProtocol):
+    """Routes the worker's output to the current run's log until the end marker."""
+
+    def __init__(self, token: str, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._marker = b"\x1e" + token.encode() + b":"
+        self._buffer = bytearray()
+        self.log: BoundedLog | None = None
+        self.done: asyncio.Future[int | None] | None = None
+        self.exited: asyncio.Future[None] = loop.create_future()
+
+    def begin(self, log: BoundedLog) -> asyncio.Future[int | None]:
+        self.log = log
+        self.done = self._loop.create_future()
+        return self.done
+
+    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
+        self._buffer += data if isinstance(data, bytes) else data.encode()
+        while True:
+            at = self._buffer.find(self._marker)
+            if at < 0:
+                # keep what could be the start of a marker split across reads
+                self._emit(len(self._buffer) - len(self._marker) + 1)
+                return
+            end = self._buffer.find(b"\n", at)
+            self._emit(at)
+            if end < 0:
+                return
+            text = bytes(self._buffer[len(self._marker) : end - at])
+            del self._buffer[: end - at + 1]
+            if self.done is not None and not self.done.done():
+                self.done.set_result(int(text) if text.isdigit() else 1)
+
+    def _emit(self, count: int) -> None:
+        if count <= 0:
+            return
+        chunk = bytes(self._buffer[:count])
+        del self._buffer[:count]
+        if self.log is not None and self.done is not None and not self.done.done():
+            self.log.write(chunk)
+
+    def process_exited(self) -> None:
+        self._emit(len(self._buffer))
+        if self.done is not None and not self.done.done():
+            self.done.set_result(None)  # died mid-run: the executor asks for its exit status
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+
+@dataclass(eq=False)
+class Worker:
+    job_name: str
+    transport: asyncio.SubprocessTransport
+    protocol: WorkerProtocol
+    pid: int
+    runs: int = 0
+    busy: bool = field(default=False)
+
+    @property
+    def alive(self) -> bool:
+        return not self.protocol.exited.done()
+
+    def send(self, request: RunRequest, env: dict[str, str]) -> None:
+        command = request.job.command
+        # ["python", "jobs/x.py", "--flag"] + refs -> sys.argv = ["jobs/x.py", "--flag", *refs]
+        argv = [*command[1:], *request.partition_refs]
+        line = json.dumps({"argv": argv, "env": env, "cwd": str(request.root_dir)})
+        stdin = self.transport.get_pipe_transport(0)
+        assert isinstance(stdin, asyncio.WriteTransport)
+        stdin.write(line.encode() + b"\n")
+        self.runs += 1
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+        self.transport.close()
+
+
+class WarmPool:
+    """Idle workers per job; a worker serves one run at a time."""
+
+    def __init__(self) -> None:
+        self._idle: dict[str, list[Worker]] = {}
+
+    async def acquire(self, request: RunRequest, env: dict[str, str]) -> Worker:
+        """An idle worker of this job, or a new one (raises OSError if it cannot start)."""
+        idle = self._idle.setdefault(request.job.name, [])
+        while idle:
+            worker = idle.pop()
+            if worker.alive:
+                worker.busy = True
+                return worker
+            worker.kill()
+        token = secrets.token_hex(16)
+        loop = asyncio.get_running_loop()
+        worker_env = {k: v for k, v in env.items() if not k.startswith("DATABUILD_")}
+        worker_env[TOKEN_VARIABLE] = token
+        transport, protocol = await loop.subprocess_exec(
+            lambda: WorkerProtocol(token, loop),
+            request.job.command[0],
+            "-m",
+            "databuild.warm_worker",
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=request.root_dir,
+            env=worker_env,
+            start_new_session=True,
+        )
+        return Worker(request.job.name, transport, protocol, transport.get_pid(), busy=True)
+
+    def release(self, worker: Worker) -> None:
+        """Back to the pool after a clean run; retired when dead or old."""
+        worker.busy = False
+        if not worker.alive or worker.runs >= MAX_RUNS:
+            worker.kill()
+            return
+        self._idle.setdefault(worker.job_name, []).append(worker)
+
+    def close(self) -> None:
+        for workers in self._idle.values():
+            for worker in workers:
+                worker.kill()
+        self._idle.clear()

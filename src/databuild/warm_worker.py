@@ -1,0 +1,98 @@
+"""A warm worker: one Python interpreter that runs a Python job's script run after run.
+
+The local executor starts it (``python -m databuild.warm_worker``) for a job declared with
+``warm = true`` and sends it one request per run on its standard input: the argv, the
+environment and the working directory the job would have had as a fresh process. For each
+request it runs the script as ``__main__`` (``runpy``) with exactly that argv and
+environment, so the job protocol is unchanged (argv, DATABUILD_* variables, result file,
+exit code); what it saves is the interpreter's start and the imports. After each run it
+writes an end marker with the exit code to its output, which the executor reads.
+
+Standard library only, like the SDK: it lives in every warm job process. It must not hold
+state from one run to the next beyond the interpreter's cached library modules: the
+environment is replaced, and modules imported from the graph's directory are forgotten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import runpy
+import signal
+import sys
+import traceback
+from typing import Any
+
+TOKEN_VARIABLE = "DATABUILD_WORKER_TOKEN"
+
+
+def _die_with_parent() -> None:
+    """Linux: if the service dies, so does this worker (no orphan keeps building)."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+
+
+def _exit_code(exc: SystemExit) -> int:
+    code = exc.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _run(request: dict[str, Any]) -> int:
+    sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__  # undo a previous job's redirect
+    os.environ.clear()
+    os.environ.update(request["env"])
+    os.chdir(request["cwd"])
+    argv = [str(a) for a in request["argv"]]
+    sys.argv = argv
+    script = os.path.abspath(argv[0])
+    sys.path[0] = os.path.dirname(script)
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except SystemExit as exc:
+        return _exit_code(exc)
+    except BaseException:
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+def _forget_graph_modules(root: str) -> None:
+    """Modules the job imported from its own directory are read afresh next run."""
+    prefix = os.path.abspath(root) + os.sep
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None) or ""
+        if path.startswith(prefix):
+            del sys.modules[name]
+
+
+def main() -> None:
+    token = os.environ.pop(TOKEN_VARIABLE, "")
+    if not token:
+        sys.exit("databuild.warm_worker is started by DataBuild's local executor, not by hand")
+    _die_with_parent()
+    control = os.fdopen(os.dup(0), "rb")
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)  # a job that reads stdin must not read the next request
+    marker = b"\x1e" + token.encode() + b":"
+    for line in control:
+        request = json.loads(line)
+        code = _run(request)
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os.write(1, marker + str(code).encode() + b"\n")
+        _forget_graph_modules(request["cwd"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""Warm Python jobs: one interpreter reused across runs, with the job protocol unchanged.
+
+Each run sees its own argv, environment and log; exit codes, result files, timeouts and
+crashes mean what they mean for a fresh process; a dead worker is replaced."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+
+from databuild.core.events import FailureKind
+from databuild.core.outcomes import RunFailed, RunMissingDeps, RunOutcome, RunSucceeded
+from databuild.executors import LocalExecutor, RunRequest
+
+from .harness import Runs, is_gone, wait_until_gone
+
+JOB = """
+import os, sys, json
+from databuild import sdk
+mode = os.environ.get("MODE", "ok")
+print("run", os.environ["DATABUILD_RUN_ID"], "argv", sys.argv[1:], "pid", os.getpid())
+print("to stderr", file=sys.stderr)
+if mode == "missing":
+    with open(os.environ["DATABUILD_RESULT_PATH"], "w") as f:
+        json.dump({"missing": {sys.argv[-1]: ["in/x"]}}, f)
+elif mode == "exit3":
+    sys.exit(3)
+elif mode == "raise":
+    raise RuntimeError("boom")
+elif mode == "hang":
+    import time
+    time.sleep(60)
+elif mode == "crash":
+    os._exit(7)
+"""
+
+
+def warm_request(
+    runs: Runs, script: Path, mode: str, *refs: str, timeout: float = 30.0
+) -> RunRequest:
+    base = runs.request(
+        "python", str(script), refs=refs or ("out/a",), timeout=timeout, env=(("MODE", mode),)
+    )
+    return dataclasses.replace(base, job=dataclasses.replace(base.job, warm=True))
+
+
+def run_all(runs: Runs, requests: list[RunRequest]) -> list[RunOutcome]:
+    async def scenario() -> list[RunOutcome]:
+        executor = LocalExecutor(2, kill_grace_seconds=0.5)
+        runs.attach(executor)
+        outcomes = []
+        try:
+            for request in requests:  # one after another: the same warm worker serves them
+                await executor.start(request)
+                outcomes.append(await runs.outcome(request.job_run_id))
+        finally:
+            await executor.close()
+        return outcomes
+
+    return asyncio.run(scenario())
+
+
+def script(tmp_path: Path) -> Path:
+    path = tmp_path / "job.py"
+    path.write_text(JOB)
+    return path
+
+
+def pid_of(runs: Runs, request: RunRequest) -> int:
+    started = runs.started(request.job_run_id)
+    assert started is not None
+    return started.pid
+
+
+def test_runs_reuse_one_interpreter_and_keep_their_own_argv_env_and_log(
+    runs: Runs, tmp_path: Path
+) -> None:
+    job = script(tmp_path)
+    first = warm_request(runs, job, "ok", "out/a", "out/b")
+    second = warm_request(runs, job, "ok", "out/c")
+    outcomes = run_all(runs, [first, second])
+    assert all(isinstance(o, RunSucceeded) for o in outcomes)
+    assert pid_of(runs, first) == pid_of(runs, second)  # the same warm worker
+    log_one = first.log_path.read_text()
+    log_two = second.log_path.read_text()
+    assert f"run {first.job_run_id} argv ['out/a', 'out/b']" in log_one
+    assert "to stderr" in log_one
+    assert second.job_run_id not in log_one
+    assert f"run {second.job_run_id} argv ['out/c']" in log_two
+    assert first.job_run_id not in log_two
+    assert "\x1e" not in log_one + log_two  # the end marker never reaches a log
+
+
+def test_exit_codes_results_and_exceptions_mean_what_they_mean_for_any_job(
+    runs: Runs, tmp_path: Path
+) -> None:
+    job = script(tmp_path)
+    missing = warm_request(runs, job, "missing", "out/a")
+    exit3 = warm_request(runs, job, "exit3")
+    raised = warm_request(runs, job, "raise")
+    after = warm_request(runs, job, "ok")
+    outcomes = run_all(runs, [missing, exit3, raised, after])
+    assert isinstance(outcomes[0], RunMissingDeps)
+    assert outcomes[0].missing[0].missing_refs == ("in/x",)
+    assert isinstance(outcomes[1], RunFailed) and outcomes[1].kind is FailureKind.EXIT_NONZERO
+    assert outcomes[1].exit_code == 3
+    assert isinstance(outcomes[2], RunFailed) and outcomes[2].exit_code == 1
+    assert "RuntimeError: boom" in raised.log_path.read_text()
+    assert isinstance(outcomes[3], RunSucceeded)
+    assert len({pid_of(runs, r) for r in (missing, exit3, raised, after)}) == 1
+
+
+def test_a_crash_or_a_timeout_kills_the_worker_and_the_next_run_gets_a_new_one(
+    runs: Runs, tmp_path: Path
+) -> None:
+    job = script(tmp_path)
+    crash = warm_request(runs, job, "crash")
+    hang = warm_request(runs, job, "hang", timeout=0.5)
+    after = warm_request(runs, job, "ok")
+    outcomes = run_all(runs, [crash, hang, after])
+    assert isinstance(outcomes[0], RunFailed) and outcomes[0].exit_code == 7
+    assert isinstance(outcomes[1], RunFailed) and outcomes[1].kind is FailureKind.TIMEOUT
+    assert isinstance(outcomes[2], RunSucceeded)
+    pids = [pid_of(runs, r) for r in (crash, hang, after)]
+    assert len(set(pids)) == 3
+    assert wait_until_gone(pids[0]) and wait_until_gone(pids[1])
+
+
+def test_closing_the_executor_stops_idle_workers(runs: Runs, tmp_path: Path) -> None:
+    request = warm_request(runs, script(tmp_path), "ok")
+    run_all(runs, [request])
+    assert wait_until_gone(pid_of(runs, request))
+    assert is_gone(pid_of(runs, request))
