@@ -152,6 +152,9 @@ def calendar_graph() -> GraphSpec:
     )
 
 
+SNAPSHOT_EVERY = 200_000  # Controller's default snapshot_every
+
+
 def generate_bel(path: Path, events: int, snapshot_at: int | None = None) -> dict[str, Any]:
     """Drive the reconciler through a calendar-like build until the log holds ``events``.
 
@@ -296,8 +299,9 @@ def measure_start(path: Path, with_snapshot: bool = False) -> dict[str, Any]:
 
 def service_start(events: int, tmp: Path, full_replay: bool = True) -> dict[str, Any]:
     path = tmp / f"bel-{events}.sqlite"
-    # the service snapshots every 500k events: the worst case folds 500k after loading one
-    made = generate_bel(path, events, snapshot_at=max(0, events - 500_000))
+    # the service snapshots every SNAPSHOT_EVERY events: the worst case loads one and folds
+    # that many events after it
+    made = generate_bel(path, events, snapshot_at=max(0, events - SNAPSHOT_EVERY))
     print(
         f"   generated a BEL of {made['events']:,} events ({made['days']:,} days, "
         f"{made['file_mb']} MB) in {made['generate_seconds']} s"

@@ -16,7 +16,7 @@ import httpx
 
 from databuild.config import GraphConfig
 from databuild.core.errors import ServiceError
-from databuild.service.host import read_discovery
+from databuild.service.discovery import read_discovery
 
 Params = Mapping[str, str | int | float | list[str]]
 

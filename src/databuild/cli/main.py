@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any, NoReturn
 
 import click
@@ -33,7 +35,6 @@ from databuild.config import GraphConfig, find_config, load_config, parse_durati
 from databuild.core.data_time import parse_data_date
 from databuild.core.errors import DataBuildError, InvalidInput, ServiceError
 from databuild.core.refs import parse_ref
-from databuild.service.server import EmbeddedService, ServeOptions, Service, options_from
 from databuild.service.views import graph_view
 
 SCAFFOLD = Path(__file__).parent / "scaffold" / "calendar"
@@ -70,9 +71,16 @@ class Context:
                 "`databuild serve`, or use `databuild build`, which runs one for its duration"
             )
         # No service: answer reads from a read-only fold of the log, through the same API.
-        options = ServeOptions(port=0, read_only=True)
-        with EmbeddedService(config, options) as service, Client(service.url, token=None) as client:
+        server = _server()
+        options = server.ServeOptions(port=0, read_only=True)
+        with server.EmbeddedService(config, options) as service, Client(service.url, token=None) as client:
             yield client
+
+
+def _server() -> ModuleType:
+    """The service stack (FastAPI, uvicorn: ~0.3 s to import), loaded only by the commands
+    that run a service in this process; the rest of the CLI starts without it."""
+    return importlib.import_module("databuild.service.server")
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -166,7 +174,8 @@ def init(directory: Path) -> None:
 def serve(host: str | None, port: int | None) -> None:
     """Run the graph service: HTTP API, continuous reconciliation."""
     config = _ctx().config()
-    service = Service(config, options_from(config, host, port))
+    server = _server()
+    service = server.Service(config, server.options_from(config, host, port))
     output.err_console.print(f"DataBuild graph {escape(config.name)!r} serving at {service.url}")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(service.run())
@@ -204,9 +213,10 @@ def build(
         with Client(url, token=ctx.token(config)) as client:
             progress = follow_build(client, body, quiet=quiet or ctx.as_json)
     else:
-        options = ServeOptions(port=0, max_parallel=parallel, token=ctx.token(config))
+        server = _server()
+        options = server.ServeOptions(port=0, max_parallel=parallel, token=ctx.token(config))
         with (
-            EmbeddedService(config, options) as service,
+            server.EmbeddedService(config, options) as service,
             Client(service.url, token=options.token) as client,
         ):
             progress = follow_build(client, body, quiet=quiet or ctx.as_json)

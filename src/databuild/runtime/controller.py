@@ -93,7 +93,7 @@ class Controller:
         clock: Clock | None = None,
         owner: str = "",
         snapshots: SnapshotStore | None = None,
-        snapshot_every: int = 500_000,
+        snapshot_every: int = 200_000,
     ) -> None:
         self.graph = graph
         self.log = event_log

@@ -114,7 +114,7 @@ def create_app(
             status="failed" if failure else "ok",
             graph=host.config.name,
             version=__version__,
-            last_sequence=state.last_sequence,
+            last_sequence=controller.last_committed if controller else state.last_sequence,
             active_wants=sum(1 for w in state.wants.values() if w.active),
             running_job_runs=running,
             message=str(failure) if failure else "",

@@ -14,8 +14,6 @@ import contextlib
 import json
 import os
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 from databuild.config import GraphConfig
 from databuild.core.errors import ConfigError, ServiceError
@@ -29,36 +27,7 @@ from databuild.runtime.clock import Clock, SystemClock
 from databuild.runtime.controller import Controller
 from databuild.runtime.scheduler import Scheduler
 from databuild.runtime.snapshots import SnapshotStore
-
-DISCOVERY_FILE = "service.json"
-
-
-@dataclass(frozen=True)
-class ServiceRecord:
-    url: str
-    pid: int
-    graph: str
-
-
-def discovery_path(config: GraphConfig) -> Path:
-    return config.state_dir / DISCOVERY_FILE
-
-
-def read_discovery(config: GraphConfig) -> ServiceRecord | None:
-    """The service that says it serves this graph, if its process is alive."""
-    path = discovery_path(config)
-    try:
-        data = json.loads(path.read_text())
-        record = ServiceRecord(str(data["url"]), int(data["pid"]), str(data["graph"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    try:
-        os.kill(record.pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass
-    return record
+from databuild.service.discovery import discovery_path, read_discovery
 
 
 class GraphHost:
