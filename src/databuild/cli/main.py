@@ -73,7 +73,10 @@ class Context:
         # No service: answer reads from a read-only fold of the log, through the same API.
         server = _server()
         options = server.ServeOptions(port=0, read_only=True)
-        with server.EmbeddedService(config, options) as service, Client(service.url, token=None) as client:
+        with (
+            server.EmbeddedService(config, options) as service,
+            Client(service.url, token=None) as client,
+        ):
             yield client
 
 
