@@ -100,14 +100,30 @@ def partitions() -> list[str]:
     return sys.argv[1:]
 
 
+# Answers are remembered for the rest of the run (keyed by run id, since a warm worker
+# runs many): a batch job that asks ``live`` for all its inputs and then ``require_for``
+# per output makes one request, not one per output. A partition reported missing that
+# became live meanwhile costs nothing: DataBuild retries at once.
+_answers: dict[str, bool] = {}
+_answers_run = ""
+
+
 def live(refs: Iterable[str]) -> dict[str, bool]:
     """Ask the graph service which of ``refs`` are live: one request per couple of hundred
-    refs. Raises SdkError if the service cannot be reached or answers nonsense."""
+    refs not asked before in this run. Raises SdkError if the service cannot be reached or
+    answers nonsense."""
+    global _answers_run
+    run_id = os.environ.get(ENV_RUN_ID, "")
+    if run_id != _answers_run:
+        _answers.clear()
+        _answers_run = run_id
     wanted = list(dict.fromkeys(_flatten((refs,))))
+    unknown = [ref for ref in wanted if ref not in _answers]
     statuses: dict[str, str] = {}
-    for chunk in _chunks(wanted):
+    for chunk in _chunks(unknown):
         statuses.update(_query_statuses(chunk))
-    return {ref: statuses.get(ref) == LIVE for ref in wanted}
+    _answers.update({ref: statuses.get(ref) == LIVE for ref in unknown})
+    return {ref: _answers[ref] for ref in wanted}
 
 
 def require(*refs: str | Iterable[str]) -> None:

@@ -12,6 +12,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from databuild import sdk
+
 PROTOCOL_VARIABLES = (
     "DATABUILD_RUN_ID",
     "DATABUILD_JOB_NAME",
@@ -83,3 +85,9 @@ def liveness() -> Iterator[LivenessStub]:
 def no_protocol_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in PROTOCOL_VARIABLES:
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def fresh_answers() -> None:
+    """Each test is a run of its own: the SDK's per-run liveness answers start empty."""
+    sdk._answers.clear()

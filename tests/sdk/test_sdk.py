@@ -301,6 +301,23 @@ def test_run_batch_reports_per_output_inputs(graph: LivenessStub, result_path: P
     )
 
 
+def test_answers_are_remembered_for_the_run_so_a_batch_asks_once(
+    graph: LivenessStub, result_path: Path
+) -> None:
+    graph.statuses[RAW_1] = "live"
+
+    def build(refs: list[str]) -> None:
+        sdk.live(ref.replace("daily", "raw") for ref in refs)  # one question for the batch
+        for ref in refs:
+            sdk.require_for(ref, ref.replace("daily", "raw"))  # answered from memory
+
+    assert exit_code_of(lambda: sdk.run_batch(build, [DAY_1, DAY_2])) == 0
+    assert graph.queries == [[RAW_1, RAW_2]]
+    assert result_of(result_path, [DAY_1, DAY_2]) == ReportedMissing(
+        (MissingDeps(PartitionRef(DAY_2), (PartitionRef(RAW_2),)),)
+    )
+
+
 def test_run_batch_charges_an_escaping_require_to_unreported_outputs(
     graph: LivenessStub, result_path: Path
 ) -> None:
