@@ -132,3 +132,49 @@ def test_closing_the_executor_stops_idle_workers(runs: Runs, tmp_path: Path) -> 
     run_all(runs, [request])
     assert wait_until_gone(pid_of(runs, request))
     assert is_gone(pid_of(runs, request))
+
+
+def _worker_pids() -> set[int]:
+    """Warm workers that are children of this test process."""
+    import os
+
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError):
+            continue
+        if b"databuild.warm_worker" in cmdline and parent == os.getpid():
+            found.add(int(entry.name))
+    return found
+
+
+def test_prepare_starts_workers_before_the_first_run_which_then_uses_one(
+    runs: Runs, tmp_path: Path
+) -> None:
+    base = warm_request(runs, script(tmp_path), "ok")
+    request = dataclasses.replace(base, job=dataclasses.replace(base.job, concurrency=3))
+
+    async def scenario() -> tuple[set[int], RunOutcome]:
+        executor = LocalExecutor(2)
+        runs.attach(executor)
+        try:
+            executor.prepare([request.job], request.root_dir)
+            for _ in range(500):  # min(concurrency 3, max_parallel 2) = 2 workers
+                if len(_worker_pids()) == 2:
+                    break
+                await asyncio.sleep(0.01)
+            before = _worker_pids()
+            await executor.start(request)
+            return before, await runs.outcome(request.job_run_id)
+        finally:
+            await executor.close()
+
+    before, outcome = asyncio.run(scenario())
+    assert len(before) == 2
+    assert isinstance(outcome, RunSucceeded)
+    assert pid_of(runs, request) in before
+    assert all(wait_until_gone(pid) for pid in before)

@@ -23,13 +23,13 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from databuild.core.errors import ExecutorError
 from databuild.core.events import FailureKind
-from databuild.core.model import JobRunId
+from databuild.core.model import JobRunId, JobSpec
 from databuild.core.outcomes import (
     ExecutorReport,
     RunFailed,
@@ -110,6 +110,7 @@ class LocalExecutor(Executor):
         self._reporter: Reporter | None = None
         self._runs: dict[JobRunId, _Run] = {}
         self._warm = WarmPool()
+        self._prespawning: set[asyncio.Task[None]] = set()
         self._closed = False
 
     def set_reporter(self, reporter: Reporter) -> None:
@@ -262,7 +263,21 @@ class LocalExecutor(Executor):
         await asyncio.gather(
             *(self.kill(rid, "the executor is closing") for rid in list(self._runs))
         )
+        if self._prespawning:
+            await asyncio.gather(*self._prespawning, return_exceptions=True)
         self._warm.close()
+
+    def prepare(self, jobs: Sequence[JobSpec], root_dir: Path) -> None:
+        """Start the warm workers the first runs will want, in the background, so that no
+        run on the critical path of a cold build waits for an interpreter to start."""
+        for job in jobs:
+            if job.warm and root_dir.is_dir():
+                count = min(job.concurrency, self._max_parallel)
+                task = asyncio.get_running_loop().create_task(
+                    self._warm.prespawn(job, root_dir, _job_environment(job), count)
+                )
+                self._prespawning.add(task)
+                task.add_done_callback(self._prespawning.discard)
 
     def kill_orphan(self, job_run_id: JobRunId, pid: int) -> bool:
         if pid <= 1 or job_run_id in self._runs:
@@ -360,15 +375,20 @@ class LocalExecutor(Executor):
             logger.exception("the executor's reporter failed on %r", report)
 
 
-def _environment(request: RunRequest) -> dict[str, str]:
+def _job_environment(job: JobSpec) -> dict[str, str]:
     env = dict(os.environ)
-    env.update(request.job.env)
+    env.update(job.env)
     # `python` in a job's command means the interpreter the service runs on.
     interpreter_dir = os.path.dirname(sys.executable)
     path = env.get("PATH")
     env["PATH"] = interpreter_dir + os.pathsep + path if path else interpreter_dir
     # Python jobs' output then reaches the log as it is printed, stdout and stderr in order.
     env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def _environment(request: RunRequest) -> dict[str, str]:
+    env = _job_environment(request.job)
     env[ENV_RUN_ID] = request.job_run_id
     env[ENV_JOB_NAME] = request.job.name
     env[ENV_RESULT_PATH] = str(request.result_path)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,6 +99,12 @@ class Executor(ABC):
     @abstractmethod
     async def close(self) -> None:
         """Kill every run still going (reporting nothing for them) and release resources."""
+
+    def prepare(self, jobs: Sequence[JobSpec], root_dir: Path) -> None:
+        """A hint when the service starts: these jobs will run from ``root_dir``. An
+        executor may get ready for them in the background (start warm workers); the
+        default does nothing. Never raises for a job's problem (the run will report it)."""
+        return None
 
     @abstractmethod
     def kill_orphan(self, job_run_id: JobRunId, pid: int) -> bool:

@@ -15,14 +15,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import secrets
 import signal
 import subprocess
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from databuild.core.model import JobSpec
 from databuild.executors.logs import BoundedLog
 from databuild.executors.port import RunRequest
+
+logger = logging.getLogger(__name__)
 
 MAX_RUNS = 200
 TOKEN_VARIABLE = "DATABUILD_WORKER_TOKEN"  # databuild.warm_worker reads it (stdlib-only module)
@@ -121,23 +126,38 @@ class WarmPool:
                 worker.busy = True
                 return worker
             worker.kill()
+        worker = await self._spawn(request.job, request.root_dir, env)
+        worker.busy = True
+        return worker
+
+    async def prespawn(self, job: JobSpec, root_dir: Path, env: dict[str, str], count: int) -> None:
+        """Start ``count`` idle workers ahead of the first runs (errors wait for a run)."""
+        for _ in range(count):
+            try:
+                worker = await self._spawn(job, root_dir, env)
+            except OSError as exc:
+                logger.warning("cannot start a warm worker for job %s: %s", job.name, exc)
+                return
+            self._idle.setdefault(job.name, []).append(worker)
+
+    async def _spawn(self, job: JobSpec, root_dir: Path, env: dict[str, str]) -> Worker:
         token = secrets.token_hex(16)
         loop = asyncio.get_running_loop()
         worker_env = {k: v for k, v in env.items() if not k.startswith("DATABUILD_")}
         worker_env[TOKEN_VARIABLE] = token
         transport, protocol = await loop.subprocess_exec(
             lambda: WorkerProtocol(token, loop),
-            request.job.command[0],
+            job.command[0],
             "-m",
             "databuild.warm_worker",
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            cwd=request.root_dir,
+            cwd=root_dir,
             env=worker_env,
             start_new_session=True,
         )
-        return Worker(request.job.name, transport, protocol, transport.get_pid(), busy=True)
+        return Worker(job.name, transport, protocol, transport.get_pid())
 
     def release(self, worker: Worker) -> None:
         """Back to the pool after a clean run; retired when dead or old."""

@@ -151,6 +151,7 @@ class Controller:
         # full collection does not walk millions of records in the middle of a step.
         gc.freeze()
         self.executor.set_reporter(self._report)
+        self.executor.prepare(self.graph.jobs, self.root_dir)
         self.reconciler.recover(self.clock.now())
         await self._commit_and_act(self.clock.now())
         self._task = asyncio.create_task(self._run(), name="databuild-controller")

@@ -96,6 +96,8 @@ class Service:
         self.server = uvicorn.Server(uv_config)
         self.ready = threading.Event()
         self.error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._serving: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
         try:
@@ -109,16 +111,25 @@ class Service:
             raise
         try:
             serving = asyncio.create_task(self.server.serve(sockets=[self.sock]))
+            self._loop, self._serving = asyncio.get_running_loop(), serving
             while not self.server.started and not serving.done():
                 await asyncio.sleep(0.005)
             self.ready.set()
-            await serving
+            with contextlib.suppress(asyncio.CancelledError):
+                await serving
         finally:
             await self.host.stop()
             self.sock.close()
 
-    def request_stop(self) -> None:
-        self.server.should_exit = True
+    def request_stop(self, *, at_once: bool = False) -> None:
+        """Graceful (uvicorn finishes open requests on its next 0.1 s tick), or, for an
+        embedded service whose only client has gone, at once: the HTTP server is dropped
+        and the host stopped cleanly all the same."""
+        loop, serving = self._loop, self._serving
+        if at_once and loop is not None and serving is not None:
+            loop.call_soon_threadsafe(serving.cancel)
+        else:
+            self.server.should_exit = True
 
 
 class EmbeddedService:
@@ -152,5 +163,5 @@ class EmbeddedService:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.service.request_stop()
+        self.service.request_stop(at_once=True)
         self.thread.join(timeout=30)
