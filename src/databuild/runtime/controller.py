@@ -15,16 +15,14 @@ of the log); a restart rebuilds state from the log, which is the truth.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import gc
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from databuild.core import events as ev
 from databuild.core.errors import DataBuildError, StorageError
 from databuild.core.model import GraphSpec, WantId, WantRequest, WantStatus
 from databuild.core.outcomes import ExecutorReport, RunFinishedReport, RunStartedReport
@@ -39,7 +37,6 @@ from databuild.runtime.snapshots import SnapshotStore
 log = logging.getLogger("databuild.controller")
 
 _LOAD_CHUNK = 50_000
-_RECENT_EVENTS = 20_000
 
 
 @dataclass
@@ -77,7 +74,6 @@ class ControllerStats:
     last_step_seconds: float = 0.0
     step_seconds_total: float = 0.0
     started_runs: int = 0
-    extra: dict[str, float] = field(default_factory=dict)
 
 
 class Controller:
@@ -106,7 +102,6 @@ class Controller:
         self.reconciler = Reconciler(graph)
         self.stats = ControllerStats()
         self.failure: BaseException | None = None
-        self.recent: collections.deque[ev.Event] = collections.deque(maxlen=_RECENT_EVENTS)
         self._inbox: asyncio.Queue[_Input] = asyncio.Queue()
         self._committed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
@@ -309,7 +304,6 @@ class Controller:
                     "the Build Event Log assigned sequence numbers this service did not "
                     "expect: another writer appended to it; restart to rebuild state"
                 )
-            self.recent.extend(events)
             self.stats.events += len(events)
             self._maybe_snapshot()
             async with self._committed:
