@@ -12,6 +12,7 @@ time out. A restart builds a new Reconciler from the event log and recovers.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import dataclass
 
@@ -408,7 +409,8 @@ class ReconcilerMachine(RuleBasedStateMachine):
 
 
 ReconcilerMachine.TestCase.settings = settings(
-    max_examples=300,
+    # CI runs 300; DATABUILD_STATEFUL_EXAMPLES=3000 for a deeper run before a release
+    max_examples=int(os.environ.get("DATABUILD_STATEFUL_EXAMPLES", "300")),
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
