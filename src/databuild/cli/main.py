@@ -180,6 +180,12 @@ def serve(host: str | None, port: int | None) -> None:
     server = _server()
     service = server.Service(config, server.options_from(config, host, port))
     output.err_console.print(f"DataBuild graph {escape(config.name)!r} serving at {service.url}")
+    for upstream in config.upstreams:
+        output.err_console.print(
+            f"[yellow]note:[/yellow] upstream graph {escape(upstream.name)!r} only routes its "
+            "partitions for now: wants for them wait; following it is not built yet "
+            "(docs/config.md)"
+        )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(service.run())
 
