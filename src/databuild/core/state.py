@@ -34,6 +34,7 @@ from databuild.core.model import (
     WantSource,
     WantStatus,
 )
+from databuild.core.pickling import positional_pickle
 from databuild.core.refs import PartitionRef
 
 _WANT_STATUS_OF_PARTITION = {
@@ -46,6 +47,7 @@ _WANT_STATUS_OF_PARTITION = {
 }
 
 
+@positional_pickle
 @dataclass(slots=True)
 class WantRecord:
     want: Want
@@ -67,6 +69,7 @@ class WantRecord:
         return self.status in ACTIVE_WANT_STATUSES
 
 
+@positional_pickle
 @dataclass(slots=True)
 class PartitionRecord:
     ref: PartitionRef
@@ -81,6 +84,7 @@ class PartitionRecord:
     active_wants: set[WantId] = field(default_factory=set)
 
 
+@positional_pickle
 @dataclass(slots=True)
 class JobRunRecord:
     job_run_id: JobRunId
