@@ -23,13 +23,15 @@ import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
 
 from databuild.core.model import GraphSpec
+from databuild.core.pickling import positional_state
 from databuild.core.state import BuildState
 
 log = logging.getLogger("databuild.snapshots")
 
-FORMAT = 2  # 2: records pickle positionally (core.pickling)
+FORMAT = 3  # 2: records pickle positionally (core.pickling); 3: equal strings shared
 _KEEP = 2
 
 
@@ -43,6 +45,39 @@ def graph_fingerprint(graph: GraphSpec) -> str:
             f"upstream {upstream.name} " + " ".join(p.template for p in upstream.partitions)
         )
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+class _StatePickler(pickle.Pickler):
+    """Pickles the state with one object per distinct string among the records' values.
+
+    The fold keeps the strings its events arrived with, so one partition ref or run id is
+    often many equal objects (the dict key, the want's ref, the run's refs, ...), and
+    pickle shares only identical objects. Read back, every copy was an object to allocate:
+    sharing them makes the load faster and the loaded state smaller. Only records'
+    values are rewritten (``core.pickling.positional_state``); the live state is not
+    touched."""
+
+    def __init__(self, file: BinaryIO, state: BuildState) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self._strings: dict[str, str] = {}
+        for table in (state.wants, state.partitions, state.runs):
+            for key in table:  # the keys are pickled first: records then share them
+                self._strings.setdefault(key, key)
+
+    def reducer_override(self, obj: Any) -> Any:
+        reduced = positional_state(obj)
+        if reduced is None:
+            return NotImplemented
+        cls, values = reduced
+        return cls, tuple(map(self._shared, values))
+
+    def _shared(self, value: Any) -> Any:
+        kind = type(value)
+        if kind is str:
+            return self._strings.setdefault(value, value)
+        if kind is tuple or kind is list or kind is set:
+            return kind(map(self._shared, value))
+        return value
 
 
 @dataclass(frozen=True)
@@ -132,7 +167,7 @@ class SnapshotStore:
         tmp = final.with_suffix(f".tmp{os.getpid()}")
         with tmp.open("wb") as handle:
             pickle.dump((FORMAT, self.fingerprint), handle, protocol=pickle.HIGHEST_PROTOCOL)
-            pickle.dump((sequence, state), handle, protocol=pickle.HIGHEST_PROTOCOL)
+            _StatePickler(handle, state).dump((sequence, state))
             handle.flush()
             os.fsync(handle.fileno())
         tmp.replace(final)
