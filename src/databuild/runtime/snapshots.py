@@ -31,8 +31,10 @@ from databuild.core.state import BuildState
 
 log = logging.getLogger("databuild.snapshots")
 
-FORMAT = 3  # 2: records pickle positionally (core.pickling); 3: equal strings shared
+FORMAT = 4  # 2: records pickle positionally (core.pickling); 3: equal strings shared;
+# 4: empty sets written as one empty frozenset
 _KEEP = 2
+_EMPTY_SET: frozenset[Any] = frozenset()
 
 
 def graph_fingerprint(graph: GraphSpec) -> str:
@@ -55,7 +57,8 @@ class _StatePickler(pickle.Pickler):
     pickle shares only identical objects. Read back, every copy was an object to allocate:
     sharing them makes the load faster and the loaded state smaller. Only records'
     values are rewritten (``core.pickling.positional_state``); the live state is not
-    touched."""
+    touched. Empty sets become one empty frozenset, which the fold replaces with a set of
+    the record's own before it adds to it (``PartitionRecord``)."""
 
     def __init__(self, file: BinaryIO, state: BuildState) -> None:
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
@@ -75,6 +78,8 @@ class _StatePickler(pickle.Pickler):
         kind = type(value)
         if kind is str:
             return self._strings.setdefault(value, value)
+        if kind is set and not value:
+            return _EMPTY_SET
         if kind is tuple or kind is list or kind is set:
             return kind(map(self._shared, value))
         return value
