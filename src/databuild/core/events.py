@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from databuild.core.model import JobRunId, Want, WantId
+from databuild.core.pickling import positional_pickle
 from databuild.core.refs import PartitionRef
 
 
@@ -112,6 +113,7 @@ class JobRunFailed:
     retry_at: float  # 0: no retry; the partitions fail
 
 
+@positional_pickle
 @dataclass(frozen=True, slots=True)
 class MissingDeps:
     """One output partition and the inputs it lacks."""

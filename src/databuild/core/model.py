@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import NewType
 
 from databuild.core.errors import InvalidInput
+from databuild.core.pickling import positional_pickle
 from databuild.core.refs import PartitionPattern, PartitionRef
 
 WantId = NewType("WantId", str)
@@ -68,6 +69,7 @@ def job_run_id_for(sequence: int) -> JobRunId:
     return JobRunId(f"r{sequence:08d}")
 
 
+@positional_pickle
 @dataclass(frozen=True, slots=True)
 class Want:
     want_id: WantId

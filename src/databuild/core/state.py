@@ -13,6 +13,7 @@ from __future__ import annotations
 import heapq
 from collections import defaultdict
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,7 @@ from databuild.core.model import (
     WantSource,
     WantStatus,
 )
+from databuild.core.pickling import positional_pickle
 from databuild.core.refs import PartitionRef
 
 _WANT_STATUS_OF_PARTITION = {
@@ -46,6 +48,7 @@ _WANT_STATUS_OF_PARTITION = {
 }
 
 
+@positional_pickle
 @dataclass(slots=True)
 class WantRecord:
     want: Want
@@ -67,20 +70,47 @@ class WantRecord:
         return self.status in ACTIVE_WANT_STATUSES
 
 
+# Most partitions wait on nothing and have no active want (all the live ones): they share
+# this one immutable empty set instead of holding two empty sets of their own (216 bytes
+# each, and objects a snapshot has to load). The fold gives a record a set of its own when
+# it first adds to it; a snapshot writes every empty set as an empty frozenset.
+_NO_REFS: frozenset[Any] = frozenset()
+
+
+@positional_pickle
 @dataclass(slots=True)
 class PartitionRecord:
     ref: PartitionRef
     status: PartitionStatus = PartitionStatus.ABSENT
     job_run_id: JobRunId | None = None
-    waiting_on: set[PartitionRef] = field(default_factory=set)
+    waiting_on: AbstractSet[PartitionRef] = _NO_REFS
     failures: int = 0
     retry_at: float = 0.0
     message: str = ""
     updated_at: float = 0.0
     upstream: str = ""
-    active_wants: set[WantId] = field(default_factory=set)
+    active_wants: AbstractSet[WantId] = _NO_REFS
+
+    def add_active_want(self, want_id: WantId) -> None:
+        if isinstance(self.active_wants, set):
+            self.active_wants.add(want_id)
+        else:
+            self.active_wants = {*self.active_wants, want_id}
+
+    def discard_active_want(self, want_id: WantId) -> None:
+        if isinstance(self.active_wants, set):
+            self.active_wants.discard(want_id)
+        elif want_id in self.active_wants:
+            self.active_wants = self.active_wants - {want_id}
+
+    def discard_waiting_on(self, ref: PartitionRef) -> None:
+        if isinstance(self.waiting_on, set):
+            self.waiting_on.discard(ref)
+        elif ref in self.waiting_on:
+            self.waiting_on = self.waiting_on - {ref}
 
 
+@positional_pickle
 @dataclass(slots=True)
 class JobRunRecord:
     job_run_id: JobRunId
@@ -170,7 +200,7 @@ class BuildState:
         record.updated_at = now
         if status.terminal:
             record.finished_at = now
-            self.partition(record.want.partition_ref).active_wants.discard(record.want.want_id)
+            self.partition(record.want.partition_ref).discard_active_want(record.want.want_id)
 
     def _check_partition(self, part: PartitionRecord, status: PartitionStatus) -> None:
         # tests/core: check every want's change before changing anything, so that an
@@ -213,7 +243,7 @@ class BuildState:
             part.failures = 0
             part.message = ""
             part.status = PartitionStatus.ABSENT
-        part.active_wants.add(want.want_id)
+        part.add_active_want(want.want_id)
         target = _WANT_STATUS_OF_PARTITION[part.status]
         if new:
             check_want(None, target)
@@ -235,7 +265,7 @@ class BuildState:
     def _clear_waiting(self, part: PartitionRecord) -> None:
         for dep in part.waiting_on:
             self.waiters[dep].discard(part.ref)
-        part.waiting_on = set()
+        part.waiting_on = _NO_REFS
 
     def _finish_run(self, run: JobRunRecord, status: JobRunStatus, now: float) -> None:
         check_run(run.status, status)
@@ -417,7 +447,7 @@ def _partition_live(state: BuildState, e: ev.PartitionLive, now: float, seq: int
     part.updated_at = now
     for waiter_ref in sorted(state.waiters.pop(e.partition_ref, set())):
         waiter = state.partition(waiter_ref)
-        waiter.waiting_on.discard(e.partition_ref)
+        waiter.discard_waiting_on(e.partition_ref)
         if waiter.status is PartitionStatus.WAITING and not waiter.waiting_on:
             state._set_partition(waiter, PartitionStatus.ABSENT, now)
 

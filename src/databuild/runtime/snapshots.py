@@ -16,20 +16,25 @@ and nothing else writes there).
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import logging
 import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
 
 from databuild.core.model import GraphSpec
+from databuild.core.pickling import positional_state
 from databuild.core.state import BuildState
 
 log = logging.getLogger("databuild.snapshots")
 
-FORMAT = 1
+FORMAT = 4  # 2: records pickle positionally (core.pickling); 3: equal strings shared;
+# 4: empty sets written as one empty frozenset
 _KEEP = 2
+_EMPTY_SET: frozenset[Any] = frozenset()
 
 
 def graph_fingerprint(graph: GraphSpec) -> str:
@@ -42,6 +47,42 @@ def graph_fingerprint(graph: GraphSpec) -> str:
             f"upstream {upstream.name} " + " ".join(p.template for p in upstream.partitions)
         )
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+class _StatePickler(pickle.Pickler):
+    """Pickles the state with one object per distinct string among the records' values.
+
+    The fold keeps the strings its events arrived with, so one partition ref or run id is
+    often many equal objects (the dict key, the want's ref, the run's refs, ...), and
+    pickle shares only identical objects. Read back, every copy was an object to allocate:
+    sharing them makes the load faster and the loaded state smaller. Only records'
+    values are rewritten (``core.pickling.positional_state``); the live state is not
+    touched. Empty sets become one empty frozenset, which the fold replaces with a set of
+    the record's own before it adds to it (``PartitionRecord``)."""
+
+    def __init__(self, file: BinaryIO, state: BuildState) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self._strings: dict[str, str] = {}
+        for table in (state.wants, state.partitions, state.runs):
+            for key in table:  # the keys are pickled first: records then share them
+                self._strings.setdefault(key, key)
+
+    def reducer_override(self, obj: Any) -> Any:
+        reduced = positional_state(obj)
+        if reduced is None:
+            return NotImplemented
+        cls, values = reduced
+        return cls, tuple(map(self._shared, values))
+
+    def _shared(self, value: Any) -> Any:
+        kind = type(value)
+        if kind is str:
+            return self._strings.setdefault(value, value)
+        if kind is set and not value:
+            return _EMPTY_SET
+        if kind is tuple or kind is list or kind is set:
+            return kind(map(self._shared, value))
+        return value
 
 
 @dataclass(frozen=True)
@@ -67,7 +108,26 @@ class SnapshotStore:
         return list(reversed(found))
 
     def load(self, log_last_sequence: int) -> Snapshot | None:
-        """The newest snapshot this graph can use, or None (then replay everything)."""
+        """The newest snapshot this graph can use, or None (then replay everything).
+
+        A snapshot used is moved out of the cyclic collector's generations (``gc.freeze``),
+        as the controller does with the whole state once it has started."""
+        # Unpickling allocates millions of container objects and keeps every one: with the
+        # collector on, it ran thousands of times during the load and walked them again and
+        # again, for nothing (more than half of the load time). Frozen before the collector
+        # is back on, they are never walked again: not even once by the first collection.
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            snapshot = self._load_newest(log_last_sequence)
+            if snapshot is not None:
+                gc.freeze()
+            return snapshot
+        finally:
+            if enabled:
+                gc.enable()
+
+    def _load_newest(self, log_last_sequence: int) -> Snapshot | None:
         for path in self._candidates():
             try:
                 with path.open("rb") as handle:
@@ -112,7 +172,7 @@ class SnapshotStore:
         tmp = final.with_suffix(f".tmp{os.getpid()}")
         with tmp.open("wb") as handle:
             pickle.dump((FORMAT, self.fingerprint), handle, protocol=pickle.HIGHEST_PROTOCOL)
-            pickle.dump((sequence, state), handle, protocol=pickle.HIGHEST_PROTOCOL)
+            _StatePickler(handle, state).dump((sequence, state))
             handle.flush()
             os.fsync(handle.fileno())
         tmp.replace(final)
