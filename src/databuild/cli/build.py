@@ -1,15 +1,17 @@
 """``databuild build``: create wants through the service and follow them to the end.
 
-Called by ``main``. It posts the wants, then follows the event stream (long-poll, no
+Called by ``main``. It creates the wants, then follows the event stream (long-poll, no
 sleeping loop) and shows live progress until every requested want is terminal; the exit
-code says whether all were satisfied. It does not start services (``main`` decides
+code says whether all were satisfied. It talks to the service through a ``BuildApi``: over
+HTTP to a running service (``HttpBuildApi``), or in process to the embedded one ``main``
+started (``databuild.cli.inprocess``). It does not start services (``main`` decides
 between a running service and an embedded one) and holds no build logic.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from rich.live import Live
 from rich.markup import escape
@@ -18,6 +20,42 @@ from rich.table import Table
 
 from databuild.cli.client import Client
 from databuild.cli.output import console, styled
+
+
+class BuildApi(Protocol):
+    """What a build needs of the service; answers are the API's JSON documents."""
+
+    def last_sequence(self) -> int: ...
+
+    def create_wants(self, body: dict[str, Any]) -> list[dict[str, Any]]: ...
+
+    def events(self, after: int) -> dict[str, Any]:
+        """Up to 1000 events after ``after``, waiting up to 10 s for one."""
+        ...
+
+    def want(self, want_id: str) -> dict[str, Any]: ...
+
+
+class HttpBuildApi:
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def last_sequence(self) -> int:
+        return int(self.client.get("/healthz")["last_sequence"])
+
+    def create_wants(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        wants: list[dict[str, Any]] = self.client.post("/api/v1/wants", body)["wants"]
+        return wants
+
+    def events(self, after: int) -> dict[str, Any]:
+        return self.client.get(
+            "/api/v1/events", {"after": after, "limit": 1000, "wait": 10}, timeout=40.0
+        )
+
+    def want(self, want_id: str) -> dict[str, Any]:
+        found: dict[str, Any] = self.client.get(f"/api/v1/wants/{want_id}")["want"]
+        return found
+
 
 TERMINAL = frozenset({"satisfied", "failed", "upstream_failed", "expired", "canceled"})
 
@@ -98,10 +136,9 @@ def _render(progress: Progress) -> Table:
     return grid
 
 
-def follow_build(client: Client, body: dict[str, Any], *, quiet: bool) -> Progress:
-    start = int(client.get("/healthz")["last_sequence"])
-    created = client.post("/api/v1/wants", body)
-    progress = Progress({w["want_id"]: w for w in created["wants"]})
+def follow_build(api: BuildApi, body: dict[str, Any], *, quiet: bool) -> Progress:
+    start = api.last_sequence()
+    progress = Progress({w["want_id"]: w for w in api.create_wants(body)})
     after = start
     live = (
         Live(_render(progress), console=console, transient=True, refresh_per_second=8)
@@ -112,9 +149,7 @@ def follow_build(client: Client, body: dict[str, Any], *, quiet: bool) -> Progre
         live.start()
     try:
         while not progress.done:
-            page = client.get(
-                "/api/v1/events", {"after": after, "limit": 1000, "wait": 10}, timeout=40.0
-            )
+            page = api.events(after)
             for event in page["events"]:
                 progress.apply(event)
             after = int(page["last_sequence"])
@@ -129,7 +164,7 @@ def follow_build(client: Client, body: dict[str, Any], *, quiet: bool) -> Progre
             live.stop()
     # the final word on each want comes from the service, not from the stream
     for want_id in progress.wants:
-        progress.wants[want_id] = client.get(f"/api/v1/wants/{want_id}")["want"]
+        progress.wants[want_id] = api.want(want_id)
     return progress
 
 

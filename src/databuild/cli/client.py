@@ -53,7 +53,11 @@ class Client:
     ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.base_url = base_url
-        self._http = http or httpx.Client(base_url=base_url, headers=headers, timeout=timeout)
+        # Loading the CA bundle costs ~30 ms: only an https URL needs it.
+        tls = base_url.lower().startswith("https:")
+        self._http = http or httpx.Client(
+            base_url=base_url, headers=headers, timeout=timeout, verify=tls
+        )
 
     def close(self) -> None:
         self._http.close()

@@ -28,7 +28,7 @@ from rich.markup import escape
 
 from databuild import __version__
 from databuild.cli import output
-from databuild.cli.build import follow_build, print_outcome
+from databuild.cli.build import HttpBuildApi, follow_build, print_outcome
 from databuild.cli.client import Client, find_service_url
 from databuild.cli.sla import sla
 from databuild.config import GraphConfig, find_config, load_config, parse_duration
@@ -220,15 +220,14 @@ def build(
     started = time.monotonic()
     if url is not None:
         with Client(url, token=ctx.token(config)) as client:
-            progress = follow_build(client, body, quiet=quiet or ctx.as_json)
+            progress = follow_build(HttpBuildApi(client), body, quiet=quiet or ctx.as_json)
     else:
         server = _server()
+        inprocess = importlib.import_module("databuild.cli.inprocess")
         options = server.ServeOptions(port=0, max_parallel=parallel, token=ctx.token(config))
-        with (
-            server.EmbeddedService(config, options) as service,
-            Client(service.url, token=options.token) as client,
-        ):
-            progress = follow_build(client, body, quiet=quiet or ctx.as_json)
+        with server.EmbeddedService(config, options) as service:
+            api = inprocess.InProcessBuildApi(service)
+            progress = follow_build(api, body, quiet=quiet or ctx.as_json)
     elapsed = time.monotonic() - started
     ok = all(w["status"] == "satisfied" for w in progress.wants.values())
     if ctx.as_json:

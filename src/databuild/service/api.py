@@ -1,9 +1,10 @@
-"""The routes of ``/api/v1``: thin handlers over the controller (writes) and views (reads).
+"""The routes of ``/api/v1``: HTTP handlers over the operations (writes, long-polls) and
+the views (reads).
 
-Each handler validates its input at the edge (refs through ``parse_ref``), calls one
-controller method or one view, and returns a schema model. Errors are DataBuildErrors,
-turned into 4xx JSON by the app's handlers. Must not hold logic that the core or the
-views already have.
+Each handler declares its HTTP parameters (FastAPI validates them and documents them in the
+OpenAPI document), calls one operation or one view, and returns a schema model. Errors are
+DataBuildErrors, turned into 4xx JSON by the app's handlers. Must not hold logic that the
+operations, the views or the core already have.
 """
 
 from __future__ import annotations
@@ -17,15 +18,12 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from databuild.codec import event_to_dict
-from databuild.core.data_time import default_data_timestamp, parse_data_date
-from databuild.core.errors import InvalidInput, NotFound, ServiceError
-from databuild.core.events import EVENT_TYPE_NAMES, Event, partition_refs_of
-from databuild.core.model import WantId, WantRequest, WantSource
-from databuild.core.refs import PartitionPattern, parse_ref
+from databuild.core.errors import InvalidInput, NotFound
+from databuild.core.refs import parse_ref
 from databuild.executors.protocol import LOG_FILE_NAME
-from databuild.runtime.controller import Controller
-from databuild.service import schemas, views
+from databuild.service import operations, schemas, views
 from databuild.service.host import GraphHost
+from databuild.service.operations import MAX_WAIT_SECONDS
 
 router = APIRouter(prefix="/api/v1")
 
@@ -44,7 +42,6 @@ _JSON_ERRORS: dict[int | str, dict[str, Any]] = {
     for status, description in ((404, "Not Found"), (422, "Unprocessable Entity"))
 }
 MAX_LOG_CHUNK = 1 << 20
-MAX_WAIT_SECONDS = 60.0
 
 
 def host_of(request: Request) -> GraphHost:
@@ -52,38 +49,12 @@ def host_of(request: Request) -> GraphHost:
     return host
 
 
-def controller_of(request: Request) -> Controller:
-    controller = host_of(request).controller
-    if controller is None:
-        raise ServiceError(
-            "this is a read-only view of the graph; start `databuild serve` to make changes"
-        )
-    return controller
-
-
 @router.post("/wants", response_model=schemas.CreateWantsResponse, responses=_ERRORS)
 async def create_wants(
     body: schemas.CreateWantsRequest, request: Request
 ) -> schemas.CreateWantsResponse:
     """Create wants (idempotent: the same request returns the same want ids)."""
-    controller = controller_of(request)
-    now = host_of(request).clock.now()
-    if body.data_timestamp is not None and body.data_date:
-        raise InvalidInput("give data_timestamp or data_date, not both")
-    explicit = parse_data_date(body.data_date) if body.data_date else body.data_timestamp
-    requests = []
-    for index, raw in enumerate(body.partition_refs):
-        try:
-            ref = parse_ref(raw)
-        except InvalidInput as exc:
-            raise InvalidInput(f"partition_refs[{index}]: {exc}") from None
-        stamp = explicit if explicit is not None else default_data_timestamp(ref, now)
-        requests.append(
-            WantRequest(ref, stamp, WantSource(body.source), body.ttl_seconds, body.sla_seconds)
-        )
-    ids = await controller.create_wants(requests)
-    state = controller.state
-    return schemas.CreateWantsResponse(wants=[views.want_view(state, state.wants[i]) for i in ids])
+    return await operations.create_wants(host_of(request), body)
 
 
 @router.get("/wants", response_model=schemas.ListWantsResponse, responses=_ERRORS)
@@ -113,35 +84,13 @@ async def list_wants(
 @router.get("/wants/{want_id}", response_model=schemas.WantDetail, responses=_ERRORS)
 async def get_want(want_id: str, request: Request) -> schemas.WantDetail:
     """One want: status, timeline of its events, child wants and job runs."""
-    host = host_of(request)
-    state = host.state
-    record = state.wants.get(WantId(want_id))
-    if record is None:
-        raise NotFound(f"no want with id {want_id!r}")
-    sequences = list(record.events)
-    timeline = await asyncio.to_thread(_read_sequences, host, sequences)
-    return schemas.WantDetail(
-        want=views.want_view(state, record),
-        timeline=[schemas.BuildEvent.model_validate(event_to_dict(e)) for e in timeline],
-        children=[views.want_view(state, state.wants[c]) for c in record.children],
-        job_runs=[views.job_run_view(state.runs[r]) for r in record.job_run_ids if r in state.runs],
-    )
-
-
-def _read_sequences(host: GraphHost, sequences: list[int]) -> list[Event]:
-    out: list[Event] = []
-    for sequence in sequences:
-        out.extend(host.log.read(sequence - 1, 1))
-    return out
+    return await operations.want_detail(host_of(request), want_id)
 
 
 @router.delete("/wants/{want_id}", response_model=schemas.WantView, responses=_ERRORS)
 async def cancel_want(want_id: str, request: Request) -> schemas.WantView:
     """Cancel a want: work that only it needed stops; work other wants need goes on."""
-    controller = controller_of(request)
-    await controller.cancel_want(WantId(want_id), "canceled through the API")
-    state = controller.state
-    return views.want_view(state, state.wants[WantId(want_id)])
+    return await operations.cancel_want(host_of(request), want_id)
 
 
 @router.get("/partitions", response_model=schemas.ListPartitionsResponse, responses=_ERRORS)
@@ -154,12 +103,7 @@ async def list_partitions(
     limit: Annotated[int, Query(ge=1, le=views.MAX_LIMIT)] = views.DEFAULT_LIMIT,
 ) -> schemas.ListPartitionsResponse:
     """Partitions and their state; with ``ref=`` (repeatable), exactly those (jobs use this)."""
-    refs: list[str] = []
-    for index, raw in enumerate(ref):
-        try:
-            refs.append(parse_ref(raw))
-        except InvalidInput as exc:
-            raise InvalidInput(f"ref[{index}]: {exc}") from None
+    refs = operations.valid_refs(ref, "ref")
     return views.list_partitions(
         host_of(request).state, refs=refs, prefix=prefix, status=status, cursor=cursor, limit=limit
     )
@@ -229,46 +173,6 @@ def _read_chunk(path: object, offset: int, limit: int) -> bytes:
         return b""
 
 
-def _event_filter(
-    types: str | None, partition: str | None
-) -> tuple[frozenset[str] | None, PartitionPattern | None]:
-    wanted = None
-    if types:
-        wanted = frozenset(t.strip() for t in types.split(",") if t.strip())
-        unknown = sorted(wanted - EVENT_TYPE_NAMES)
-        if unknown:
-            raise InvalidInput(
-                f"unknown event type(s) {', '.join(unknown)}; known: {', '.join(sorted(EVENT_TYPE_NAMES))}"
-            )
-    pattern = PartitionPattern.compile(partition) if partition else None
-    return wanted, pattern
-
-
-def _select(
-    host: GraphHost,
-    after: int,
-    limit: int,
-    types: frozenset[str] | None,
-    pattern: PartitionPattern | None,
-) -> tuple[list[Event], int]:
-    """Up to ``limit`` matching events after ``after``; and the sequence scanned up to."""
-    out: list[Event] = []
-    cursor = after
-    while len(out) < limit:
-        chunk = host.log.read(cursor, max(limit, 500), types)
-        if not chunk:
-            break
-        for event in chunk:
-            cursor = event.sequence
-            if pattern is None or any(
-                pattern.match(r) is not None for r in partition_refs_of(event.payload)
-            ):
-                out.append(event)
-                if len(out) == limit:
-                    break
-    return out, cursor
-
-
 @router.get("/events", response_model=schemas.EventsResponse, responses=_ERRORS)
 async def list_events(
     request: Request,
@@ -284,15 +188,8 @@ async def list_events(
 ) -> schemas.EventsResponse:
     """The event stream other graphs follow: events after a sequence, filtered; long-poll
     with ``wait``. ``last_sequence`` is where to resume (it may pass filtered-out events)."""
-    host = host_of(request)
-    wanted, pattern = _event_filter(types, partition)
-    events, scanned = await asyncio.to_thread(_select, host, after, limit, wanted, pattern)
-    if not events and wait > 0 and host.controller is not None:
-        await host.controller.wait_for_events(scanned, wait)
-        events, scanned = await asyncio.to_thread(_select, host, scanned, limit, wanted, pattern)
-    return schemas.EventsResponse(
-        events=[schemas.BuildEvent.model_validate(event_to_dict(e)) for e in events],
-        last_sequence=scanned,
+    return await operations.events_page(
+        host_of(request), after=after, limit=limit, types=types, partition=partition, wait=wait
     )
 
 
@@ -310,7 +207,7 @@ async def stream_events(
 ) -> StreamingResponse:
     """Server-Sent Events; resumable with the Last-Event-ID header (nothing lost or repeated)."""
     host = host_of(request)
-    wanted, pattern = _event_filter(types, partition)
+    wanted, pattern = operations.event_filter(types, partition)
     start = after
     if last_event_id:
         if not last_event_id.isdigit():
@@ -320,7 +217,9 @@ async def stream_events(
     async def stream() -> AsyncIterator[str]:
         cursor = start
         while not await request.is_disconnected():
-            events, scanned = await asyncio.to_thread(_select, host, cursor, 500, wanted, pattern)
+            events, scanned = await asyncio.to_thread(
+                operations.select_events, host, cursor, 500, wanted, pattern
+            )
             for event in events:
                 as_dict = event_to_dict(event)
                 data = json.dumps(as_dict, separators=(",", ":"))

@@ -25,8 +25,7 @@ from databuild.core.errors import (
     ServiceError,
     StorageError,
 )
-from databuild.core.lifecycle import JobRunStatus
-from databuild.service import schemas
+from databuild.service import operations, schemas
 from databuild.service.api import router
 from databuild.service.host import GraphHost
 from databuild.service.metrics import router as metrics_router
@@ -102,24 +101,8 @@ def create_app(
     @app.get("/healthz", response_model=schemas.Health)
     async def healthz() -> JSONResponse:
         """Liveness and readiness: 200 while the controller works, 503 once it has stopped."""
-        state = host.state
-        controller = host.controller
-        failure = controller.failure if controller is not None else None
-        running = sum(
-            1
-            for r in state.runs.values()
-            if r.status in (JobRunStatus.QUEUED, JobRunStatus.RUNNING)
-        )
-        body = schemas.Health(
-            status="failed" if failure else "ok",
-            graph=host.config.name,
-            version=__version__,
-            last_sequence=controller.last_committed if controller else state.last_sequence,
-            active_wants=sum(1 for w in state.wants.values() if w.active),
-            running_job_runs=running,
-            message=str(failure) if failure else "",
-        )
-        return JSONResponse(body.model_dump(), status_code=503 if failure else 200)
+        body = operations.health(host)
+        return JSONResponse(body.model_dump(), status_code=503 if body.status == "failed" else 200)
 
     if policy is not None:
         app.add_middleware(SecurityMiddleware, policy=policy)

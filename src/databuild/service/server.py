@@ -1,28 +1,35 @@
 """Running the service: on the main thread (``databuild serve``) or embedded in a thread
-(``databuild build`` when no service runs, and tests).
+(``databuild build`` when no service runs, read commands without one, and tests).
 
 It binds the socket first (so the URL, which jobs get in DATABUILD_GRAPH_URL, is known
 before the controller starts), starts the graph host (so a start-up error is a clear
-DataBuildError, not a server traceback), then serves with uvicorn. Nothing else.
+DataBuildError, not a server traceback), then serves the gateway app with uvicorn. An
+embedded service also runs operations for the command that owns it, on its own event loop
+(``call``), so that command needs no HTTP to its own service. Nothing else.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
 import socket
 import threading
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import uvicorn
 
 from databuild.config import GraphConfig
 from databuild.core.errors import DataBuildError, ServiceError
-from databuild.service.app import create_app
+from databuild.service.gateway import ServiceApp
 from databuild.service.host import GraphHost
-from databuild.service.security import AccessPolicy
+from databuild.service.security import AccessPolicy, SecurityMiddleware
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -71,9 +78,12 @@ def _url(host: str, sock: socket.socket) -> str:
 
 
 class Service:
-    """One service instance; ``run`` serves until ``request_stop`` (or a signal)."""
+    """One service instance; ``run`` serves until ``request_stop`` (or a signal).
+    ``eager_app``: build the FastAPI app at once (else on the first request that needs it)."""
 
-    def __init__(self, config: GraphConfig, options: ServeOptions) -> None:
+    def __init__(
+        self, config: GraphConfig, options: ServeOptions, *, eager_app: bool = True
+    ) -> None:
         self.config = config
         self.options = options
         self.policy = AccessPolicy(options.host, options.token)  # refuses beyond loopback w/o token
@@ -85,12 +95,12 @@ class Service:
             max_parallel=options.max_parallel,
             read_only=options.read_only,
         )
-        app = create_app(self.host, self.policy, manage_host=False)
+        app = SecurityMiddleware(ServiceApp(self.host, eager=eager_app), policy=self.policy)
         uv_config = uvicorn.Config(
             app,
             log_level=options.log_level,
             access_log=False,
-            lifespan="on",
+            lifespan="off",  # the host is started and stopped here, not by the app
             timeout_graceful_shutdown=5,
         )
         self.server = uvicorn.Server(uv_config)
@@ -100,6 +110,7 @@ class Service:
         self._serving: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
         try:
             await self.host.start()
         except BaseException as exc:
@@ -111,7 +122,7 @@ class Service:
             raise
         try:
             serving = asyncio.create_task(self.server.serve(sockets=[self.sock]))
-            self._loop, self._serving = asyncio.get_running_loop(), serving
+            self._serving = serving
             while not self.server.started and not serving.done():
                 await asyncio.sleep(0.005)
             self.ready.set()
@@ -136,13 +147,28 @@ class EmbeddedService:
     """A service on a background thread with its own event loop, for one CLI command."""
 
     def __init__(self, config: GraphConfig, options: ServeOptions) -> None:
-        self.service = Service(config, options)
+        self.service = Service(config, options, eager_app=False)
         self.service.host.run_schedules = False  # schedules run in `databuild serve` only
         self.thread = threading.Thread(target=self._main, name="databuild-embedded", daemon=True)
 
     @property
     def url(self) -> str:
         return self.service.url
+
+    @property
+    def host(self) -> GraphHost:
+        return self.service.host
+
+    def call(self, operation: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Run an operation on the service's event loop (where the controller lives) from
+        the owning command's thread, and wait for its result or its error."""
+        loop = self.service._loop
+        if loop is None or not self.thread.is_alive():
+            raise ServiceError("the embedded service is not running")
+        try:
+            return asyncio.run_coroutine_threadsafe(operation(), loop).result()
+        except concurrent.futures.CancelledError:
+            raise ServiceError("the embedded service stopped") from None
 
     def _main(self) -> None:
         with contextlib.suppress(BaseException):

@@ -7,7 +7,7 @@ thin. Must not change state or touch the log (the timeline's events are passed i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TypeVar
 
 from databuild.core.errors import InvalidInput
@@ -145,7 +145,7 @@ def _want_tree(state: BuildState, root_want_id: str) -> Iterator[WantRecord]:
 def list_partitions(
     state: BuildState,
     *,
-    refs: list[str],
+    refs: Sequence[str],
     prefix: str | None,
     status: str | None,
     cursor: str,

@@ -1,0 +1,93 @@
+"""The service's ASGI entry: the jobs' question answered at once, the rest by the FastAPI app.
+
+Every job asks ``GET /api/v1/partitions?ref=...`` which of its inputs are live, and it asks
+while it runs, so the answer is on the critical path of every build. This app answers that
+one question (only ``ref`` parameters, all valid) straight from the operations, and hands
+every other request, and any such request it cannot answer as it stands (a bad ref, another
+parameter), to the FastAPI app of ``app``, which answers it as documented; both call the
+same operation, so the body is the same (a contract test compares them).
+
+The FastAPI app (FastAPI and the routes take ~0.2 s to import) is built at once for
+``databuild serve`` and on first need for the embedded service of ``databuild build``,
+whose own command talks to its host in process and whose jobs only ask the question above:
+a build does not wait for it. The security middleware wraps this app, so both paths are
+guarded alike. Nothing here decides or stores anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+from databuild.core.errors import DataBuildError
+from databuild.service import operations
+from databuild.service.host import GraphHost
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+PARTITIONS_PATH = "/api/v1/partitions"
+MAX_REFS = 1000  # the route's own limit (``Query(max_length=1000)``)
+
+
+def _full_app(host: GraphHost) -> ASGIApp:
+    app_module = importlib.import_module("databuild.service.app")
+    app: ASGIApp = app_module.create_app(host, None, manage_host=False)
+    return app
+
+
+class ServiceApp:
+    """``eager``: build the FastAPI app now (``databuild serve``); else on first need."""
+
+    def __init__(self, host: GraphHost, *, eager: bool) -> None:
+        self.host = host
+        self._app: ASGIApp | None = _full_app(host) if eager else None
+        self._building: asyncio.Future[ASGIApp] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "GET"
+            and scope["path"] == PARTITIONS_PATH
+            and await self._answer_partitions(scope, send)
+        ):
+            return
+        app = self._app or await self._build()
+        await app(scope, receive, send)
+
+    async def _answer_partitions(self, scope: Scope, send: Send) -> bool:
+        # Parsed as Starlette parses it, so both paths see the same refs.
+        pairs = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+        if not pairs or len(pairs) > MAX_REFS or any(key != "ref" for key, _ in pairs):
+            return False
+        try:
+            answer = operations.partitions_by_ref(self.host, [value for _, value in pairs])
+        except DataBuildError:
+            return False  # the full app says what is wrong, in its own words
+        body = answer.model_dump_json().encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+        return True
+
+    async def _build(self) -> ASGIApp:
+        if self._building is None:
+            # The import runs in a thread: jobs' questions go on being answered meanwhile.
+            self._building = asyncio.ensure_future(asyncio.to_thread(_full_app, self.host))
+        app = await asyncio.shield(self._building)
+        self._app = app
+        return app

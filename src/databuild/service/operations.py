@@ -1,0 +1,207 @@
+"""The service's operations, whatever carries the request: HTTP or the CLI in process.
+
+The FastAPI routes (``api``, ``app``) and the job gateway (``gateway``) call these, and so
+does ``databuild build`` when it runs the graph host in its own process (no HTTP between
+the command and its own service). Each takes the graph host and validated arguments, calls
+one controller method or one view, and returns a schema model; errors are DataBuildErrors.
+Input is checked here (refs through ``parse_ref``, with the index of the bad one), so every
+transport answers the same. Must not parse HTTP nor hold logic that the core or the views
+already have.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from databuild import __version__
+from databuild.codec import event_to_dict
+from databuild.core.data_time import default_data_timestamp, parse_data_date
+from databuild.core.errors import InvalidInput, NotFound, ServiceError
+from databuild.core.events import EVENT_TYPE_NAMES, Event, partition_refs_of
+from databuild.core.lifecycle import JobRunStatus
+from databuild.core.model import WantId, WantRequest, WantSource
+from databuild.core.refs import PartitionPattern, PartitionRef, parse_ref
+from databuild.runtime.controller import Controller
+from databuild.service import schemas, views
+from databuild.service.host import GraphHost
+
+MAX_WAIT_SECONDS = 60.0
+
+
+def controller_of(host: GraphHost) -> Controller:
+    controller = host.controller
+    if controller is None:
+        raise ServiceError(
+            "this is a read-only view of the graph; start `databuild serve` to make changes"
+        )
+    return controller
+
+
+async def create_wants(
+    host: GraphHost, body: schemas.CreateWantsRequest
+) -> schemas.CreateWantsResponse:
+    """Create wants (idempotent: the same request returns the same want ids)."""
+    controller = controller_of(host)
+    now = host.clock.now()
+    if body.data_timestamp is not None and body.data_date:
+        raise InvalidInput("give data_timestamp or data_date, not both")
+    explicit = parse_data_date(body.data_date) if body.data_date else body.data_timestamp
+    requests = []
+    for index, raw in enumerate(body.partition_refs):
+        try:
+            ref = parse_ref(raw)
+        except InvalidInput as exc:
+            raise InvalidInput(f"partition_refs[{index}]: {exc}") from None
+        stamp = explicit if explicit is not None else default_data_timestamp(ref, now)
+        requests.append(
+            WantRequest(ref, stamp, WantSource(body.source), body.ttl_seconds, body.sla_seconds)
+        )
+    ids = await controller.create_wants(requests)
+    state = controller.state
+    return schemas.CreateWantsResponse(wants=[views.want_view(state, state.wants[i]) for i in ids])
+
+
+def want(host: GraphHost, want_id: str) -> schemas.WantView:
+    state = host.state
+    record = state.wants.get(WantId(want_id))
+    if record is None:
+        raise NotFound(f"no want with id {want_id!r}")
+    return views.want_view(state, record)
+
+
+async def want_detail(host: GraphHost, want_id: str) -> schemas.WantDetail:
+    """One want: status, timeline of its events, child wants and job runs."""
+    state = host.state
+    record = state.wants.get(WantId(want_id))
+    if record is None:
+        raise NotFound(f"no want with id {want_id!r}")
+    sequences = list(record.events)
+    timeline = await asyncio.to_thread(_read_sequences, host, sequences)
+    return schemas.WantDetail(
+        want=views.want_view(state, record),
+        timeline=[schemas.BuildEvent.model_validate(event_to_dict(e)) for e in timeline],
+        children=[views.want_view(state, state.wants[c]) for c in record.children],
+        job_runs=[views.job_run_view(state.runs[r]) for r in record.job_run_ids if r in state.runs],
+    )
+
+
+def _read_sequences(host: GraphHost, sequences: list[int]) -> list[Event]:
+    out: list[Event] = []
+    for sequence in sequences:
+        out.extend(host.log.read(sequence - 1, 1))
+    return out
+
+
+async def cancel_want(host: GraphHost, want_id: str) -> schemas.WantView:
+    """Cancel a want: work that only it needed stops; work other wants need goes on."""
+    controller = controller_of(host)
+    await controller.cancel_want(WantId(want_id), "canceled through the API")
+    state = controller.state
+    return views.want_view(state, state.wants[WantId(want_id)])
+
+
+def valid_refs(raw_refs: Sequence[str], name: str) -> list[PartitionRef]:
+    """Each ref parsed; the first bad one named with its index (``ref[3]: ...``)."""
+    refs: list[PartitionRef] = []
+    for index, raw in enumerate(raw_refs):
+        try:
+            refs.append(parse_ref(raw))
+        except InvalidInput as exc:
+            raise InvalidInput(f"{name}[{index}]: {exc}") from None
+    return refs
+
+
+def partitions_by_ref(host: GraphHost, raw_refs: Sequence[str]) -> schemas.ListPartitionsResponse:
+    """Exactly these partitions, in the order asked (the question every job asks)."""
+    return views.list_partitions(
+        host.state,
+        refs=valid_refs(raw_refs, "ref"),
+        prefix=None,
+        status=None,
+        cursor="",
+        limit=views.DEFAULT_LIMIT,
+    )
+
+
+def event_filter(
+    types: str | None, partition: str | None
+) -> tuple[frozenset[str] | None, PartitionPattern | None]:
+    wanted = None
+    if types:
+        wanted = frozenset(t.strip() for t in types.split(",") if t.strip())
+        unknown = sorted(wanted - EVENT_TYPE_NAMES)
+        if unknown:
+            raise InvalidInput(
+                f"unknown event type(s) {', '.join(unknown)}; known: {', '.join(sorted(EVENT_TYPE_NAMES))}"
+            )
+    pattern = PartitionPattern.compile(partition) if partition else None
+    return wanted, pattern
+
+
+def select_events(
+    host: GraphHost,
+    after: int,
+    limit: int,
+    types: frozenset[str] | None,
+    pattern: PartitionPattern | None,
+) -> tuple[list[Event], int]:
+    """Up to ``limit`` matching events after ``after``; and the sequence scanned up to."""
+    out: list[Event] = []
+    cursor = after
+    while len(out) < limit:
+        chunk = host.log.read(cursor, max(limit, 500), types)
+        if not chunk:
+            break
+        for event in chunk:
+            cursor = event.sequence
+            if pattern is None or any(
+                pattern.match(r) is not None for r in partition_refs_of(event.payload)
+            ):
+                out.append(event)
+                if len(out) == limit:
+                    break
+    return out, cursor
+
+
+async def events_page(
+    host: GraphHost,
+    *,
+    after: int,
+    limit: int,
+    types: str | None = None,
+    partition: str | None = None,
+    wait: float = 0.0,
+) -> schemas.EventsResponse:
+    """Events after a sequence, filtered; with ``wait``, long-poll until one comes.
+    ``last_sequence`` is where to resume (it may pass filtered-out events)."""
+    wanted, pattern = event_filter(types, partition)
+    events, scanned = await asyncio.to_thread(select_events, host, after, limit, wanted, pattern)
+    if not events and wait > 0 and host.controller is not None:
+        await host.controller.wait_for_events(scanned, min(wait, MAX_WAIT_SECONDS))
+        events, scanned = await asyncio.to_thread(
+            select_events, host, scanned, limit, wanted, pattern
+        )
+    return schemas.EventsResponse(
+        events=[schemas.BuildEvent.model_validate(event_to_dict(e)) for e in events],
+        last_sequence=scanned,
+    )
+
+
+def health(host: GraphHost) -> schemas.Health:
+    """Liveness and readiness: ``failed`` once the controller has stopped on an error."""
+    state = host.state
+    controller = host.controller
+    failure = controller.failure if controller is not None else None
+    running = sum(
+        1 for r in state.runs.values() if r.status in (JobRunStatus.QUEUED, JobRunStatus.RUNNING)
+    )
+    return schemas.Health(
+        status="failed" if failure else "ok",
+        graph=host.config.name,
+        version=__version__,
+        last_sequence=controller.last_committed if controller else state.last_sequence,
+        active_wants=sum(1 for w in state.wants.values() if w.active),
+        running_job_runs=running,
+        message=str(failure) if failure else "",
+    )
