@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from databuild.config import GraphConfig
 from databuild.core.errors import ServiceError
 from databuild.service.discovery import read_discovery
+
+if TYPE_CHECKING:  # httpx (~25 ms to import) is loaded by the first Client only: a build
+    import httpx  # with an embedded service talks to it in process and never needs it
 
 Params = Mapping[str, str | int | float | list[str]]
 
@@ -51,8 +52,11 @@ class Client:
         timeout: float = 30.0,
         http: httpx.Client | None = None,
     ) -> None:
+        import httpx
+
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.base_url = base_url
+        self._httpx = httpx
         # Loading the CA bundle costs ~30 ms: only an https URL needs it.
         tls = base_url.lower().startswith("https:")
         self._http = http or httpx.Client(
@@ -71,9 +75,9 @@ class Client:
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             response = self._http.request(method, path, **kwargs)
-        except httpx.TimeoutException:
+        except self._httpx.TimeoutException:
             raise ServiceError(f"the service at {self.base_url} did not answer in time") from None
-        except httpx.HTTPError as exc:
+        except self._httpx.HTTPError as exc:
             raise ServiceError(f"cannot reach the service at {self.base_url}: {exc}") from None
         if response.status_code >= 400:
             try:

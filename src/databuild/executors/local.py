@@ -265,7 +265,7 @@ class LocalExecutor(Executor):
         )
         if self._prespawning:
             await asyncio.gather(*self._prespawning, return_exceptions=True)
-        self._warm.close()
+        await self._warm.close()
 
     def prepare(self, jobs: Sequence[JobSpec], root_dir: Path) -> None:
         """Start the warm workers the first runs will want, in the background, so that no

@@ -167,8 +167,13 @@ class WarmPool:
             return
         self._idle.setdefault(worker.job_name, []).append(worker)
 
-    def close(self) -> None:
-        for workers in self._idle.values():
-            for worker in workers:
-                worker.kill()
+    async def close(self) -> None:
+        """Kill the idle workers and wait (briefly) until each has exited, so that they are
+        reaped while the event loop still runs (else asyncio complains on stderr about a
+        child whose loop is closed)."""
+        workers = [worker for idle in self._idle.values() for worker in idle]
         self._idle.clear()
+        for worker in workers:
+            worker.kill()
+        if workers:
+            await asyncio.wait([worker.protocol.exited for worker in workers], timeout=2.0)
