@@ -9,9 +9,13 @@ import asyncio
 import dataclasses
 from pathlib import Path
 
+import pytest
+
 from databuild.core.events import FailureKind
+from databuild.core.model import JobSpec
 from databuild.core.outcomes import RunFailed, RunMissingDeps, RunOutcome, RunSucceeded
 from databuild.executors import LocalExecutor, RunRequest
+from databuild.executors.warm import WarmPool
 
 from .harness import Runs, is_gone, wait_until_gone
 
@@ -178,3 +182,36 @@ def test_prepare_starts_workers_before_the_first_run_which_then_uses_one(
     assert isinstance(outcome, RunSucceeded)
     assert pid_of(runs, request) in before
     assert all(wait_until_gone(pid) for pid in before)
+
+
+def test_prepare_starts_one_worker_per_job_first_last_declared_job_first(
+    runs: Runs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = warm_request(runs, script(tmp_path), "ok").job
+    jobs = [
+        dataclasses.replace(base, name="source", concurrency=4),
+        dataclasses.replace(base, name="cold", warm=False),
+        dataclasses.replace(base, name="middle", concurrency=1),
+        dataclasses.replace(base, name="wanted", concurrency=2),
+    ]
+    started: list[str] = []
+
+    async def record(self: WarmPool, job: JobSpec, root_dir: Path, env: dict[str, str]) -> None:
+        started.append(job.name)
+        raise OSError("not started in this test")
+
+    monkeypatch.setattr(WarmPool, "_spawn", record)
+
+    async def scenario() -> None:
+        executor = LocalExecutor(2)
+        try:
+            executor.prepare(jobs, tmp_path)
+            for _ in range(100):
+                await asyncio.sleep(0)
+        finally:
+            await executor.close()
+
+    asyncio.run(scenario())
+    # a second round for the jobs with two slots (min(concurrency, max_parallel 2)); no
+    # worker for the job that is not warm
+    assert started == ["wanted", "middle", "source", "wanted", "source"]

@@ -20,6 +20,7 @@ import os
 import secrets
 import signal
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,14 +131,17 @@ class WarmPool:
         worker.busy = True
         return worker
 
-    async def prespawn(self, job: JobSpec, root_dir: Path, env: dict[str, str], count: int) -> None:
-        """Start ``count`` idle workers ahead of the first runs (errors wait for a run)."""
-        for _ in range(count):
+    async def prespawn(
+        self, plan: Sequence[tuple[JobSpec, dict[str, str]]], root_dir: Path
+    ) -> None:
+        """Start idle workers ahead of the first runs, in the order given (errors wait for
+        a run, which will say what is wrong)."""
+        for job, env in plan:
             try:
                 worker = await self._spawn(job, root_dir, env)
             except OSError as exc:
                 logger.warning("cannot start a warm worker for job %s: %s", job.name, exc)
-                return
+                continue
             self._idle.setdefault(job.name, []).append(worker)
 
     async def _spawn(self, job: JobSpec, root_dir: Path, env: dict[str, str]) -> Worker:
