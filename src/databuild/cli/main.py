@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import importlib
 import json
 import os
@@ -83,7 +84,14 @@ class Context:
 def _server() -> ModuleType:
     """The service stack (FastAPI, uvicorn: ~0.3 s to import), loaded only by the commands
     that run a service in this process; the rest of the CLI starts without it."""
-    return importlib.import_module("databuild.service.server")
+    enabled = gc.isenabled()
+    gc.disable()  # see ``entry``: no collection while the stack's objects are made
+    try:
+        return importlib.import_module("databuild.service.server")
+    finally:
+        if enabled:
+            gc.freeze()
+            gc.enable()
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
