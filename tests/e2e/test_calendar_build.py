@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -170,3 +171,48 @@ def test_bad_ref_is_a_clear_error(graph: Path) -> None:
     assert result.returncode == 2
     assert "error:" in result.stderr and "'..'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+GATE_JOB = """
+[jobs.gate]
+outputs = ["gate/id={id}"]
+command = ["python", "-c", "import os, time\\nwhile not os.path.exists('release'): time.sleep(0.02)"]
+"""
+
+
+def test_other_commands_use_a_running_builds_embedded_service(graph: Path) -> None:
+    """The build calls its embedded service in process; the service still serves the full
+    HTTP API to other commands (built on first need), found through service.json."""
+    config = graph / "databuild.toml"
+    config.write_text(config.read_text() + GATE_JOB)
+    environment = {**os.environ, "CALENDAR_DAYS": str(DAYS)}
+    build = subprocess.Popen(
+        [DATABUILD, "--json", "build", "gate/id=1"],
+        cwd=graph,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        listed: dict[str, list[dict[str, str]]] = {"wants": []}
+        for _ in range(1500):  # until the build's service is up and its want recorded
+            if (graph / ".databuild" / "service.json").exists():
+                result = run_cli(graph, "--json", "want", "list")
+                assert result.returncode == 0, result.stderr
+                listed = json.loads(result.stdout)
+                if listed["wants"]:
+                    break
+            assert build.poll() is None, build.communicate()
+            time.sleep(0.02)
+        assert [w["partition_ref"] for w in listed["wants"]] == ["gate/id=1"]
+        assert listed["wants"][0]["status"] in ("pending", "building")
+        created = run_cli(graph, "--json", "want", "create", "raw/date=2024-01-01")
+        assert created.returncode == 0, created.stderr
+        (graph / "release").touch()
+        out, err = build.communicate(timeout=120)
+    finally:
+        build.kill()
+    assert build.returncode == 0, err
+    assert json.loads(out)["ok"] is True
+    assert err == ""
