@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import time
+from typing import TYPE_CHECKING
 
 from databuild.config import GraphConfig
 from databuild.core.errors import ConfigError, ServiceError
@@ -22,12 +23,14 @@ from databuild.executors.local import LocalExecutor
 from databuild.executors.port import Executor
 from databuild.log import open_log
 from databuild.log.port import BuildEventLog
-from databuild.runtime.alerts import AlertDispatcher
 from databuild.runtime.clock import Clock, SystemClock
 from databuild.runtime.controller import Controller
 from databuild.runtime.scheduler import Scheduler
 from databuild.runtime.snapshots import SnapshotStore
 from databuild.service.discovery import discovery_path, read_discovery
+
+if TYPE_CHECKING:  # webhooks need httpx (~16 ms to import): loaded only when configured
+    from databuild.runtime.alerts import AlertDispatcher
 
 
 class GraphHost:
@@ -118,6 +121,8 @@ class GraphHost:
         )
         await self.controller.start()
         if config.alerts.webhooks:
+            from databuild.runtime.alerts import AlertDispatcher
+
             self.alerts = AlertDispatcher(
                 config.name, config.alerts.webhooks, self._log, self.controller, config.state_dir
             )
