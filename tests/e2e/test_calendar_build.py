@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -216,3 +217,67 @@ def test_other_commands_use_a_running_builds_embedded_service(graph: Path) -> No
     assert build.returncode == 0, err
     assert json.loads(out)["ok"] is True
     assert err == ""
+
+
+def _gone_soon(pid: int) -> bool:
+    """True once ``pid`` has exited (a zombie not yet reaped counts), within 10 s."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state in (b"Z", b"X"):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _warm_workers_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == pid and b"databuild.warm_worker" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def test_ctrl_c_stops_a_build_with_one_line_and_the_next_build_finishes(graph: Path) -> None:
+    config = graph / "databuild.toml"
+    config.write_text(config.read_text() + GATE_JOB)
+    environment = {**os.environ, "CALENDAR_DAYS": str(DAYS)}
+    build = subprocess.Popen(
+        [DATABUILD, "build", "gate/id=1", "summary/all"],
+        cwd=graph,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # a background process may inherit SIGINT ignored; a terminal's Ctrl-C is not
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        for _ in range(1500):  # until jobs run (the gate job holds the build open)
+            if (graph / ".databuild" / "service.json").exists() and _warm_workers_of(build.pid):
+                break
+            assert build.poll() is None, build.communicate()
+            time.sleep(0.02)
+        workers = _warm_workers_of(build.pid)
+        build.send_signal(signal.SIGINT)
+        _, err = build.communicate(timeout=60)
+    finally:
+        build.kill()
+    assert build.returncode == 130
+    assert err == "error: interrupted\n"
+    assert workers and all(_gone_soon(w) for w in workers), "a warm worker outlived it"
+    (graph / "release").touch()
+    again = run_cli(graph, "build", "gate/id=1", "summary/all")
+    assert again.returncode == 0, again.stderr
+    check_outputs(graph)

@@ -109,7 +109,10 @@ class Worker:
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
-        self.transport.close()
+        # Close the transport once the process has exited, not now: closing it while the
+        # process runs polls it, which may reap it under asyncio's child watcher (which
+        # then complains on stderr about an unknown child).
+        self.protocol.exited.add_done_callback(lambda _: self.transport.close())
 
 
 class WarmPool:
