@@ -156,6 +156,17 @@ class BuildState:
         self._route_cache: dict[PartitionRef, str | None] = {}
         self._ready_counter = 0
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (a snapshot) without the route cache: it is derived from the graph alone,
+        refilled on demand, and at millions of partitions a large part of a snapshot."""
+        attrs = dict(self.__dict__)
+        del attrs["_route_cache"]
+        return attrs
+
+    def __setstate__(self, attrs: dict[str, Any]) -> None:
+        self.__dict__.update(attrs)
+        self._route_cache = {}
+
     # ---- queries -------------------------------------------------------------------
     def partition(self, ref: PartitionRef) -> PartitionRecord:
         record = self.partitions.get(ref)
