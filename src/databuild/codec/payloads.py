@@ -29,6 +29,7 @@ one of the only modules that imports generated code; it must not do I/O.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Mapping
 from enum import StrEnum
 from typing import Any
@@ -48,6 +49,7 @@ from databuild.codec.gen import databuild_pb2 as pb
 from databuild.core.errors import InvalidInput, StorageError
 from databuild.core.events import Event, EventPayload, event_type_name
 from databuild.core.model import Want
+from databuild.core.pickling import constructor
 
 PAYLOAD_VERSION = 1
 
@@ -110,30 +112,77 @@ def _to_message(record: Any) -> Message:
     return _MESSAGE_CLASS[type(record)](**kwargs)
 
 
-def _value_from_proto(plan: FieldPlan, value: Any) -> Any:
+def _enum_member(plan: FieldPlan) -> Callable[[int], StrEnum]:
+    enum = plan.enum
+    assert enum is not None
+    members = {number: member for (kind, number), member in _ENUM_MEMBER.items() if kind is enum}
+
+    def member(number: int) -> StrEnum:
+        found = members.get(number)
+        if found is None:
+            raise StorageError(f"field {plan.name!r} has no known {enum.__name__} {number}")
+        return found
+
+    return member
+
+
+def _absent_as_none(value: str) -> str | None:
+    return value or None
+
+
+def _converter(plan: FieldPlan) -> Callable[[Any], Any] | None:
+    """What turns the message's value of this field into the core value (None: as is)."""
     kind = plan.kind
     if kind is FieldKind.OPTIONAL_TEXT:
-        return value or None
+        return _absent_as_none
     if kind is FieldKind.ENUM:
-        assert plan.enum is not None
-        member = _ENUM_MEMBER.get((plan.enum, value))
-        if member is None:
-            raise StorageError(f"field {plan.name!r} has no known {plan.enum.__name__} {value}")
-        return member
+        return _enum_member(plan)
+    if kind is FieldKind.TEXT_TUPLE:
+        return tuple
     if kind is FieldKind.RECORD:
         assert plan.record is not None
-        return _from_message(plan.record, value)
-    if kind is FieldKind.TEXT_TUPLE:
-        return tuple(value)
+        return _decoder(plan.record)
     if kind is FieldKind.RECORD_TUPLE:
-        record = plan.record
-        assert record is not None
-        return tuple(_from_message(record, v) for v in value)
-    return value
+        assert plan.record is not None
+        item = _decoder(plan.record)
+        return lambda values: tuple(map(item, values))
+    return None
 
 
-def _from_message(record: type, message: Any) -> Any:
-    return record(**{p.name: _value_from_proto(p, getattr(message, p.name)) for p in PLANS[record]})
+def _decoder(record: type) -> Callable[[Any], Any]:
+    """message -> core record, made once per record type from its field plans.
+
+    Reading the log decodes every event of a restart's tail, so this is on the start's
+    critical path: the field values are read in one C call (``attrgetter``), only the
+    fields that need it are converted, and the record is built positionally by
+    ``core.pickling.constructor`` (frozen payloads without their slower frozen ``__init__``).
+    """
+    plans = PLANS[record]
+    make: Callable[..., Any] = constructor(record)
+    get = operator.attrgetter(*(p.name for p in plans))
+    converts = [(i, c) for i, c in enumerate(map(_converter, plans)) if c is not None]
+    if len(plans) == 1:
+        convert = converts[0][1] if converts else None
+        if convert is None:
+            return lambda message: make(get(message))
+        return lambda message: make(convert(get(message)))
+    if not converts:
+        return lambda message: make(*get(message))
+
+    def decode(message: Any) -> Any:
+        values = list(get(message))
+        for i, convert in converts:
+            values[i] = convert(values[i])
+        return make(*values)
+
+    return decode
+
+
+# payload type name -> (its message class, the decoder of that message)
+_DECODERS: Mapping[str, tuple[type[Message], Callable[[Any], EventPayload]]] = {
+    name: (_MESSAGE_CLASS[payload_type], _decoder(payload_type))
+    for name, payload_type in PAYLOAD_TYPES_BY_NAME.items()
+}
 
 
 def encode_payload(payload: EventPayload) -> tuple[str, bytes]:
@@ -157,16 +206,14 @@ def decode_payload(type_name: str, data: bytes, version: int) -> EventPayload:
     while version < PAYLOAD_VERSION:
         type_name, data = _UPGRADES[version](type_name, data)
         version += 1
-    payload_type = PAYLOAD_TYPES_BY_NAME.get(type_name)
-    if payload_type is None:
+    decoder = _DECODERS.get(type_name)
+    if decoder is None:
         raise StorageError(f"unknown event type {type_name!r}")
-    message = _MESSAGE_CLASS[payload_type]()
+    message_class, decode = decoder
     try:
-        message.ParseFromString(data)
-        payload: EventPayload = _from_message(payload_type, message)
+        return decode(message_class.FromString(data))
     except (DecodeError, TypeError, ValueError) as exc:
         raise StorageError(f"cannot decode {type_name} event: {exc}") from exc
-    return payload
 
 
 def encode_event(event: Event) -> bytes:
