@@ -18,15 +18,24 @@ chunks, fold into BuildState, recover, first step) with a fake executor. A read-
 (decode, no fold) splits reading from folding.
 
 Run alone: ``.venv/bin/python -m bench.reconciler_scale [--wants 10000 50000 100000]
-[--bel-events 1000000] [--ten-million]``.
+[--bel-events 1000000] [--ten-million] [--keep DIR]``.
+
+``--keep DIR`` keeps each generated BEL (``DIR/bel-<M>.sqlite``, what made it in
+``DIR/bel-<M>.json``) and its snapshot (``DIR/snapshots/``) and reuses them when they are
+already there, so the start can be measured again without generating the log anew (4-6
+minutes at 10M). A kept snapshot the current code cannot use (another snapshot FORMAT) is
+rebuilt first by folding the kept log up to the same sequence, so a reused run measures the
+same start: that snapshot, plus the same tail.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
+import pickle
 import random
 import resource
 import subprocess
@@ -155,11 +164,15 @@ def calendar_graph() -> GraphSpec:
 SNAPSHOT_EVERY = 200_000  # Controller's default snapshot_every
 
 
-def generate_bel(path: Path, events: int, snapshot_at: int | None = None) -> dict[str, Any]:
+def generate_bel(
+    path: Path, events: int, snapshot_at: int | None = None, snapshot_only: bool = False
+) -> dict[str, Any]:
     """Drive the reconciler through a calendar-like build until the log holds ``events``.
 
     With ``snapshot_at``, write a state snapshot (as the service's periodic snapshot would)
-    once the log first holds that many events: a restart then folds only the rest."""
+    once the log first holds that many events: a restart then folds only the rest.
+    ``snapshot_only``: the build is deterministic, so driving it again without writing the
+    log, up to the snapshot, writes the very snapshot a kept log was generated with."""
     from databuild.log import SqliteEventLog
     from databuild.runtime.snapshots import SnapshotStore
 
@@ -170,14 +183,18 @@ def generate_bel(path: Path, events: int, snapshot_at: int | None = None) -> dic
     written = 0
     day = 0
     now = NOW
-    with SqliteEventLog(path) as log:
+    if snapshot_only:
+        assert snapshot_at is not None
+        events = snapshot_at
+    with contextlib.nullcontext() if snapshot_only else SqliteEventLog(path) as log:
 
         def flush() -> None:
             nonlocal written
             batch, effects = rec.take()
             nonlocal snapshot_sequence
             for start in range(0, len(batch), 50_000):
-                log.append([e.payload for e in batch[start : start + 50_000]], now)
+                if log is not None:
+                    log.append([e.payload for e in batch[start : start + 50_000]], now)
             written += len(batch)
             if snapshot_at is not None and not snapshot_sequence and written >= snapshot_at:
                 SnapshotStore(path.parent / "snapshots", calendar_graph()).write(rec.state)
@@ -297,8 +314,45 @@ def measure_start(path: Path, with_snapshot: bool = False) -> dict[str, Any]:
     }
 
 
-def service_start(events: int, tmp: Path, full_replay: bool = True) -> dict[str, Any]:
-    path = tmp / f"bel-{events}.sqlite"
+def _usable_snapshot(path: Path, sequence: int) -> bool:
+    """Whether ``path``'s snapshot directory holds a snapshot at ``sequence`` that this code
+    can load (its header names the current FORMAT and this graph)."""
+    from databuild.runtime.snapshots import FORMAT, graph_fingerprint
+
+    fingerprint = graph_fingerprint(calendar_graph())
+    file = path.parent / "snapshots" / f"state-{fingerprint}-{sequence:012d}.pickle"
+    try:
+        with file.open("rb") as handle:
+            return bool(pickle.load(handle) == (FORMAT, fingerprint))
+    except (OSError, pickle.UnpicklingError, EOFError):
+        return False
+
+
+def rebuild_snapshot(path: Path, made: dict[str, Any]) -> float:
+    """Write again, in the current FORMAT, the snapshot the kept log at ``path`` was
+    generated with (``made``: what ``generate_bel`` returned). Not by folding the log: the
+    service snapshots its live state, whose ready queues the dispatcher has kept short,
+    while a fold keeps every entry it ever queued (a restart's first step then pops them
+    all), so the build is driven again instead. Returns the seconds it took."""
+    t0 = time.perf_counter()
+    again = generate_bel(path, made["events"], made["snapshot_sequence"], snapshot_only=True)
+    if again["snapshot_sequence"] != made["snapshot_sequence"]:
+        raise RuntimeError(f"the build did not repeat itself: {again} vs {made}")
+    return time.perf_counter() - t0
+
+
+def kept_or_generated_bel(path: Path, events: int, keep: bool) -> dict[str, Any]:
+    """Generate the BEL at ``path`` (with a snapshot SNAPSHOT_EVERY events before its end),
+    or with ``keep``, reuse the one a previous run kept there."""
+    meta = path.with_suffix(".json")
+    if keep and path.exists() and meta.exists():
+        made: dict[str, Any] = json.loads(meta.read_text())
+        print(f"   reusing the BEL of {made['events']:,} events kept at {path}")
+        sequence = made["snapshot_sequence"]
+        if sequence and not _usable_snapshot(path, sequence):
+            seconds = rebuild_snapshot(path, made)
+            print(f"   rebuilt its snapshot at {sequence:,} (current format) in {seconds:.0f} s")
+        return made
     # the service snapshots every SNAPSHOT_EVERY events: the worst case loads one and folds
     # that many events after it
     made = generate_bel(path, events, snapshot_at=max(0, events - SNAPSHOT_EVERY))
@@ -306,6 +360,16 @@ def service_start(events: int, tmp: Path, full_replay: bool = True) -> dict[str,
         f"   generated a BEL of {made['events']:,} events ({made['days']:,} days, "
         f"{made['file_mb']} MB) in {made['generate_seconds']} s"
     )
+    if keep:
+        meta.write_text(json.dumps(made))
+    return made
+
+
+def service_start(
+    events: int, tmp: Path, full_replay: bool = True, keep: bool = False
+) -> dict[str, Any]:
+    path = tmp / f"bel-{events}.sqlite"
+    made = kept_or_generated_bel(path, events, keep)
     snap_child = subprocess.run(
         [
             sys.executable,
@@ -340,17 +404,26 @@ def service_start(events: int, tmp: Path, full_replay: bool = True) -> dict[str,
             f"{start['start_seconds']} s (read+decode {start['read_decode_seconds']} s, fold+rest "
             f"{start['fold_and_rest_seconds']} s), peak RSS {start['peak_rss_mb']:.0f} MB"
         )
-    path.unlink()
+    if not keep:
+        path.unlink()
     return {"bel": made, **start, "with_snapshot": snap}
 
 
-def run(wants: tuple[int, ...], samples: int, bel_sizes: tuple[int, ...]) -> dict[str, Any]:
+def run(
+    wants: tuple[int, ...], samples: int, bel_sizes: tuple[int, ...], keep: Path | None = None
+) -> dict[str, Any]:
     out: dict[str, Any] = {"event_cost": {str(n): event_cost(n, samples) for n in wants}}
     gc.collect()
-    with tempfile.TemporaryDirectory(prefix="bench-bel-") as tmp:
+    with contextlib.ExitStack() as stack:
+        if keep is None:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-bel-")))
+        else:
+            tmp = keep
+            tmp.mkdir(parents=True, exist_ok=True)
         # a full replay of 10M events takes minutes: measured only up to 1M
         out["service_start"] = {
-            str(m): service_start(m, Path(tmp), full_replay=m <= 1_000_000) for m in bel_sizes
+            str(m): service_start(m, tmp, full_replay=m <= 1_000_000, keep=keep is not None)
+            for m in bel_sizes
         }
     return out
 
@@ -361,6 +434,12 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=2000, help="events timed per size")
     parser.add_argument("--bel-events", type=int, nargs="*", default=[1_000_000])
     parser.add_argument("--ten-million", action="store_true", help="also a 10M-event BEL")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        metavar="DIR",
+        help="keep the generated BEL and snapshot in DIR; reuse them if already there",
+    )
     parser.add_argument("--measure-start", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--with-snapshot", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -369,7 +448,8 @@ def main() -> int:
         return 0
     info = header("reconciler scale / service start")
     sizes = tuple(args.bel_events) + ((10_000_000,) if args.ten_million else ())
-    write_result("reconciler_scale", run(tuple(args.wants), args.samples, sizes), info)
+    result = run(tuple(args.wants), args.samples, sizes, args.keep)
+    write_result("reconciler_scale", result, info)
     return 0
 
 
