@@ -135,16 +135,25 @@ class Controller:
             if snapshot is not None:
                 self.reconciler = Reconciler(self.graph, snapshot.state)
                 after = self._snapshot_sequence = self.loaded_from_snapshot = snapshot.sequence
-        while True:
-            chunk = await asyncio.to_thread(self.log.read, after, _LOAD_CHUNK)
-            if not chunk:
-                break
-            self.reconciler.load(chunk)
-            after = chunk[-1].sequence
+        # The fold makes millions of long-lived objects and no cycles to collect: with the
+        # collector on, it walks them again and again while they are made (~0.3 s of a
+        # start at 10M events). Off while folding; then the folded state is moved out of
+        # the collector's generations, so that no full collection in the middle of a step
+        # walks millions of records either.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            while True:
+                chunk = await asyncio.to_thread(self.log.read, after, _LOAD_CHUNK)
+                if not chunk:
+                    break
+                self.reconciler.load(chunk)
+                after = chunk[-1].sequence
+        finally:
+            gc.freeze()
+            if collecting:
+                gc.enable()
         self.last_committed = self.reconciler.state.last_sequence
-        # The folded state is long-lived: move it out of the collector's generations so a
-        # full collection does not walk millions of records in the middle of a step.
-        gc.freeze()
         self.executor.set_reporter(self._report)
         self.executor.prepare(self.graph.jobs, self.root_dir)
         self.reconciler.recover(self.clock.now())
