@@ -31,6 +31,7 @@ def main() -> int:
     parser.add_argument("--only", nargs="+", choices=SCENARIOS, help="run only these")
     parser.add_argument("--parallel", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--trials", type=int, default=300, help="reaction-latency trials")
+    parser.add_argument("--pairs", type=int, default=3, help="DataBuild/Luigi build pairs")
     parser.add_argument("--postgres", default=os.environ.get("DATABUILD_TEST_POSTGRES_URL", ""))
     args = parser.parse_args()
     chosen = args.only or SCENARIOS
@@ -59,7 +60,7 @@ def main() -> int:
     if "peer" in chosen:
         print("-- 7. peer (Luigi)")
         peer_days = tuple(d for d in days if d <= 365)
-        done["peer"] = peer.run(peer_days, args.parallel, done.get("cold_build"))
+        done["peer"] = peer.run(peer_days, args.parallel, args.pairs)
     results["suite_seconds"] = round(time.perf_counter() - began, 1)
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / "latest.json"

@@ -75,7 +75,11 @@ def header(title: str) -> dict[str, Any]:
     """Print and return the commit and machine line every benchmark starts with, after
     making sure DataBuild's sources are byte-compiled (``compile_sources``)."""
     compiled = compile_sources()
-    info = {"commit": git_commit(), "machine": machine(), "sources_compiled": compiled}
+    info: dict[str, Any] = {
+        "commit": git_commit(),
+        "machine": machine(),
+        "sources_compiled": compiled,
+    }
     m = info["machine"]
     print(f"== {title} -- commit {info['commit']}")
     print(

@@ -188,7 +188,7 @@ def generate_bel(
         events = snapshot_at
     with contextlib.nullcontext() if snapshot_only else SqliteEventLog(path) as log:
 
-        def flush() -> None:
+        def flush() -> list[Any]:
             nonlocal written
             batch, effects = rec.take()
             nonlocal snapshot_sequence
@@ -199,7 +199,7 @@ def generate_bel(
             if snapshot_at is not None and not snapshot_sequence and written >= snapshot_at:
                 SnapshotStore(path.parent / "snapshots", calendar_graph()).write(rec.state)
                 snapshot_sequence = rec.state.last_sequence
-            return effects  # type: ignore[return-value]
+            return list(effects)
 
         while written < events:
             for _ in range(640):
