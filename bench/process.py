@@ -4,6 +4,11 @@ Used by the cold-build, no-op and peer benchmarks. Peak memory is the process's 
 ``VmHWM`` (high-water resident set) read from /proc while it runs, so the job processes it
 spawns are not counted; ``wait4``'s ``ru_maxrss`` (the largest of the process and every
 descendant it reaped) is kept beside it.
+
+Before each measured command the machine's dirty pages are written out (``os.sync``):
+both builds fsync hundreds of files, and on a VM the writeback of an earlier scenario's
+data (a 1M-event log, the previous build) lands on those fsyncs and doubles a build's
+time at random; synced, each command starts from the same state of the disk.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ def _vm_hwm_kb(pid: int) -> int | None:
 
 
 def run_measured(cmd: list[str], cwd: Path, env: dict[str, str]) -> Measured:
+    os.sync()
     started_at = time.time()
     t0 = time.perf_counter()
     proc = subprocess.Popen(
