@@ -22,8 +22,9 @@ from .harness import Runs, is_gone, wait_until_gone
 JOB = """
 import os, sys, json
 from databuild import sdk
-mode = os.environ.get("MODE", "ok")
-print("run", os.environ["DATABUILD_RUN_ID"], "argv", sys.argv[1:], "pid", os.getpid())
+mode = sys.argv[1].removeprefix("--mode=")  # a flag of the job's command, not its env:
+# runs of one job with different envs would be different workers (warm.pool_key)
+print("run", os.environ["DATABUILD_RUN_ID"], "argv", sys.argv[2:], "pid", os.getpid())
 print("to stderr", file=sys.stderr)
 if mode == "missing":
     with open(os.environ["DATABUILD_RESULT_PATH"], "w") as f:
@@ -44,7 +45,7 @@ def warm_request(
     runs: Runs, script: Path, mode: str, *refs: str, timeout: float = 30.0
 ) -> RunRequest:
     base = runs.request(
-        "python", str(script), refs=refs or ("out/a",), timeout=timeout, env=(("MODE", mode),)
+        "python", str(script), f"--mode={mode}", refs=refs or ("out/a",), timeout=timeout
     )
     return dataclasses.replace(base, job=dataclasses.replace(base.job, warm=True))
 
@@ -184,16 +185,10 @@ def test_prepare_starts_workers_before_the_first_run_which_then_uses_one(
     assert all(wait_until_gone(pid) for pid in before)
 
 
-def test_prepare_starts_one_worker_per_job_first_last_declared_job_first(
-    runs: Runs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    base = warm_request(runs, script(tmp_path), "ok").job
-    jobs = [
-        dataclasses.replace(base, name="source", concurrency=4),
-        dataclasses.replace(base, name="cold", warm=False),
-        dataclasses.replace(base, name="middle", concurrency=1),
-        dataclasses.replace(base, name="wanted", concurrency=2),
-    ]
+def _planned_starts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, jobs: list[JobSpec]
+) -> list[str]:
+    """The jobs ``prepare`` starts a worker for, in order (no process is started)."""
     started: list[str] = []
 
     async def record(self: WarmPool, job: JobSpec, root_dir: Path, env: dict[str, str]) -> None:
@@ -212,6 +207,67 @@ def test_prepare_starts_one_worker_per_job_first_last_declared_job_first(
             await executor.close()
 
     asyncio.run(scenario())
+    return started
+
+
+def test_prepare_starts_one_worker_per_group_first_last_declared_first(
+    runs: Runs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = warm_request(runs, script(tmp_path), "ok").job
+    jobs = [  # each its own environment: no two start alike
+        dataclasses.replace(base, name="source", concurrency=4, env=(("J", "1"),)),
+        dataclasses.replace(base, name="cold", warm=False, env=(("J", "2"),)),
+        dataclasses.replace(base, name="middle", concurrency=1, env=(("J", "3"),)),
+        dataclasses.replace(base, name="wanted", concurrency=2, env=(("J", "4"),)),
+    ]
     # a second round for the jobs with two slots (min(concurrency, max_parallel 2)); no
     # worker for the job that is not warm
-    assert started == ["wanted", "middle", "source", "wanted", "source"]
+    assert _planned_starts(monkeypatch, tmp_path, jobs) == [
+        "wanted",
+        "middle",
+        "source",
+        "wanted",
+        "source",
+    ]
+
+
+def test_jobs_that_start_alike_share_workers(
+    runs: Runs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = script(tmp_path)
+    first = warm_request(runs, job, "ok", "out/a")
+    other = dataclasses.replace(
+        warm_request(runs, job, "ok", "out/b"),
+        job=dataclasses.replace(first.job, name="other"),
+    )
+    apart = dataclasses.replace(
+        warm_request(runs, job, "ok", "out/c"),
+        job=dataclasses.replace(first.job, name="apart", env=(("X", "1"),)),
+    )
+
+    async def scenario() -> list[RunOutcome]:
+        executor = LocalExecutor(2, kill_grace_seconds=0.5)
+        runs.attach(executor)
+        outcomes = []
+        try:
+            for request in (first, other, apart):
+                await executor.start(request)
+                outcomes.append(await runs.outcome(request.job_run_id))
+        finally:
+            await executor.close()
+        return outcomes
+
+    outcomes = asyncio.run(scenario())
+    assert all(isinstance(o, RunSucceeded) for o in outcomes)
+    # another job started alike reuses the worker; one with another environment does not
+    assert pid_of(runs, first) == pid_of(runs, other)
+    assert pid_of(runs, apart) != pid_of(runs, first)
+    assert f"run {other.job_run_id} argv ['out/b']" in other.log_path.read_text()
+    assert other.job_run_id not in first.log_path.read_text()
+    # prepared: "job" and "other" (alike, one slot each) are one group of two workers,
+    # "apart" its own group of one; named after the group's last declared job
+    assert _planned_starts(monkeypatch, tmp_path, [first.job, other.job, apart.job]) == [
+        "apart",
+        "other",
+        "other",
+    ]

@@ -48,7 +48,7 @@ from databuild.executors.protocol import (
     NO_EXIT_CODE,
     outcome_from,
 )
-from databuild.executors.warm import WarmPool, Worker, WorkerProtocol
+from databuild.executors.warm import PoolKey, WarmPool, Worker, WorkerProtocol, pool_key
 
 logger = logging.getLogger(__name__)
 
@@ -273,20 +273,28 @@ class LocalExecutor(Executor):
         """Start the warm workers the first runs will want, in the background, so that no
         run on the critical path of a cold build waits for an interpreter to start.
 
-        First one worker per job, then a second, and so on up to the job's share of the
-        slots; jobs in reverse declaration order: a build starts from the wanted partitions,
-        most often made by the jobs declared last, and discovers its way upstream (graphs are
-        usually declared source first). The first interpreters to start are ready first:
-        on the calendar example this order took a cold build from 0.64 to 0.55 s (tmpfs)."""
+        Jobs that start alike share workers (``warm.pool_key``): each such group gets as
+        many as it can use at once (its jobs' ``min(concurrency, max_parallel)`` summed,
+        at most ``max_parallel``), first one per group, then a second, and so on. Groups in
+        reverse declaration order of their jobs: a build starts from the wanted partitions,
+        most often made by the jobs declared last, and discovers its way upstream (graphs
+        are usually declared source first), so their workers are the first needed."""
         if not root_dir.is_dir():
             return
-        warm = [job for job in reversed(jobs) if job.warm]
-        slots = {job.name: min(job.concurrency, self._max_parallel) for job in warm}
+        groups: dict[PoolKey, tuple[JobSpec, dict[str, str], int]] = {}
+        for job in reversed(jobs):
+            if not job.warm:
+                continue
+            env = _job_environment(job)
+            key = pool_key(job, root_dir, env)
+            first, first_env, slots = groups.get(key, (job, env, 0))
+            slots = min(self._max_parallel, slots + min(job.concurrency, self._max_parallel))
+            groups[key] = (first, first_env, slots)
         plan = [
-            (job, _job_environment(job))
-            for n in range(max(slots.values(), default=0))
-            for job in warm
-            if n < slots[job.name]
+            (job, env)
+            for n in range(max((slots for _, _, slots in groups.values()), default=0))
+            for job, env, slots in groups.values()
+            if n < slots
         ]
         if plan:
             task = asyncio.get_running_loop().create_task(self._warm.prespawn(plan, root_dir))

@@ -83,9 +83,23 @@ class WorkerProtocol(asyncio.SubprocessProtocol):
             self.exited.set_result(None)
 
 
+PoolKey = tuple[str, str, tuple[tuple[str, str], ...]]
+
+
+def pool_key(job: JobSpec, root_dir: Path, env: dict[str, str]) -> PoolKey:
+    """Which workers can serve a run: those started alike, with the same interpreter, graph
+    directory and environment (``DATABUILD_*`` left out: they are the run's). A run replaces
+    a worker's argv, environment and working directory, and the graph's own modules are
+    forgotten after it, so a worker started alike is the same worker whichever job it
+    serves: jobs that start alike share workers, and a cold build starts fewer
+    interpreters."""
+    start_env = tuple(sorted((k, v) for k, v in env.items() if not k.startswith("DATABUILD_")))
+    return (job.command[0], str(root_dir), start_env)
+
+
 @dataclass(eq=False)
 class Worker:
-    job_name: str
+    key: PoolKey
     transport: asyncio.SubprocessTransport
     protocol: WorkerProtocol
     pid: int
@@ -116,14 +130,16 @@ class Worker:
 
 
 class WarmPool:
-    """Idle workers per job; a worker serves one run at a time."""
+    """Idle workers by how they were started (``pool_key``); a worker serves one run at a
+    time."""
 
     def __init__(self) -> None:
-        self._idle: dict[str, list[Worker]] = {}
+        self._idle: dict[PoolKey, list[Worker]] = {}
 
     async def acquire(self, request: RunRequest, env: dict[str, str]) -> Worker:
-        """An idle worker of this job, or a new one (raises OSError if it cannot start)."""
-        idle = self._idle.setdefault(request.job.name, [])
+        """An idle worker started as this run's job would start one, or a new one (raises
+        OSError if it cannot start)."""
+        idle = self._idle.setdefault(pool_key(request.job, request.root_dir, env), [])
         while idle:
             worker = idle.pop()
             if worker.alive:
@@ -145,7 +161,7 @@ class WarmPool:
             except OSError as exc:
                 logger.warning("cannot start a warm worker for job %s: %s", job.name, exc)
                 continue
-            self._idle.setdefault(job.name, []).append(worker)
+            self._idle.setdefault(worker.key, []).append(worker)
 
     async def _spawn(self, job: JobSpec, root_dir: Path, env: dict[str, str]) -> Worker:
         token = secrets.token_hex(16)
@@ -164,7 +180,7 @@ class WarmPool:
             env=worker_env,
             start_new_session=True,
         )
-        return Worker(job.name, transport, protocol, transport.get_pid())
+        return Worker(pool_key(job, root_dir, env), transport, protocol, transport.get_pid())
 
     def release(self, worker: Worker) -> None:
         """Back to the pool after a clean run; retired when dead or old."""
@@ -172,7 +188,7 @@ class WarmPool:
         if not worker.alive or worker.runs >= MAX_RUNS:
             worker.kill()
             return
-        self._idle.setdefault(worker.job_name, []).append(worker)
+        self._idle.setdefault(worker.key, []).append(worker)
 
     async def close(self) -> None:
         """Kill the idle workers and wait (briefly) until each has exited, so that they are
