@@ -17,7 +17,7 @@ from databuild.executors.fake import FakeExecutor
 from databuild.log.sqlite import SqliteEventLog
 from databuild.runtime.clock import FakeClock
 from databuild.runtime.controller import Controller
-from databuild.runtime.snapshots import FORMAT, SnapshotStore
+from databuild.runtime.snapshots import FORMAT, SnapshotStore, worth_writing_at_stop
 
 GRAPH = GraphSpec(
     "snap",
@@ -213,3 +213,12 @@ def test_a_forked_snapshot_is_written_and_loadable(tmp_path: Path) -> None:
     loaded = store.load(log.last_sequence())
     assert loaded is not None and loaded.sequence == state.last_sequence
     assert canonical(loaded.state) == canonical(state)
+
+
+def test_a_stop_writes_a_snapshot_only_when_the_tail_outweighs_the_state() -> None:
+    assert not worth_writing_at_stop(9_999, 10)  # a short tail: folded at the next start
+    assert worth_writing_at_stop(10_000, 10)
+    assert worth_writing_at_stop(150_000, 150_000)
+    # a large state with a tail shorter than it: writing would hold the stop up for longer
+    # than folding the tail will take at the next start
+    assert not worth_writing_at_stop(150_000, 2_000_000)

@@ -32,7 +32,7 @@ from databuild.core.state import BuildState
 from databuild.executors.port import Executor, RunRequest
 from databuild.log.port import BuildEventLog
 from databuild.runtime.clock import Clock, SystemClock
-from databuild.runtime.snapshots import SnapshotStore
+from databuild.runtime.snapshots import SnapshotStore, worth_writing_at_stop
 
 log = logging.getLogger("databuild.controller")
 
@@ -339,7 +339,9 @@ class Controller:
         store = self.snapshots
         if store is None or self.failure is not None:
             return
-        if self.state.last_sequence - self._snapshot_sequence < 10_000:
+        state = self.state
+        records = len(state.wants) + len(state.partitions) + len(state.runs)
+        if not worth_writing_at_stop(state.last_sequence - self._snapshot_sequence, records):
             return
         try:
             # only when the state is exactly the log (a stop mid-append may leave it ahead)
