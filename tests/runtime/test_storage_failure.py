@@ -64,6 +64,12 @@ def test_a_failing_log_stops_the_service_cleanly_and_a_restart_loses_nothing_ack
             assert health.status_code == 503 and health.json()["status"] == "failed"
             third = await client.post("/api/v1/wants", json={"partition_refs": ["up/3"]})
             assert third.status_code == 503  # stopped: no more half-recorded work
+            # a follower long-polling for events (`databuild build`) is told, instead of
+            # getting empty pages for ever
+            last = health.json()["last_sequence"]
+            follow = await client.get("/api/v1/events", params={"after": last, "wait": 30})
+            assert follow.status_code == 503
+            assert "No space left on device" in follow.json()["error"]
         await host.stop()
 
         # restart on the same log (the disk has room again): the acknowledged want is there,

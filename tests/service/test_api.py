@@ -467,6 +467,7 @@ def test_job_runs_bad_input(client: httpx.Client) -> None:
     error_of(client.get("/api/v1/job-runs", params={"cursor": "zzz"}), 422)
     run_id = json_of(client.get("/api/v1/job-runs"))["job_runs"][0]["job_run_id"]
     error_of(client.get(f"/api/v1/job-runs/{run_id}/log", params={"offset": -1}), 422)
+    error_of(client.get(f"/api/v1/job-runs/{run_id}/log", params={"offset": 2**70}), 422)
     error_of(client.get(f"/api/v1/job-runs/{run_id}/log", params={"limit": 0}), 422)
 
 
@@ -503,6 +504,7 @@ def test_events_after_limit_and_filters(client: httpx.Client, api: Api) -> None:
         ({"types": "want_created,nonsense"}, "nonsense"),
         ({"partition": "daily/{"}, "must start a field"),
         ({"after": -1}, "after"),
+        ({"after": 2**70}, "after"),  # beyond a 64-bit sequence: a 422, not an overflow
         ({"limit": 0}, "limit"),
         ({"wait": 61}, "wait"),
         ({"wait": "forever"}, "wait"),
@@ -606,6 +608,7 @@ def test_sse_bad_input(client: httpx.Client) -> None:
     error_of(client.get("/api/v1/events/stream", headers={"Last-Event-ID": "ten"}), 422)
     error_of(client.get("/api/v1/events/stream", params={"types": "bogus"}), 422)
     error_of(client.get("/api/v1/events/stream", params={"after": -3}), 422)
+    error_of(client.get("/api/v1/events/stream", headers={"Last-Event-ID": str(2**70)}), 422)
 
 
 # ---- graph, health, OpenAPI ------------------------------------------------------------------

@@ -175,10 +175,11 @@ class Controller:
 
     # ---- inputs --------------------------------------------------------------------
     def _future(self) -> asyncio.Future[object]:
-        self._raise_if_failed()
+        self.raise_if_failed()
         return asyncio.get_running_loop().create_future()
 
-    def _raise_if_failed(self) -> None:
+    def raise_if_failed(self) -> None:
+        """StorageError if the loop has stopped on an error (no more events will come)."""
         if self.failure is not None:
             raise StorageError(f"the controller stopped: {self.failure}")
 
@@ -215,7 +216,13 @@ class Controller:
         async with self._committed:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
-                    self._committed.wait_for(lambda: self.last_committed > after or self._stopping),
+                    self._committed.wait_for(
+                        lambda: (
+                            self.last_committed > after
+                            or self._stopping
+                            or self.failure is not None
+                        )
+                    ),
                     timeout,
                 )
         return self.last_committed

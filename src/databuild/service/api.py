@@ -42,6 +42,7 @@ _JSON_ERRORS: dict[int | str, dict[str, Any]] = {
     for status, description in ((404, "Not Found"), (422, "Unprocessable Entity"))
 }
 MAX_LOG_CHUNK = 1 << 20
+MAX_INT64 = (1 << 63) - 1  # sequences and offsets: beyond it SQLite and seek() overflow
 
 
 def host_of(request: Request) -> GraphHost:
@@ -148,7 +149,7 @@ async def get_job_run(job_run_id: str, request: Request) -> schemas.JobRunView:
 async def get_job_run_log(
     job_run_id: str,
     request: Request,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_INT64)] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_LOG_CHUNK)] = MAX_LOG_CHUNK,
 ) -> PlainTextResponse:
     """The run's captured stdout+stderr (bounded), from ``offset`` bytes."""
@@ -176,7 +177,9 @@ def _read_chunk(path: object, offset: int, limit: int) -> bytes:
 @router.get("/events", response_model=schemas.EventsResponse, responses=_ERRORS)
 async def list_events(
     request: Request,
-    after: Annotated[int, Query(ge=0, description="return events with a larger sequence")] = 0,
+    after: Annotated[
+        int, Query(ge=0, le=MAX_INT64, description="return events with a larger sequence")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=views.MAX_LIMIT)] = views.DEFAULT_LIMIT,
     types: Annotated[
         str | None, Query(max_length=1000, description="comma-separated event types")
@@ -200,7 +203,7 @@ async def list_events(
 )
 async def stream_events(
     request: Request,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_INT64)] = 0,
     types: Annotated[str | None, Query(max_length=1000)] = None,
     partition: Annotated[str | None, Query(max_length=512)] = None,
     last_event_id: Annotated[str | None, Header(max_length=32)] = None,
@@ -210,7 +213,7 @@ async def stream_events(
     wanted, pattern = operations.event_filter(types, partition)
     start = after
     if last_event_id:
-        if not last_event_id.isdigit():
+        if not last_event_id.isdigit() or int(last_event_id) > MAX_INT64:
             raise InvalidInput("Last-Event-ID must be an event sequence number")
         start = int(last_event_id)
 

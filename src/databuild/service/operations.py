@@ -178,7 +178,11 @@ async def events_page(
     wanted, pattern = event_filter(types, partition)
     events, scanned = await asyncio.to_thread(select_events, host, after, limit, wanted, pattern)
     if not events and wait > 0 and host.controller is not None:
+        # A controller stopped on an error makes no more events: say so rather than have
+        # the follower (`databuild build`, another graph) wait on for ever.
+        host.controller.raise_if_failed()
         await host.controller.wait_for_events(scanned, min(wait, MAX_WAIT_SECONDS))
+        host.controller.raise_if_failed()
         events, scanned = await asyncio.to_thread(
             select_events, host, scanned, limit, wanted, pattern
         )
