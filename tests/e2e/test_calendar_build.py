@@ -181,20 +181,27 @@ command = ["python", "-c", "import os, time\\nwhile not os.path.exists('release'
 """
 
 
-def test_other_commands_use_a_running_builds_embedded_service(graph: Path) -> None:
-    """The build calls its embedded service in process; the service still serves the full
-    HTTP API to other commands (built on first need), found through service.json."""
+def start_gated_build(graph: Path, *args: str) -> subprocess.Popen[str]:
+    """``databuild ARGS`` in the background, on the graph plus a job ``gate`` whose runs go
+    on until the file ``release`` exists: a build of ``gate/id=1`` stays open until then.
+    SIGINT as a terminal's Ctrl-C sends it (a background process may inherit it ignored)."""
     config = graph / "databuild.toml"
     config.write_text(config.read_text() + GATE_JOB)
-    environment = {**os.environ, "CALENDAR_DAYS": str(DAYS)}
-    build = subprocess.Popen(
-        [DATABUILD, "--json", "build", "gate/id=1"],
+    return subprocess.Popen(
+        [DATABUILD, *args],
         cwd=graph,
-        env=environment,
+        env={**os.environ, "CALENDAR_DAYS": str(DAYS)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
+
+
+def test_other_commands_use_a_running_builds_embedded_service(graph: Path) -> None:
+    """The build calls its embedded service in process; the service still serves the full
+    HTTP API to other commands (built on first need), found through service.json."""
+    build = start_gated_build(graph, "--json", "build", "gate/id=1")
     try:
         listed: dict[str, list[dict[str, str]]] = {"wants": []}
         for _ in range(1500):  # until the build's service is up and its want recorded
@@ -250,19 +257,7 @@ def _warm_workers_of(pid: int) -> list[int]:
 
 
 def test_ctrl_c_stops_a_build_with_one_line_and_the_next_build_finishes(graph: Path) -> None:
-    config = graph / "databuild.toml"
-    config.write_text(config.read_text() + GATE_JOB)
-    environment = {**os.environ, "CALENDAR_DAYS": str(DAYS)}
-    build = subprocess.Popen(
-        [DATABUILD, "build", "gate/id=1", "summary/all"],
-        cwd=graph,
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        # a background process may inherit SIGINT ignored; a terminal's Ctrl-C is not
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    build = start_gated_build(graph, "build", "gate/id=1", "summary/all")
     try:
         for _ in range(1500):  # until jobs run (the gate job holds the build open)
             if (graph / ".databuild" / "service.json").exists() and _warm_workers_of(build.pid):
