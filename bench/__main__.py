@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench                # N = 30 and 365, a 1M-event BEL
     .venv/bin/python -m bench --full         # also N = 3650 and a 10M-event BEL
+    .venv/bin/python -m bench --full --keep /tmp/bels   # keep (and next time reuse) the BELs
     .venv/bin/python -m bench --only reaction api
 
 PostgreSQL figures need DATABUILD_TEST_POSTGRES_URL (or --postgres). The Luigi peer needs
@@ -17,6 +18,7 @@ import argparse
 import json
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from bench import api, bel_rate, cold_build, peer, reaction, reconciler_scale
@@ -32,6 +34,12 @@ def main() -> int:
     parser.add_argument("--parallel", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--trials", type=int, default=300, help="reaction-latency trials")
     parser.add_argument("--pairs", type=int, default=3, help="DataBuild/Luigi build pairs")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        metavar="DIR",
+        help="keep the generated BELs and snapshots in DIR; reuse them if already there",
+    )
     parser.add_argument("--postgres", default=os.environ.get("DATABUILD_TEST_POSTGRES_URL", ""))
     args = parser.parse_args()
     chosen = args.only or SCENARIOS
@@ -50,7 +58,9 @@ def main() -> int:
         done["reaction"] = reaction.run(args.trials)
     if "reconciler_scale" in chosen:
         print("-- 4. reconciler scale and service start")
-        done["reconciler_scale"] = reconciler_scale.run((10_000, 50_000, 100_000), 2000, bel_sizes)
+        done["reconciler_scale"] = reconciler_scale.run(
+            (10_000, 50_000, 100_000), 2000, bel_sizes, args.keep
+        )
     if "bel_rate" in chosen:
         print("-- 5. BEL append rate")
         done["bel_rate"] = bel_rate.run(200, args.postgres)

@@ -21,7 +21,7 @@ Run alone: ``.venv/bin/python -m bench.reconciler_scale [--wants 10000 50000 100
 [--bel-events 1000000] [--ten-million] [--keep DIR]``.
 
 ``--keep DIR`` keeps each generated BEL (``DIR/bel-<M>.sqlite``, what made it in
-``DIR/bel-<M>.json``) and its snapshot (``DIR/snapshots/``) and reuses them when they are
+``DIR/bel-<M>.json``) and its snapshot (``DIR/bel-<M>-snapshots/``) and reuses them when they are
 already there, so the start can be measured again without generating the log anew (4-6
 minutes at 10M). A kept snapshot the current code cannot use (another snapshot FORMAT) is
 rebuilt first by folding the kept log up to the same sequence, so a reused run measures the
@@ -197,7 +197,7 @@ def generate_bel(
                     log.append([e.payload for e in batch[start : start + 50_000]], now)
             written += len(batch)
             if snapshot_at is not None and not snapshot_sequence and written >= snapshot_at:
-                SnapshotStore(path.parent / "snapshots", calendar_graph()).write(rec.state)
+                SnapshotStore(snapshot_dir(path), calendar_graph()).write(rec.state)
                 snapshot_sequence = rec.state.last_sequence
             return list(effects)
 
@@ -242,6 +242,12 @@ def generate_bel(
     }
 
 
+def snapshot_dir(path: Path) -> Path:
+    """Where the snapshots of the BEL at ``path`` go: one directory per BEL (kept BELs of
+    several sizes share a folder, and a snapshot of one must not be tried on another)."""
+    return path.with_name(f"{path.stem}-snapshots")
+
+
 def measure_start(path: Path, with_snapshot: bool = False) -> dict[str, Any]:
     """In this (fresh) process: what GraphHost.start does, timed; then a read-only pass.
     ``with_snapshot``: start as the service does, from the newest snapshot plus the tail."""
@@ -252,7 +258,7 @@ def measure_start(path: Path, with_snapshot: bool = False) -> dict[str, Any]:
 
     if with_snapshot:
         log = open_log(f"sqlite:///{path}")
-        store = SnapshotStore(path.parent / "snapshots", calendar_graph())
+        store = SnapshotStore(snapshot_dir(path), calendar_graph())
         snap_controller = Controller(
             calendar_graph(),
             log,
@@ -320,7 +326,7 @@ def _usable_snapshot(path: Path, sequence: int) -> bool:
     from databuild.runtime.snapshots import FORMAT, graph_fingerprint
 
     fingerprint = graph_fingerprint(calendar_graph())
-    file = path.parent / "snapshots" / f"state-{fingerprint}-{sequence:012d}.pickle"
+    file = snapshot_dir(path) / f"state-{fingerprint}-{sequence:012d}.pickle"
     try:
         with file.open("rb") as handle:
             return bool(pickle.load(handle) == (FORMAT, fingerprint))

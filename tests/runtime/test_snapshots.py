@@ -7,6 +7,8 @@ import asyncio
 import pickle
 from pathlib import Path
 
+import pytest
+
 from databuild.core.events import MissingDeps
 from databuild.core.model import GraphSpec, JobSpec, Want, WantRequest, WantSource
 from databuild.core.outcomes import RunFinishedReport, RunMissingDeps, RunSucceeded
@@ -222,3 +224,26 @@ def test_a_stop_writes_a_snapshot_only_when_the_tail_outweighs_the_state() -> No
     # a large state with a tail shorter than it: writing would hold the stop up for longer
     # than folding the tail will take at the next start
     assert not worth_writing_at_stop(150_000, 2_000_000)
+
+
+def test_a_snapshot_ahead_of_the_log_is_skipped_by_its_name_or_its_content(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = fill_log(tmp_path / "bel.sqlite")
+    last = log.last_sequence()
+    store = SnapshotStore(tmp_path / "snapshots", GRAPH)
+    store.directory.mkdir(parents=True)
+    # named ahead: not even read (it is garbage, yet reported as ahead, not as damaged)
+    (store.directory / f"state-{store.fingerprint}-{last + 1:012d}.pickle").write_bytes(b"x")
+    # named behind but ahead inside (a renamed file): read, and still refused
+    ahead = BuildState(GRAPH)
+    for event in log.read(0, 1_000_000):
+        ahead.apply(event)
+    ahead.last_sequence += 100
+    store.write(ahead)
+    written = store.directory / f"state-{store.fingerprint}-{ahead.last_sequence:012d}.pickle"
+    written.rename(store.directory / f"state-{store.fingerprint}-{1:012d}.pickle")
+    with caplog.at_level("WARNING", logger="databuild.snapshots"):
+        assert store.load(last) is None
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("ahead of the log" in m for m in messages) == 2, messages

@@ -275,6 +275,11 @@ class SnapshotStore:
 
     def _load_newest(self, log_last_sequence: int) -> Snapshot | None:
         for path in self._candidates():
+            named = path.stem.rsplit("-", 1)[-1]
+            if named.isdigit() and int(named) > log_last_sequence:
+                # known from its name, without reading it (at 10M events a load is seconds)
+                log.warning("ignoring snapshot %s: it is ahead of the log", path.name)
+                continue
             try:
                 with path.open("rb") as handle:
                     header = pickle.load(handle)
