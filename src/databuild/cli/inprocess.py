@@ -26,10 +26,10 @@ class InProcessBuildApi:
         self.host = service.host
 
     def last_sequence(self) -> int:
-        async def health() -> schemas.Health:
-            return operations.health(self.host)
+        async def last() -> int:  # what /healthz reports, without counting the state
+            return operations.controller_of(self.host).last_committed
 
-        return self.service.call(health).last_sequence
+        return self.service.call(last)
 
     def create_wants(self, body: dict[str, Any]) -> list[dict[str, Any]]:
         try:
