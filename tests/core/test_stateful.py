@@ -347,6 +347,12 @@ class ReconcilerMachine(RuleBasedStateMachine):
         assert canonical(fresh) == canonical(self.state)
 
     @invariant()
+    def the_active_want_count_is_the_count_of_active_wants(self) -> None:
+        if self.rec is None:
+            return
+        assert self.state.active_want_count == len(self.state.active_wants())
+
+    @invariant()
     def a_tick_with_free_slots_leaves_no_dispatchable_work_behind(self) -> None:
         if self.rec is None or self.last_tick is None:
             return

@@ -142,6 +142,9 @@ class BuildState:
         self.wants: dict[WantId, WantRecord] = {}
         self.partitions: dict[PartitionRef, PartitionRecord] = {}
         self.runs: dict[JobRunId, JobRunRecord] = {}
+        # how many wants are active, kept by the fold: health checks ask it at any scale
+        # (counting 1M wants took ~0.1 s of the event loop at 10M events)
+        self.active_want_count = 0
         self.last_sequence = 0
         self.run_count = 0
         # indexes (derived; rebuilt by replay, never compared)
@@ -207,7 +210,9 @@ class BuildState:
         if record.status is status:
             return
         check_want(record.status, status)
+        was_active = record.status in ACTIVE_WANT_STATUSES
         record.status = status
+        self.active_want_count += (status in ACTIVE_WANT_STATUSES) - was_active
         record.updated_at = now
         if status.terminal:
             record.finished_at = now
@@ -259,6 +264,7 @@ class BuildState:
         if new:
             check_want(None, target)
             record.status = target
+            self.active_want_count += target in ACTIVE_WANT_STATUSES
         else:
             self._set_want(record, target, now)
         record.message = ""
@@ -518,6 +524,7 @@ def canonical(state: BuildState) -> dict[str, object]:
         },
         "waiters": {k: tuple(sorted(v)) for k, v in sorted(state.waiters.items()) if v},
         "running": {k: tuple(sorted(v)) for k, v in sorted(state.running_by_job.items()) if v},
+        "active_want_count": state.active_want_count,
     }
 
 

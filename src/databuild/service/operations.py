@@ -19,7 +19,6 @@ from databuild.codec import event_to_dict
 from databuild.core.data_time import default_data_timestamp, parse_data_date
 from databuild.core.errors import InvalidInput, NotFound, ServiceError
 from databuild.core.events import EVENT_TYPE_NAMES, Event, partition_refs_of
-from databuild.core.lifecycle import JobRunStatus
 from databuild.core.model import WantId, WantRequest, WantSource
 from databuild.core.refs import PartitionPattern, PartitionRef, parse_ref
 from databuild.runtime.controller import Controller
@@ -197,15 +196,14 @@ def health(host: GraphHost) -> schemas.Health:
     state = host.state
     controller = host.controller
     failure = controller.failure if controller is not None else None
-    running = sum(
-        1 for r in state.runs.values() if r.status in (JobRunStatus.QUEUED, JobRunStatus.RUNNING)
-    )
+    # O(jobs), not O(runs + wants): probes and every CLI command's discovery ask this
+    running = sum(len(runs) for runs in state.running_by_job.values())
     return schemas.Health(
         status="failed" if failure else "ok",
         graph=host.config.name,
         version=__version__,
         last_sequence=controller.last_committed if controller else state.last_sequence,
-        active_wants=sum(1 for w in state.wants.values() if w.active),
+        active_wants=state.active_want_count,
         running_job_runs=running,
         message=str(failure) if failure else "",
     )
