@@ -174,6 +174,15 @@ def test_a_snapshot_of_another_format_is_ignored(tmp_path: Path) -> None:
     assert store.load(log.last_sequence()) is None
 
 
+def ahead_of(log: SqliteEventLog) -> BuildState:
+    """The log's state, claiming 100 events more than the log holds."""
+    state = BuildState(GRAPH)
+    for event in log.read(0, 1_000_000):
+        state.apply(event)
+    state.last_sequence += 100
+    return state
+
+
 def test_a_damaged_foreign_or_future_snapshot_is_ignored(tmp_path: Path) -> None:
     log = fill_log(tmp_path / "bel.sqlite")
     store = SnapshotStore(tmp_path / "snapshots", GRAPH)
@@ -181,10 +190,7 @@ def test_a_damaged_foreign_or_future_snapshot_is_ignored(tmp_path: Path) -> None
     # damaged: the newest file is garbage
     (store.directory / f"state-{store.fingerprint}-{999_999:012d}.pickle").write_bytes(b"garbage")
     # ahead of the log
-    ahead = BuildState(GRAPH)
-    for event in log.read(0, 1_000_000):
-        ahead.apply(event)
-    ahead.last_sequence += 100
+    ahead = ahead_of(log)
     store.write(ahead)
     # of another graph (different routing): a different fingerprint, never matched
     SnapshotStore(tmp_path / "snapshots", OTHER).write(BuildState(OTHER))
@@ -236,10 +242,7 @@ def test_a_snapshot_ahead_of_the_log_is_skipped_by_its_name_or_its_content(
     # named ahead: not even read (it is garbage, yet reported as ahead, not as damaged)
     (store.directory / f"state-{store.fingerprint}-{last + 1:012d}.pickle").write_bytes(b"x")
     # named behind but ahead inside (a renamed file): read, and still refused
-    ahead = BuildState(GRAPH)
-    for event in log.read(0, 1_000_000):
-        ahead.apply(event)
-    ahead.last_sequence += 100
+    ahead = ahead_of(log)
     store.write(ahead)
     written = store.directory / f"state-{store.fingerprint}-{ahead.last_sequence:012d}.pickle"
     written.rename(store.directory / f"state-{store.fingerprint}-{1:012d}.pickle")
