@@ -27,16 +27,24 @@ import threading
 from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
-import psycopg
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
 from databuild.codec import PAYLOAD_VERSION, decode_payload, encode_payload
 from databuild.core.errors import LogLocked, StorageError
 from databuild.core.events import Event, EventPayload
 from databuild.log.port import DEFAULT_READ_LIMIT, BuildEventLog, checked_read_args
 from databuild.log.schema import load_migrations, pending_migrations
-from databuild.log.url import mask_url, postgres_location
+from databuild.log.url import mask_url, missing_postgres_extra, postgres_location
+
+# psycopg is the optional ``[postgres]`` extra; this module is imported only when a
+# PostgreSQL URL is opened (``databuild.log.open_log``), so the embedded default never
+# needs it, and a PostgreSQL URL without it is one clear line, not a traceback.
+try:
+    import psycopg
+    from psycopg import sql
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+except ModuleNotFoundError as exc:  # pragma: no cover - exercised by tests/cli subprocesses
+    if exc.name is None or exc.name.partition(".")[0] != "psycopg":
+        raise
+    raise missing_postgres_extra() from None
 
 CONNECT_TIMEOUT_SECONDS = 10
 

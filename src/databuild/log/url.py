@@ -5,6 +5,10 @@ Accepted: ``memory:``, ``sqlite:///relative/path.sqlite``, ``sqlite:////absolute
 ``?schema=name`` query parameter picks the schema). ``mask_url`` hides passwords in the
 user-info part and in ``password=`` parameters, and every message that shows a URL uses it.
 
+The PostgreSQL backend needs the ``[postgres]`` extra (psycopg); without it, opening a
+PostgreSQL URL raises ``missing_postgres_extra()``: an ``InvalidInput`` (a configuration
+problem: exit 2 in the CLI) naming the extra to install.
+
 Called by ``databuild.log.open_log`` and by the adapters for their messages. Must not open
 connections or files.
 """
@@ -15,7 +19,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-from databuild.core.errors import StorageError
+from databuild.core.errors import InvalidInput, StorageError
 
 ACCEPTED = (
     "memory:, sqlite:///relative/path.sqlite, sqlite:////absolute/path.sqlite, "
@@ -90,4 +94,14 @@ def unsupported(url: str) -> StorageError:
     named = f"scheme {scheme!r}" if scheme else "no scheme"
     return StorageError(
         f"unsupported Build Event Log URL {mask_url(url)!r} ({named}); accepted: {ACCEPTED}"
+    )
+
+
+POSTGRES_EXTRA_HINT = "pip install 'databuild[postgres]'"
+
+
+def missing_postgres_extra() -> InvalidInput:
+    return InvalidInput(
+        "the PostgreSQL Build Event Log needs the postgres extra (psycopg), which is not "
+        f"installed: {POSTGRES_EXTRA_HINT}"
     )
