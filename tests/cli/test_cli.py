@@ -2,7 +2,8 @@
 
 One ``databuild serve`` per module on a calendar copy (8 days) plus a ``hold`` job whose
 runs sleep until canceled; ``summary/all`` is built once up front. Bad input must exit 2
-with one ``error:`` line on stderr and no traceback.
+(an unknown id or an unreachable service: 1) with one ``error:`` line on stderr and no
+traceback.
 """
 
 from __future__ import annotations
@@ -80,8 +81,10 @@ class Cli:
         return json.loads(self.run("--json", *args, url=url).stdout)
 
 
-def assert_one_line_error(done: subprocess.CompletedProcess[str], *says: str) -> None:
-    assert done.returncode == 2
+def assert_one_line_error(
+    done: subprocess.CompletedProcess[str], *says: str, code: int = 2
+) -> None:
+    assert done.returncode == code, (done.returncode, done.stderr)
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("error: ")
@@ -271,8 +274,9 @@ def test_build_starts_an_embedded_service_when_none_runs(
     listed = alone.json("want", "list", "--prefix", "summary/")["wants"]
     assert [w["status"] for w in listed] == ["satisfied"]
     assert_one_line_error(
-        alone.run("want", "create", "raw/date=2024-01-01", url=False, code=2),
+        alone.run("want", "create", "raw/date=2024-01-01", url=False, code=1),
         "no DataBuild service is running",
+        code=1,
     )
     # a build that fails exits 1
     failed = alone.run("build", "nothing/builds=this", url=False, code=1)
@@ -287,10 +291,14 @@ BAD_INPUT: list[tuple[tuple[str, ...], str]] = [
     (("want", "create", "raw/date=2024-01-01", "--sla", "soon"), "--sla"),
     (("want", "create", "raw/date=2024-01-01", "--data-date", "someday"), "someday"),
     (("build", "raw/date=2024-01-01", "--sla", "tomorrow-ish"), "--sla"),
-    (("want", "status", "no-such-want"), "no want with id"),
-    (("runs", "show", "r99999999"), "no job run"),
     (("partitions", "daily/../x"), ".."),
     (("events", "--types", "bogus"), "unknown event type"),
+]
+
+
+UNKNOWN_IDS: list[tuple[tuple[str, ...], str]] = [
+    (("want", "status", "no-such-want"), "no want with id"),
+    (("runs", "show", "r99999999"), "no job run"),
 ]
 
 
@@ -301,10 +309,17 @@ def test_bad_input_exits_2_with_one_error_line(cli: Cli) -> None:
         assert_one_line_error(done, says)
 
 
+def test_unknown_ids_exit_1_with_one_error_line(cli: Cli) -> None:
+    """An unknown want or run is an operation that failed, not a usage error."""
+    results = cli.run_all(*(args for args, _ in UNKNOWN_IDS))
+    for (_args, says), done in zip(UNKNOWN_IDS, results, strict=True):
+        assert_one_line_error(done, says, code=1)
+
+
 def test_unreachable_service_and_usage_errors(cli: Cli) -> None:
     unreachable = Cli(cli.exe, cli.directory, "http://127.0.0.1:9", cli.env)
     (down,) = unreachable.run_all(("want", "list"))
-    assert_one_line_error(down, "cannot reach the service")
+    assert_one_line_error(down, "cannot reach the service", code=1)
     usage = cli.run_all(("want", "create"), ("graph", "--format", "png"))
     for done in usage:
         assert done.returncode == 2 and "Usage:" in done.stderr, done.stderr

@@ -2,8 +2,9 @@
 
 Called by the CLI commands only. It resolves which service to use (``--url``, then
 ``DATABUILD_URL``, then the discovery file the running service wrote for this graph) and
-turns every transport or HTTP problem into a ServiceError whose message says what went
-wrong, never a traceback. It must not format output (that is ``output``'s job).
+turns every transport or HTTP problem into a DataBuildError whose message says what went
+wrong, never a traceback: the service refusing our input (400, 422) is ``InvalidInput``
+(the CLI exits 2), anything else (unreachable, 404, 409, 5xx) a ``ServiceError`` (exit 1). It must not format output (that is ``output``'s job).
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from databuild.config import GraphConfig
-from databuild.core.errors import ServiceError
+from databuild.core.errors import InvalidInput, ServiceError
 from databuild.service.discovery import read_discovery
 
 if TYPE_CHECKING:  # httpx (~25 ms to import) is loaded by the first Client only: a build
     import httpx  # with an embedded service talks to it in process and never needs it
 
+REFUSED_INPUT = frozenset({400, 422})  # the request itself is wrong: a usage error
 Params = Mapping[str, str | int | float | list[str]]
 
 
@@ -84,6 +86,8 @@ class Client:
                 message = str(response.json().get("error") or response.text)
             except ValueError:
                 message = response.text or response.reason_phrase
+            if response.status_code in REFUSED_INPUT:
+                raise InvalidInput(f"{message} (HTTP {response.status_code})")
             raise ServiceError(f"{message} (HTTP {response.status_code})")
         return response
 

@@ -2,9 +2,11 @@
 
 Every command talks to the graph service over HTTP (``client``); ``build`` starts an
 embedded service for its duration when none runs, and read-only commands fall back to a
-read-only view of the Build Event Log. Errors are printed as one clear line (exit 2 for
-bad input or an unreachable service, 1 for a build that did not succeed), never as a
-traceback.
+read-only view of the Build Event Log. Errors are printed as one clear line, never as a
+traceback. Exit codes (docs/cli.md): 0 success; 1 the operation failed (a build that did
+not succeed, an unknown want or run, an unreachable service, a storage error); 2 usage or
+configuration error (Click's usage errors, ``InvalidInput`` and its ``ConfigError``); 130
+interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from databuild import __version__
 from databuild.cli import output
 from databuild.cli.build import HttpBuildApi, follow_build, print_outcome
 from databuild.cli.client import Client, find_service_url
+from databuild.cli.config_commands import config
 from databuild.cli.sla import sla
 from databuild.config import GraphConfig, find_config, load_config, parse_duration
 from databuild.core.data_time import parse_data_date
@@ -94,7 +97,16 @@ def _server() -> ModuleType:
             gc.enable()
 
 
-def fail(message: str, code: int = 2) -> NoReturn:
+EXIT_FAILED = 1  # the operation was understood and failed
+EXIT_USAGE = 2  # the command, its input or the configuration is wrong (Click uses 2 too)
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+
+
+def exit_code(error: DataBuildError) -> int:
+    return EXIT_USAGE if isinstance(error, InvalidInput) else EXIT_FAILED
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     output.err_console.print(f"[red]error:[/red] {escape(message)}")
     sys.exit(code)
 
@@ -104,9 +116,9 @@ class DataBuildGroup(click.Group):
         try:
             return super().invoke(ctx)
         except DataBuildError as exc:
-            fail(str(exc))
+            fail(str(exc), exit_code(exc))
         except KeyboardInterrupt:
-            fail("interrupted", 130)
+            fail("interrupted", EXIT_INTERRUPTED)
 
 
 @click.group(cls=DataBuildGroup)
@@ -115,7 +127,8 @@ class DataBuildGroup(click.Group):
     "--config",
     "config_path",
     metavar="PATH",
-    help="databuild.toml (default: found from the current directory up)",
+    envvar="DATABUILD_CONFIG",
+    help="databuild.toml (default: $DATABUILD_CONFIG, then found from the current directory up)",
 )
 @click.option(
     "--url",
@@ -251,7 +264,7 @@ def build(
         print_outcome(progress)
         output.console.print(f"[dim]{elapsed:.2f}s[/dim]")
     if not ok:
-        sys.exit(1)
+        sys.exit(EXIT_FAILED)
 
 
 # ---- wants ---------------------------------------------------------------------------------
@@ -516,6 +529,7 @@ def _dot(view: dict[str, Any]) -> str:
 
 
 cli.add_command(sla)
+cli.add_command(config)
 
 
 def main() -> None:

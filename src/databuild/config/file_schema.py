@@ -6,6 +6,11 @@ an error, not a silent conversion). Validators here check one value at a time an
 ValueError with a plain sentence (the loader adds the file and the key); checks that span
 several keys (back-off order, duplicate outputs, schedule routing) live in the loader. These
 models never leave the config package.
+
+They are also the JSON schema of ``databuild.toml`` (``databuild config schema``, committed as
+``schema/databuild.schema.json`` for editors): ``WithJsonSchema`` says what a value looks like
+*in the file* (a pattern or a duration is a string there, not the object it becomes), and each
+table's docstring is its description.
 """
 
 from __future__ import annotations
@@ -17,9 +22,10 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic.config import JsonDict
 
-from databuild.config.durations import parse_duration
+from databuild.config.durations import ACCEPTED_FORMATS, parse_duration
 from databuild.config.graph_config import EXECUTOR_KINDS
 from databuild.config.schedule import SCHEDULE_FIELDS, DataDate
 from databuild.core.errors import InvalidPattern
@@ -136,11 +142,49 @@ def _data_date(value: str) -> DataDate:
         raise ValueError(f"{value!r} is not a data date; use {choices}") from None
 
 
-Identifier = Annotated[str, AfterValidator(_identifier)]
-EnvName = Annotated[str, AfterValidator(_env_name)]
-Pattern = Annotated[PartitionPattern, BeforeValidator(_pattern)]
-Duration = Annotated[float, BeforeValidator(_duration)]
-HttpUrl = Annotated[str, AfterValidator(_http_url)]
+_PATTERN_SCHEMA = WithJsonSchema(
+    {
+        "type": "string",
+        "description": "a partition pattern such as daily/date={date}: {name} matches one "
+        "path segment, {name:REGEX} matches REGEX, the rest is literal",
+    }
+)
+Identifier = Annotated[
+    str,
+    AfterValidator(_identifier),
+    WithJsonSchema({"type": "string", "pattern": "^" + _IDENTIFIER.pattern + "$"}),
+]
+EnvName = Annotated[
+    str,
+    AfterValidator(_env_name),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": "^" + _ENV_NAME.pattern + "$",
+            "description": "an environment variable name",
+        }
+    ),
+]
+Pattern = Annotated[PartitionPattern, BeforeValidator(_pattern), _PATTERN_SCHEMA]
+Duration = Annotated[
+    float,
+    BeforeValidator(_duration),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "string"}, {"type": "number", "minimum": 0}],
+            "description": f"a duration: {ACCEPTED_FORMATS}",
+        }
+    ),
+]
+HttpUrl = Annotated[
+    str,
+    AfterValidator(_http_url),
+    WithJsonSchema({"type": "string", "format": "uri", "pattern": "^https?://"}),
+]
+
+
+# A table of named tables ([jobs.NAME]): a NAME that is not an Identifier is an error.
+_NAMES_ONLY: JsonDict = {"additionalProperties": False}
 
 
 class _Table(BaseModel):
@@ -150,10 +194,14 @@ class _Table(BaseModel):
 
 
 class GraphTable(_Table):
+    """[graph]: the graph's name (services and other graphs know it by this name)."""
+
     name: Identifier
 
 
 class JobTable(_Table):
+    """[jobs.NAME]: a job, the partitions it builds and how to run it (docs/jobs.md)."""
+
     outputs: Annotated[list[Pattern], Field(min_length=1)]
     command: Annotated[
         list[str], BeforeValidator(_command), Field(min_length=1), AfterValidator(_program)
@@ -170,32 +218,51 @@ class JobTable(_Table):
 
 
 class StorageTable(_Table):
+    """[storage]: where the Build Event Log and the service's state live."""
+
     url: Annotated[str, Field(min_length=1)] | None = None
     url_env: EnvName | None = None
     state_dir: Annotated[str, Field(min_length=1)] = ".databuild"
 
 
 class ExecutorTable(_Table):
-    kind: Annotated[str, AfterValidator(_executor_kind)] = "local"
+    """[executor]: how job processes are run."""
+
+    kind: Annotated[
+        str, AfterValidator(_executor_kind), WithJsonSchema({"enum": list(EXECUTOR_KINDS)})
+    ] = "local"
     max_parallel: Annotated[int, Field(ge=1)] | None = None
 
 
 class ServiceTable(_Table):
+    """[service]: where `databuild serve` listens and which variable holds its token."""
+
     host: Annotated[str, Field(min_length=1)] = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 0
     token_env: EnvName = "DATABUILD_TOKEN"
 
 
 class UpstreamTable(_Table):
+    """[upstreams.NAME]: another graph whose partitions this one depends on."""
+
     url: HttpUrl
     partitions: Annotated[list[Pattern], Field(min_length=1)]
 
 
 class ScheduleTable(_Table):
-    cron: Annotated[str, AfterValidator(_cron)]
+    """[schedules.NAME]: create wants on a cron schedule (docs/schedules.md)."""
+
+    cron: Annotated[
+        str,
+        AfterValidator(_cron),
+        WithJsonSchema({"type": "string", "description": 'five cron fields, e.g. "0 6 * * *"'}),
+    ]
     timezone: Annotated[str, AfterValidator(_timezone)] = "UTC"
     partition: Annotated[
-        PartitionPattern, BeforeValidator(_pattern), AfterValidator(_schedule_pattern)
+        PartitionPattern,
+        BeforeValidator(_pattern),
+        AfterValidator(_schedule_pattern),
+        _PATTERN_SCHEMA,
     ]
     data_date: Annotated[DataDate, BeforeValidator(_data_date)] = DataDate.YESTERDAY
     sla: Annotated[Duration, AfterValidator(_whole_seconds)] = 0.0
@@ -203,15 +270,31 @@ class ScheduleTable(_Table):
 
 
 class AlertsTable(_Table):
+    """[alerts]: webhooks told about SLA misses and failures (docs/sla.md)."""
+
     webhooks: list[HttpUrl] = Field(default_factory=list)
 
 
 class GraphFile(_Table):
+    """databuild.toml: a DataBuild graph (docs/config.md)."""
+
     graph: GraphTable
-    jobs: Annotated[dict[Identifier, JobTable], Field(min_length=1)]
+    jobs: Annotated[dict[Identifier, JobTable], Field(min_length=1, json_schema_extra=_NAMES_ONLY)]
     storage: StorageTable = Field(default_factory=StorageTable)
     executor: ExecutorTable = Field(default_factory=ExecutorTable)
     service: ServiceTable = Field(default_factory=ServiceTable)
-    upstreams: dict[Identifier, UpstreamTable] = Field(default_factory=dict)
-    schedules: dict[Identifier, ScheduleTable] = Field(default_factory=dict)
+    upstreams: dict[Identifier, UpstreamTable] = Field(
+        default_factory=dict, json_schema_extra=_NAMES_ONLY
+    )
+    schedules: dict[Identifier, ScheduleTable] = Field(
+        default_factory=dict, json_schema_extra=_NAMES_ONLY
+    )
     alerts: AlertsTable = Field(default_factory=AlertsTable)
+
+
+JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+
+def graph_file_json_schema() -> dict[str, object]:
+    """The JSON schema of ``databuild.toml`` (what ``databuild config schema`` prints)."""
+    return {"$schema": JSON_SCHEMA_DIALECT, **GraphFile.model_json_schema(mode="validation")}
