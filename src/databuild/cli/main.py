@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import importlib
 import json
+import logging
 import os
 import shutil
 import sys
@@ -30,7 +32,7 @@ import click
 from rich.markup import escape
 
 from databuild import __version__
-from databuild.cli import output
+from databuild.cli import logs, output
 from databuild.cli.build import HttpBuildApi, follow_build, print_outcome
 from databuild.cli.client import Client, find_service_url
 from databuild.cli.config_commands import config
@@ -107,7 +109,10 @@ def exit_code(error: DataBuildError) -> int:
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    output.err_console.print(f"[red]error:[/red] {escape(message)}")
+    # One line, whatever the message: a driver's text (libpq's "connection refused" hint)
+    # can span lines, and scripts and log shippers read an error as one line.
+    one_line = " ".join(part.strip() for part in message.splitlines() if part.strip())
+    output.err_console.print(f"[red]error:[/red] {escape(one_line)}")
     sys.exit(code)
 
 
@@ -195,20 +200,53 @@ def init(directory: Path) -> None:
     type=click.IntRange(0, 65535),
     help="port (default from [service] port; 0 = any free port)",
 )
-def serve(host: str | None, port: int | None) -> None:
+@click.option(
+    "--log-level",
+    type=click.Choice(logs.LEVELS),
+    default="info",
+    show_default=True,
+    help="least severe log records shown",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(logs.FORMATS),
+    default="text",
+    show_default=True,
+    help="json: one JSON object per line, for log shippers",
+)
+def serve(host: str | None, port: int | None, log_level: str, log_format: str) -> None:
     """Run the graph service: HTTP API, continuous reconciliation."""
-    config = _ctx().config()
-    server = _server()
-    service = server.Service(config, server.options_from(config, host, port))
-    output.err_console.print(f"DataBuild graph {escape(config.name)!r} serving at {service.url}")
-    for upstream in config.upstreams:
-        output.err_console.print(
-            f"[yellow]note:[/yellow] upstream graph {escape(upstream.name)!r} only routes its "
-            "partitions for now: wants for them wait; following it is not built yet "
-            "(docs/config.md)"
+    try:
+        config = _ctx().config()
+        server = _server()
+        options = server.options_from(config, host, port)
+        service = server.Service(config, dataclasses.replace(options, log_level=log_level))
+        logs.configure(log_level, log_format)  # after uvicorn's Config, which sets up its own
+        announcer = logs.Announcer(log_format)
+        announcer.add(
+            logging.INFO,
+            f"DataBuild graph {escape(config.name)!r} serving at {service.url}",
+            "serving",
+            graph=config.name,
+            url=service.url,
         )
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(service.run())
+        for upstream in config.upstreams:
+            announcer.add(
+                logging.WARNING,
+                f"[yellow]note:[/yellow] upstream graph {escape(upstream.name)!r} only routes "
+                "its partitions for now: wants for them wait; following it is not built yet "
+                "(docs/config.md)",
+                "upstream graph only routes its partitions for now: wants for them wait",
+                upstream=upstream.name,
+            )
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(announcer.serve(service))
+    except DataBuildError as exc:
+        if log_format != "json":
+            raise
+        logs.configure(log_level, log_format)
+        logs.fatal(str(exc))  # the "error:" line, as a JSON record
+        sys.exit(exit_code(exc))
 
 
 @cli.command()

@@ -315,7 +315,7 @@ class LocalExecutor(Executor):
         try:
             outcome = await self._outcome(run)
         except Exception as exc:  # a bug here must not leave the run unreported forever
-            logger.exception("watching run %s failed", rid)
+            logger.exception("watching run %s failed", rid, extra={"job_run_id": rid})
             _signal_group(run.pid, signal.SIGKILL)
             run.transport.close()
             duration = self._clock() - run.started_at

@@ -217,4 +217,9 @@ class Scheduler:
                 firing.schedule,
                 firing.request.want_id,
                 firing.partition_ref,
+                extra={
+                    "schedule": firing.schedule,
+                    "want_id": firing.request.want_id,
+                    "partition_ref": firing.partition_ref,
+                },
             )
