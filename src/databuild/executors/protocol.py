@@ -242,7 +242,7 @@ def _read_document(
     value = document["failed"]
     if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
         return missing, None, _read_failed_outputs(value, where, requested)
-    return missing, _read_failed(value, where), []
+    return missing, _read_failed(value, where, requested), []
 
 
 def _read_missing(
@@ -289,7 +289,7 @@ def _read_missing(
     return out
 
 
-def _read_failed(value: object, where: str) -> ReportedFailure:
+def _read_failed(value: object, where: str, requested: Sequence[PartitionRef]) -> ReportedFailure:
     shape = 'like {"message": "...", "retryable": false}'
     if not isinstance(value, dict):
         raise InvalidJobResult(
@@ -302,6 +302,12 @@ def _read_failed(value: object, where: str) -> ReportedFailure:
             f"for {_shown(nested[0])}; per output, every value is such an object"
         )
     unknown = sorted(set(value) - {"message", "retryable"})
+    for key in unknown:
+        if key in requested:  # meant per output, with a value that is not an object
+            raise InvalidJobResult(
+                f"{where}: failed[{_shown(key)}] must be an object {shape}, "
+                f"not {_json_type(value[key])}"
+            )
     if unknown:
         raise InvalidJobResult(
             f"{where}: 'failed' has the unknown key {_shown(unknown[0])}; {shape}, "
