@@ -153,7 +153,7 @@ def test_the_trips_batch_job_fails_the_region_without_input_alone(
         failed=(OutputFailed(north, FailureKind.PERMANENT, "no input file data/raw/north.csv"),),
         missing=(),
         exit_code=0,
-        duration_seconds=outcome.duration_seconds,  # type: ignore[union-attr]
+        duration_seconds=outcome.duration_seconds,
     )
     built = tmp_path / "data" / "trips"
     assert (built / "region=east.json").read_text() == '{"region": "east", "trips": 2}\n'
