@@ -1,6 +1,7 @@
 """Issue 16 row 2 through the real CLI: a batch of three regions, one of which has no input
 file, built by `databuild build` with real job processes (cold and warm) and a real SQLite
-log. East and west are built and live; north fails alone, with its own message."""
+log (and PostgreSQL when DATABUILD_TEST_POSTGRES_URL is set). East and west are built and
+live; north fails alone, with its own message."""
 
 from __future__ import annotations
 
@@ -9,12 +10,16 @@ import os
 import subprocess
 import sys
 import textwrap
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 DATABUILD = str(Path(sys.executable).with_name("databuild"))
 REGIONS = ("east", "west", "north")
+POSTGRES_URL = os.environ.get("DATABUILD_TEST_POSTGRES_URL")
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +47,7 @@ if __name__ == "__main__":
 '''
 
 
-def make_graph(directory: Path, *, warm: bool) -> Path:
+def make_graph(directory: Path, *, warm: bool, storage: str = "") -> Path:
     (directory / "jobs").mkdir(parents=True)
     (directory / "jobs" / "trips.py").write_text(JOB)
     (directory / "databuild.toml").write_text(
@@ -61,6 +66,7 @@ def make_graph(directory: Path, *, warm: bool) -> Path:
             timeout = "1m"
             """
         )
+        + storage
     )
     raw = directory / "data" / "raw"
     raw.mkdir(parents=True)
@@ -80,9 +86,34 @@ def run_cli(graph: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.fixture
+def postgres_storage() -> Iterator[str]:
+    assert POSTGRES_URL is not None
+    schema = f"batch_{uuid.uuid4().hex[:12]}"
+    yield f'\n[storage]\nurl = "{POSTGRES_URL}?schema={schema}"\n'
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
 @pytest.mark.parametrize("warm", [False, True], ids=["cold", "warm"])
 def test_one_bad_region_fails_alone_in_a_batch(tmp_path: Path, warm: bool) -> None:
     graph = make_graph(tmp_path / "trips", warm=warm)
+    one_bad_region_fails_alone(graph)
+    assert (graph / ".databuild" / "bel.sqlite").exists()
+
+
+@pytest.mark.skipif(
+    POSTGRES_URL is None, reason="PostgreSQL tests need DATABUILD_TEST_POSTGRES_URL"
+)
+def test_one_bad_region_fails_alone_in_a_batch_on_postgres(
+    tmp_path: Path, postgres_storage: str
+) -> None:
+    graph = make_graph(tmp_path / "trips", warm=True, storage=postgres_storage)
+    one_bad_region_fails_alone(graph)
+    assert not (graph / ".databuild" / "bel.sqlite").exists()
+
+
+def one_bad_region_fails_alone(graph: Path) -> None:
     refs = [f"trips/region={r}" for r in REGIONS]
 
     built = run_cli(graph, "--json", "build", *refs)
