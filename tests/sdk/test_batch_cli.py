@@ -163,3 +163,30 @@ def one_bad_region_fails_alone(graph: Path) -> None:
     assert latest["partition_refs"] == ["trips/region=north"]
     assert latest["status"] == "succeeded"
     assert json.loads((graph / "data/trips/region=north.json").read_text())["trips"] == 2
+
+
+BAD_JOB = """\
+import json, os, sys
+with open(os.environ["DATABUILD_RESULT_PATH"], "w") as f:
+    json.dump({"failed": {"trips/region=mars": {"message": "x"}}}, f)
+"""
+
+
+def test_a_bad_per_output_entry_fails_the_run_with_its_file_and_field(tmp_path: Path) -> None:
+    graph = make_graph(tmp_path / "trips", warm=False)
+    (graph / "jobs" / "trips.py").write_text(BAD_JOB)
+    built = run_cli(graph, "--json", "build", "trips/region=east", "trips/region=west")
+    assert built.returncode == 1, built.stdout + built.stderr
+    assert "Traceback" not in built.stdout + built.stderr
+    wants = json.loads(built.stdout)["wants"]
+    assert [w["status"] for w in wants] == ["failed", "failed"]
+    for want in wants:
+        assert want["message"] == (
+            "job trips failed after 1 attempt(s): result file: 'failed' names the output "
+            "'trips/region=mars', which this run was not asked to build (it was asked for "
+            "'trips/region=east', 'trips/region=west') (the job exited with code 0)"
+        )
+    # the service kept going: the next build works once the job is fixed
+    (graph / "jobs" / "trips.py").write_text(JOB)
+    again = run_cli(graph, "--json", "build", "trips/region=east", "trips/region=west")
+    assert again.returncode == 0, again.stdout + again.stderr
