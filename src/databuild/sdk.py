@@ -4,8 +4,9 @@ Every Python job process imports it, so it uses the standard library only and im
 little (no HTTP machinery until a job first asks about liveness). It speaks the job
 protocol of docs/jobs.md: the partition refs come as arguments, the environment says
 where the graph service is and where to write the result file, and ``run`` turns the
-job's ``require`` calls and exceptions into that file and an exit code. It imports
-nothing else of DataBuild and holds no orchestration logic.
+job's ``require`` calls and exceptions into that file and an exit code: per output, so
+that in a batch one output's missing inputs or failure does not sink the others. It
+imports nothing else of DataBuild and holds no orchestration logic.
 
     from databuild import sdk
 
@@ -33,6 +34,7 @@ __all__ = [
     "MissingDependencies",
     "SdkError",
     "fail",
+    "fail_for",
     "live",
     "partitions",
     "require",
@@ -81,15 +83,21 @@ class JobFailed(Exception):
 
 
 class _Collector:
-    """What the current ``run``/``run_batch`` has learned: output ref -> missing inputs."""
+    """What the current ``run``/``run_batch`` has learned, per output ref: the inputs it
+    lacks, or why it failed (the first failure of an output stands)."""
 
     def __init__(self, refs: Sequence[str]) -> None:
         self.refs = list(refs)
         self.missing: dict[str, list[str]] = {}
+        self.failed: dict[str, dict[str, object]] = {}
 
     def add(self, output: str, inputs: Iterable[str]) -> None:
         merged = self.missing.setdefault(output, [])
         merged.extend(ref for ref in inputs if ref not in merged)
+
+    def fail(self, output: str, message: str, retryable: bool) -> None:
+        print(f"databuild: {output} failed: {message}", file=sys.stderr)
+        self.failed.setdefault(output, {"message": message, "retryable": retryable})
 
 
 _collector: _Collector | None = None
@@ -157,15 +165,34 @@ def require_for(output_ref: str, *inputs: str | Iterable[str]) -> bool:
 
 
 def fail(message: str, retryable: bool = False) -> NoReturn:
-    """Stop the run as failed with ``message``. Not retryable by default: use it for what
-    another attempt cannot fix (bad input data); pass retryable=True otherwise."""
+    """Stop building the current ref as failed with ``message``. Not retryable by default:
+    use it for what another attempt cannot fix (bad input data); pass retryable=True
+    otherwise. Inside ``run`` with several refs only this ref fails and ``run`` goes on
+    with the next; with one ref, or escaping ``run_batch``'s function, the whole run fails."""
     raise JobFailed(message, retryable)
+
+
+def fail_for(output_ref: str, message: str, retryable: bool = False) -> None:
+    """For ``run_batch``: record that ``output_ref`` failed with ``message`` and go on (it
+    returns); the other outputs are built, or lack inputs, on their own."""
+    if _collector is None:
+        raise SdkError("fail_for() works inside sdk.run_batch() or sdk.run() only")
+    if output_ref not in _collector.refs:
+        raise SdkError(
+            f"fail_for({output_ref!r}, ...): this run was not asked to build {output_ref!r}"
+        )
+    _collector.fail(output_ref, message, retryable)
 
 
 def run(build: Callable[[str], None], refs: Sequence[str] | None = None) -> NoReturn:
     """Call ``build(ref)`` for each requested ref (default: the command-line arguments),
-    write the result file and exit: 0 when built or missing dependencies were reported,
-    1 on a failure, 2 when the job cannot talk to DataBuild."""
+    write the result file and exit: 0 when built or missing dependencies or per-output
+    failures were reported, 1 on a failure of the whole run, 2 when the job cannot talk
+    to DataBuild.
+
+    With several refs, ``fail()`` or any other exception while building one ref is
+    recorded against that ref, and ``run`` goes on with the next. With one ref it fails
+    the whole run, as it always did. An ``SdkError`` always fails the whole run."""
 
     def each(todo: list[str]) -> None:
         assert _collector is not None
@@ -174,6 +201,12 @@ def run(build: Callable[[str], None], refs: Sequence[str] | None = None) -> NoRe
                 build(ref)
             except MissingDependencies as missing:
                 _collector.add(ref, missing.refs)
+            except SdkError:
+                raise
+            except Exception as exc:
+                if len(todo) == 1:
+                    raise  # the run is this one ref: a run-level failure, as before
+                _collector.fail(ref, *_failure_of(exc))
 
     _run(each, refs)
 
@@ -212,22 +245,40 @@ def _run(body: Callable[[list[str]], None], refs: Sequence[str] | None) -> NoRet
     except SdkError as exc:
         _exit_sdk_error(str(exc))
     except Exception as exc:
-        traceback.print_exc()
-        message = f"{type(exc).__name__}: {exc}{_where(exc)} (full traceback in the log)"
-        _report_failure(message, retryable=True)
+        _report_failure(*_failure_of(exc))
     finally:
         _collector = None
-    if collector.missing:
-        for output, inputs in collector.missing.items():
+    # An output that failed is reported as failed only, even if it also lacked inputs.
+    missing = {k: v for k, v in collector.missing.items() if k not in collector.failed}
+    if missing or collector.failed:
+        for output, inputs in missing.items():
             print(f"databuild: {output} needs {', '.join(inputs)}", file=sys.stderr)
         path = os.environ.get(ENV_RESULT_PATH)
+        if not path and not missing:
+            sys.exit(EXIT_FAILED)  # run by hand: the messages on stderr are the report
         if not path:
             _exit_sdk_error(
                 f"{ENV_RESULT_PATH} is not set, so the missing inputs cannot be reported. "
                 "The job is meant to be run by DataBuild, which sets it"
             )
-        _write_result(path, {"missing": collector.missing})
+        result: dict[str, object] = {}
+        if missing:
+            result["missing"] = missing
+        if collector.failed:
+            result["failed"] = collector.failed
+        _write_result(path, result)
+    # 0 also with per-output failures: the result file says which failed, and DataBuild
+    # takes the outputs it names nowhere as built only when the job exits 0.
     sys.exit(0)
+
+
+def _failure_of(exc: Exception) -> tuple[str, bool]:
+    """The message and retryability of what ``build`` raised; prints a traceback to the
+    log for anything but ``fail()``."""
+    if isinstance(exc, JobFailed):
+        return exc.message, exc.retryable
+    traceback.print_exception(exc)
+    return f"{type(exc).__name__}: {exc}{_where(exc)} (full traceback in the log)", True
 
 
 def _report_failure(message: str, retryable: bool) -> NoReturn:

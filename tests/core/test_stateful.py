@@ -33,10 +33,12 @@ from databuild.core.lifecycle import ACTIVE_WANT_STATUSES, PartitionStatus
 from databuild.core.model import GraphSpec, JobRunId, JobSpec, WantId, WantRequest, WantSource
 from databuild.core.model import WantStatus as W
 from databuild.core.outcomes import (
+    OutputFailed,
     RunFailed,
     RunFinishedReport,
     RunMissingDeps,
     RunOutcome,
+    RunPartial,
     RunStartedReport,
     RunSucceeded,
 )
@@ -90,7 +92,9 @@ def models(draw: st.DrawFn) -> Model:
     return Model(GraphSpec(name="random", jobs=jobs), deps, every)
 
 
-OUTCOMES = st.sampled_from(["honest", "honest", "honest", "fail", "permanent", "timeout"])
+OUTCOMES = st.sampled_from(
+    ["honest", "honest", "honest", "fail", "permanent", "timeout", "per_output"]
+)
 
 
 class ReconcilerMachine(RuleBasedStateMachine):
@@ -154,6 +158,21 @@ class ReconcilerMachine(RuleBasedStateMachine):
         if blocked:
             return RunMissingDeps(tuple(blocked), 1.0)
         return RunSucceeded(1.0)
+
+    def one_output_failed(self, data: st.DataObject, run_id: JobRunId) -> RunOutcome:
+        honest = self.honest(run_id)
+        run = self.state.runs[run_id]
+        bad = data.draw(st.sampled_from(run.partition_refs), label="failed output")
+        kind = data.draw(
+            st.sampled_from([ev.FailureKind.PERMANENT, ev.FailureKind.EXIT_NONZERO]), label="kind"
+        )
+        lacking = honest.missing if isinstance(honest, RunMissingDeps) else ()
+        return RunPartial(
+            (OutputFailed(bad, kind, f"{bad} broke"),),
+            tuple(m for m in lacking if m.partition_ref != bad),
+            0,
+            1.0,
+        )
 
     def do_tick(self, free_slots: int) -> None:
         self.r.tick(self.now, free_slots)
@@ -227,6 +246,8 @@ class ReconcilerMachine(RuleBasedStateMachine):
             result = RunFailed(ev.FailureKind.EXIT_NONZERO, "exit 1", 1, 1.0)
         elif outcome == "timeout":
             result = RunFailed(ev.FailureKind.TIMEOUT, "timed out", -9, 1.0)
+        elif outcome == "per_output":  # issue 16: one output fails, the others are honest
+            result = self.one_output_failed(data, run_id)
         else:
             result = RunFailed(ev.FailureKind.PERMANENT, "bad data", 2, 1.0)
         self.r.run_finished(RunFinishedReport(run_id, result), self.now)

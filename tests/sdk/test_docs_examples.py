@@ -14,11 +14,19 @@ from pathlib import Path
 
 import pytest
 
-from databuild.core.events import MissingDeps
+from databuild.core.events import FailureKind, MissingDeps
 from databuild.core.model import JobRunId, JobSpec
-from databuild.core.outcomes import RunFinishedReport, RunMissingDeps, RunOutcome, RunSucceeded
+from databuild.core.outcomes import (
+    OutputFailed,
+    RunFinishedReport,
+    RunMissingDeps,
+    RunOutcome,
+    RunPartial,
+    RunSucceeded,
+)
 from databuild.core.refs import PartitionRef
-from databuild.executors import LocalExecutor, RunRequest
+from databuild.executors import LocalExecutor, RunRequest, parse_result
+from databuild.executors.protocol import ReportedOutputs
 
 from .conftest import LivenessStub
 
@@ -37,7 +45,7 @@ def examples() -> dict[str, tuple[str, str]]:
 
 
 COMMANDS = {"python": ("python",), "sh": ("sh",)}
-TITLES = ["jobs/daily.py", "jobs/daily.sh"]
+TITLES = ["jobs/daily.py", "jobs/daily.sh", "jobs/trips.py", "per-output result.json"]
 
 
 def test_the_doc_has_both_examples() -> None:
@@ -45,6 +53,8 @@ def test_the_doc_has_both_examples() -> None:
     assert sorted(found) == TITLES
     assert found["jobs/daily.py"][0] == "python"
     assert found["jobs/daily.sh"][0] == "sh"
+    assert found["jobs/trips.py"][0] == "python"
+    assert found["per-output result.json"][0] == "json"
 
 
 def run_example(
@@ -123,3 +133,44 @@ def test_a_batch_builds_what_it_can_and_reports_the_rest(
     assert isinstance(outcome, RunMissingDeps), outcome
     assert outcome.missing == (MissingDeps(OUTPUT, (INPUT,)),)
     assert (tmp_path / "data" / f"{SECOND_OUTPUT}.csv").read_text() == "date,total\n2024-01-02,5\n"
+
+
+# ---- per-output failures (issue 16 row 2) -----------------------------------------------
+
+TRIPS = tuple(PartitionRef(f"trips/region={r}") for r in ("east", "west", "north", "south"))
+
+
+def test_the_trips_batch_job_fails_the_region_without_input_alone(
+    tmp_path: Path, liveness: LivenessStub
+) -> None:
+    raw = tmp_path / "data" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "east.csv").write_text("trip\n1\n2\n")
+    (raw / "west.csv").write_text("trip\n1\n")
+    east, west, north, _ = TRIPS
+    outcome = run_example(tmp_path, "jobs/trips.py", liveness.url, (east, west, north), "r4")
+    assert outcome == RunPartial(
+        failed=(OutputFailed(north, FailureKind.PERMANENT, "no input file data/raw/north.csv"),),
+        missing=(),
+        exit_code=0,
+        duration_seconds=outcome.duration_seconds,
+    )
+    built = tmp_path / "data" / "trips"
+    assert (built / "region=east.json").read_text() == '{"region": "east", "trips": 2}\n'
+    assert (built / "region=west.json").read_text() == '{"region": "west", "trips": 1}\n'
+    assert not (built / "region=north.json").exists()
+    result = (tmp_path / ".databuild" / "runs" / "r4" / "result.json").read_text()
+    documented = re.search(r"it builds east and west and writes\n`(.*?)`", DOC.read_text())
+    assert documented is not None and documented.group(1) == result
+
+
+def test_the_per_output_result_example_means_what_the_doc_says() -> None:
+    _, text = examples()["per-output result.json"]
+    _, west, north, south = TRIPS
+    assert parse_result(text.encode(), TRIPS) == ReportedOutputs(
+        failed=(
+            OutputFailed(north, FailureKind.PERMANENT, "no input file data/raw/north.csv"),
+            OutputFailed(south, FailureKind.EXIT_NONZERO, "warehouse busy"),
+        ),
+        missing=(MissingDeps(west, (PartitionRef("raw/region=west"),)),),
+    )

@@ -10,10 +10,16 @@ from pathlib import Path
 import pytest
 
 from databuild import sdk
-from databuild.core.events import MissingDeps
+from databuild.core.events import FailureKind, MissingDeps
+from databuild.core.outcomes import OutputFailed
 from databuild.core.refs import PartitionRef
 from databuild.executors import protocol
-from databuild.executors.protocol import ReportedFailure, ReportedMissing, parse_result
+from databuild.executors.protocol import (
+    ReportedFailure,
+    ReportedMissing,
+    ReportedOutputs,
+    parse_result,
+)
 
 from .conftest import LivenessStub
 
@@ -223,16 +229,20 @@ def test_fail_can_be_retryable(result_path: Path) -> None:
     assert result_of(result_path, [DAY_1]) == ReportedFailure("warehouse busy", True)
 
 
-def test_a_failure_wins_over_missing_inputs_found_before(
+def test_a_failure_of_one_ref_leaves_the_missing_inputs_of_another(
     graph: LivenessStub, result_path: Path
 ) -> None:
+    # issue 16 row 2: it used to fail the whole run with this one ref's message
     def build(ref: str) -> None:
         if ref == DAY_1:
             sdk.require(RAW_1)
         sdk.fail("broken")
 
-    assert exit_code_of(lambda: sdk.run(build, [DAY_1, DAY_2])) == sdk.EXIT_FAILED
-    assert result_of(result_path, [DAY_1, DAY_2]) == ReportedFailure("broken", False)
+    assert exit_code_of(lambda: sdk.run(build, [DAY_1, DAY_2])) == 0
+    assert result_of(result_path, [DAY_1, DAY_2]) == ReportedOutputs(
+        failed=(OutputFailed(PartitionRef(DAY_2), FailureKind.PERMANENT, "broken"),),
+        missing=(MissingDeps(PartitionRef(DAY_1), (PartitionRef(RAW_1),)),),
+    )
 
 
 def test_an_unexpected_exception_is_a_retryable_failure_saying_where(

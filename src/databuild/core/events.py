@@ -150,9 +150,14 @@ class PartitionLive:
 
 @dataclass(frozen=True, slots=True)
 class PartitionFailed:
+    """``retry_at`` 0: the partition failed for good (its wants fail next). Otherwise one
+    output of a run failed on its own, retryably (a per-output ``failed`` entry of the job's
+    result), and it is in backoff until then; the run's other outputs go their own way."""
+
     partition_ref: PartitionRef
     job_run_id: JobRunId | None
     message: str
+    retry_at: float = 0.0
 
 
 EventPayload = (

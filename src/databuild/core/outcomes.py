@@ -2,6 +2,10 @@
 
 The executor turns exit codes, timeouts and the job's structured result into one of these;
 the reconciler turns them into events. Pure data.
+
+A batch run's outputs may end differently (``RunPartial``): each requested output is
+built, lacks inputs (``missing``) or failed on its own (``failed``); one not named in
+either was built.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from dataclasses import dataclass
 
 from databuild.core.events import FailureKind, MissingDeps
 from databuild.core.model import JobRunId
+from databuild.core.refs import PartitionRef
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +36,28 @@ class RunMissingDeps:
     duration_seconds: float
 
 
-RunOutcome = RunSucceeded | RunFailed | RunMissingDeps
+@dataclass(frozen=True, slots=True)
+class OutputFailed:
+    """One output of a run failed on its own: ``kind`` is ``PERMANENT`` or a retryable one
+    (``EXIT_NONZERO``), which goes through the job's retry policy for this output only."""
+
+    partition_ref: PartitionRef
+    kind: FailureKind
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunPartial:
+    """Some outputs failed on their own (at least one), some may lack inputs, the rest
+    were built. An output is in at most one of ``failed`` and ``missing``."""
+
+    failed: tuple[OutputFailed, ...]
+    missing: tuple[MissingDeps, ...]
+    exit_code: int
+    duration_seconds: float
+
+
+RunOutcome = RunSucceeded | RunFailed | RunMissingDeps | RunPartial
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,9 +31,11 @@ from databuild.core.model import (
     want_id_for,
 )
 from databuild.core.outcomes import (
+    OutputFailed,
     RunFailed,
     RunFinishedReport,
     RunMissingDeps,
+    RunPartial,
     RunStartedReport,
     RunSucceeded,
 )
@@ -199,14 +201,19 @@ class Reconciler:
         if run is None or run.status.terminal:
             return  # canceled or lost meanwhile: its outcome no longer counts
         outcome = report.outcome
-        if isinstance(outcome, RunMissingDeps):
+        if isinstance(outcome, RunMissingDeps | RunPartial):
             problem = _missing_problem(run.partition_refs, outcome)
             if problem:
-                outcome = RunFailed(ev.FailureKind.BAD_RESULT, problem, 0, outcome.duration_seconds)
+                code = outcome.exit_code if isinstance(outcome, RunPartial) else 0
+                outcome = RunFailed(
+                    ev.FailureKind.BAD_RESULT, problem, code, outcome.duration_seconds
+                )
         if isinstance(outcome, RunSucceeded):
             self._succeeded(run.job_run_id, outcome, now)
         elif isinstance(outcome, RunMissingDeps):
             self._missing(run.job_run_id, outcome, now)
+        elif isinstance(outcome, RunPartial):
+            self._partial(run.job_run_id, outcome, now)
         else:
             self._failed(run.job_run_id, outcome, now)
 
@@ -326,6 +333,52 @@ class Reconciler:
             self._emit(ev.PartitionFailed(ref, run_id, message), now)
             self._fail_partition_wants(part, ev.WantFailureReason.JOB_FAILED, message, now)
             self._cascade_upstream_failure(ref, message, now)
+
+    def _partial(self, run_id: JobRunId, outcome: RunPartial, now: float) -> None:
+        """Each output its own outcome. The per-output events come first, while the run
+        still holds its partitions, so that the run's own ending (missing dependencies, or
+        failed) then applies to what is left: the outputs that lack inputs, or nothing."""
+        run = self.state.runs[run_id]
+        job = self.graph.job(run.job_name)
+        failed = {f.partition_ref: f for f in outcome.failed}
+        missing = {m.partition_ref for m in outcome.missing}
+        for ref in run.partition_refs:
+            part = self.state.partition(ref)
+            if part.status is not PartitionStatus.BUILDING or part.job_run_id != run_id:
+                continue
+            if ref in failed:
+                self._output_failed(run_id, job.name, part, failed[ref], now)
+            elif ref not in missing:
+                self._make_live(ref, run_id, "", now)
+        if outcome.missing:
+            self._missing(run_id, RunMissingDeps(outcome.missing, outcome.duration_seconds), now)
+            return
+        permanent = all(not f.kind.retryable for f in outcome.failed)
+        kind = ev.FailureKind.PERMANENT if permanent else ev.FailureKind.EXIT_NONZERO
+        self._emit(
+            ev.JobRunFailed(
+                run_id,
+                kind,
+                _partial_message(len(run.partition_refs), outcome.failed),
+                outcome.exit_code,
+                outcome.duration_seconds,
+                0.0,  # each failed output was retried, or not, on its own above
+            ),
+            now,
+        )
+
+    def _output_failed(
+        self, run_id: JobRunId, job_name: str, part: PartitionRecord, f: OutputFailed, now: float
+    ) -> None:
+        decision = decide_retry(self.graph.job(job_name), f.kind, part.failures, now)
+        if not decision.give_up:
+            self._emit(ev.PartitionFailed(part.ref, run_id, f.message, decision.retry_at), now)
+            return
+        attempts = part.failures + 1
+        message = f"job {job_name} failed after {attempts} attempt(s): {f.message}"
+        self._emit(ev.PartitionFailed(part.ref, run_id, message), now)
+        self._fail_partition_wants(part, ev.WantFailureReason.JOB_FAILED, message, now)
+        self._cascade_upstream_failure(part.ref, message, now)
 
     def _fail_partition_wants(
         self,
@@ -471,8 +524,27 @@ class Reconciler:
         return found.ref, found.text
 
 
-def _missing_problem(requested: tuple[PartitionRef, ...], outcome: RunMissingDeps) -> str:
-    if not outcome.missing:
+def _partial_message(requested: int, failed: tuple[OutputFailed, ...]) -> str:
+    shown = "; ".join(f"{f.partition_ref}: {f.message}" for f in failed[:3])
+    more = f"; and {len(failed) - 3} more" if len(failed) > 3 else ""
+    return f"{len(failed)} of {requested} outputs failed: {shown}{more}"
+
+
+def _missing_problem(
+    requested: tuple[PartitionRef, ...], outcome: RunMissingDeps | RunPartial
+) -> str:
+    if isinstance(outcome, RunPartial):
+        if not outcome.failed:
+            return "the job reported per-output failures but named none"
+        for f in outcome.failed:
+            if f.partition_ref not in requested:
+                return (
+                    f"the job reported a failure of {f.partition_ref!r}, "
+                    f"which it was not asked to build (asked: {', '.join(requested)})"
+                )
+        if {m.partition_ref for m in outcome.missing} & {f.partition_ref for f in outcome.failed}:
+            return "the job reported an output both as failed and as missing inputs"
+    elif not outcome.missing:
         return "the job reported missing dependencies but named none"
     for item in outcome.missing:
         if item.partition_ref not in requested:

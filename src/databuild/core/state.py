@@ -471,6 +471,13 @@ def _partition_live(state: BuildState, e: ev.PartitionLive, now: float, seq: int
 
 def _partition_failed(state: BuildState, e: ev.PartitionFailed, now: float, seq: int) -> None:
     part = state.partition(e.partition_ref)
+    if e.retry_at:  # one output of a batch failed retryably: back off, as _run_failed does
+        state._set_partition(part, PartitionStatus.BACKOFF, now)  # checks before changing
+        part.message = e.message
+        part.failures += 1
+        part.retry_at = e.retry_at
+        heapq.heappush(state.retry_timers, (e.retry_at, part.ref))
+        return
     state._clear_waiting(part)
     part.message = e.message
     part.status = PartitionStatus.FAILED

@@ -10,10 +10,15 @@ The rules, in order (docs/jobs.md says the same for job authors):
 
 1. Killed for running past its timeout: ``FailureKind.TIMEOUT``, whatever it wrote.
 2. A result file that is present and not blank decides, whatever the exit code:
-   malformed -> ``BAD_RESULT`` (saying what is wrong and where); ``{"failed": ...}`` ->
-   ``PERMANENT`` or, with ``"retryable": true``, ``EXIT_NONZERO``; ``{"missing": ...}`` ->
-   ``RunMissingDeps``. Several JSON objects, one per line, are merged, so that a shell job
-   can append one line per output with ``>>``; a failure wins over missing dependencies.
+   malformed -> ``BAD_RESULT`` (saying what is wrong and where); ``{"failed": {"message":
+   ..., "retryable": ...}}`` (the whole run) -> ``PERMANENT`` or, with ``"retryable": true``,
+   ``EXIT_NONZERO``; ``{"failed": {OUTPUT: {"message": ..., "retryable": ...}, ...}}`` (per
+   output) -> ``RunPartial``, where outputs named in neither ``failed`` nor ``missing`` were
+   built if the job exited 0 and failed retryably with the exit status if not;
+   ``{"missing": ...}`` alone -> ``RunMissingDeps``. Several JSON objects, one per line, are
+   merged, so that a shell job can append one line per output with ``>>``: missing inputs
+   are collected per output, the first failure of an output stands and wins over its
+   missing inputs, and a whole-run failure wins over everything.
 3. Exit 0 -> ``RunSucceeded``; any other exit or a signal -> ``EXIT_NONZERO`` with the exit
    code or signal and the last lines of the log.
 
@@ -30,7 +35,14 @@ from dataclasses import dataclass
 
 from databuild.core.errors import InvalidJobResult, InvalidPartitionRef
 from databuild.core.events import FailureKind, MissingDeps
-from databuild.core.outcomes import RunFailed, RunMissingDeps, RunOutcome, RunSucceeded
+from databuild.core.outcomes import (
+    OutputFailed,
+    RunFailed,
+    RunMissingDeps,
+    RunOutcome,
+    RunPartial,
+    RunSucceeded,
+)
 from databuild.core.refs import PartitionRef, parse_ref
 
 ENV_RUN_ID = "DATABUILD_RUN_ID"
@@ -62,7 +74,16 @@ class ReportedFailure:
     retryable: bool
 
 
-JobResult = ReportedMissing | ReportedFailure | None
+@dataclass(frozen=True, slots=True)
+class ReportedOutputs:
+    """The job reported per-output failures (at least one), perhaps missing inputs of
+    other outputs; the outputs it names in neither it built."""
+
+    failed: tuple[OutputFailed, ...]
+    missing: tuple[MissingDeps, ...]
+
+
+JobResult = ReportedMissing | ReportedFailure | ReportedOutputs | None
 
 
 def outcome_from(
@@ -93,6 +114,19 @@ def outcome_from(
         return RunFailed(kind, result.message, code, duration)
     if isinstance(result, ReportedMissing):
         return RunMissingDeps(result.missing, duration)
+    if isinstance(result, ReportedOutputs):
+        failed = result.failed
+        if exit_code != 0:
+            # Outputs it said nothing about were not necessarily built: the job crashed or
+            # gave up on them, so they fail as a non-zero exit would (retryable).
+            named = {f.partition_ref for f in failed} | {m.partition_ref for m in result.missing}
+            message = f"the job {ended} without reporting this output" + _tail(log_tail)
+            failed += tuple(
+                OutputFailed(ref, FailureKind.EXIT_NONZERO, message)
+                for ref in dict.fromkeys(requested)
+                if ref not in named
+            )
+        return RunPartial(failed, result.missing, code, duration)
     if exit_code == 0:
         return RunSucceeded(duration)
     return RunFailed(FailureKind.EXIT_NONZERO, f"the job {ended}" + _tail(log_tail), code, duration)
@@ -121,15 +155,27 @@ def parse_result(data: bytes | None, requested: Sequence[PartitionRef]) -> JobRe
     documents = _documents(text)
     missing: dict[PartitionRef, list[PartitionRef]] = {}
     failure: ReportedFailure | None = None
+    failed: dict[PartitionRef, OutputFailed] = {}
     for where, document in documents:
-        found_missing, found_failure = _read_document(document, where, requested)
+        found_missing, found_failure, found_failed = _read_document(document, where, requested)
         for output, inputs in found_missing:
             merged = missing.setdefault(output, [])
             merged.extend(ref for ref in inputs if ref not in merged)
         if found_failure is not None and failure is None:
             failure = found_failure
+        for output_failed in found_failed:
+            failed.setdefault(output_failed.partition_ref, output_failed)
     if failure is not None:
         return failure
+    if failed:
+        return ReportedOutputs(
+            tuple(failed.values()),
+            tuple(
+                MissingDeps(output, tuple(inputs))
+                for output, inputs in missing.items()
+                if output not in failed
+            ),
+        )
     if missing:
         return ReportedMissing(
             tuple(MissingDeps(output, tuple(inputs)) for output, inputs in missing.items())
@@ -179,7 +225,9 @@ def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
 
 def _read_document(
     document: object, where: str, requested: Sequence[PartitionRef]
-) -> tuple[list[tuple[PartitionRef, list[PartitionRef]]], ReportedFailure | None]:
+) -> tuple[
+    list[tuple[PartitionRef, list[PartitionRef]]], ReportedFailure | None, list[OutputFailed]
+]:
     if not isinstance(document, dict):
         raise InvalidJobResult(f"{where} must be a JSON object, not {_json_type(document)}")
     unknown = sorted(set(document) - {"missing", "failed"})
@@ -189,8 +237,12 @@ def _read_document(
             "a result has only 'missing' and/or 'failed'"
         )
     missing = _read_missing(document["missing"], where, requested) if "missing" in document else []
-    failure = _read_failed(document["failed"], where) if "failed" in document else None
-    return missing, failure
+    if "failed" not in document:
+        return missing, None, []
+    value = document["failed"]
+    if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+        return missing, None, _read_failed_outputs(value, where, requested)
+    return missing, _read_failed(value, where, requested), []
 
 
 def _read_missing(
@@ -237,31 +289,73 @@ def _read_missing(
     return out
 
 
-def _read_failed(value: object, where: str) -> ReportedFailure:
+def _read_failed(value: object, where: str, requested: Sequence[PartitionRef]) -> ReportedFailure:
     shape = 'like {"message": "...", "retryable": false}'
     if not isinstance(value, dict):
         raise InvalidJobResult(
             f"{where}: 'failed' must be an object {shape}, not {_json_type(value)}"
         )
+    nested = [key for key, entry in value.items() if isinstance(entry, dict)]
+    if nested:
+        raise InvalidJobResult(
+            f"{where}: 'failed' mixes the whole-run form {shape} with a per-output entry "
+            f"for {_shown(nested[0])}; per output, every value is such an object"
+        )
     unknown = sorted(set(value) - {"message", "retryable"})
+    for key in unknown:
+        if key in requested:  # meant per output, with a value that is not an object
+            raise InvalidJobResult(
+                f"{where}: failed[{_shown(key)}] must be an object {shape}, "
+                f"not {_json_type(value[key])}"
+            )
     if unknown:
         raise InvalidJobResult(
-            f"{where}: 'failed' has the unknown key {_shown(unknown[0])}; {shape}"
+            f"{where}: 'failed' has the unknown key {_shown(unknown[0])}; {shape}, "
+            'or per output like {"OUTPUT REF": {"message": "...", "retryable": false}}'
         )
+    message, retryable = _message_and_retryable(value, f"{where}: failed")
+    return ReportedFailure(message, retryable)
+
+
+def _read_failed_outputs(
+    value: dict[str, object], where: str, requested: Sequence[PartitionRef]
+) -> list[OutputFailed]:
+    out: list[OutputFailed] = []
+    for raw_output, entry in value.items():
+        try:
+            output = parse_ref(raw_output)
+        except InvalidPartitionRef as exc:
+            raise InvalidJobResult(f"{where}: 'failed' has a bad output ref: {exc}") from None
+        if output not in requested:
+            raise InvalidJobResult(
+                f"{where}: 'failed' names the output {_shown(output)}, which this run was "
+                f"not asked to build (it was asked for {_listed(requested)})"
+            )
+        at = f"{where}: failed[{_shown(output)}]"
+        assert isinstance(entry, dict)  # the caller checked: every value is an object
+        unknown = sorted(set(entry) - {"message", "retryable"})
+        if unknown:
+            raise InvalidJobResult(
+                f'{at} has the unknown key {_shown(unknown[0])}; like {{"message": "...", '
+                '"retryable": false}'
+            )
+        message, retryable = _message_and_retryable(entry, at)
+        kind = FailureKind.EXIT_NONZERO if retryable else FailureKind.PERMANENT
+        out.append(OutputFailed(output, kind, message))
+    return out
+
+
+def _message_and_retryable(value: dict[str, object], at: str) -> tuple[str, bool]:
     message = value.get("message", "")
     if not isinstance(message, str):
-        raise InvalidJobResult(
-            f"{where}: failed.message must be a string, not {_json_type(message)}"
-        )
+        raise InvalidJobResult(f"{at}.message must be a string, not {_json_type(message)}")
     retryable = value.get("retryable", False)
     if not isinstance(retryable, bool):
-        raise InvalidJobResult(
-            f"{where}: failed.retryable must be true or false, not {_json_type(retryable)}"
-        )
+        raise InvalidJobResult(f"{at}.retryable must be true or false, not {_json_type(retryable)}")
     message = message.strip() or "the job reported a failure without a message"
     if len(message) > _MAX_MESSAGE_CHARS:
         message = message[: _MAX_MESSAGE_CHARS - 3] + "..."
-    return ReportedFailure(message, retryable)
+    return message, retryable
 
 
 def _how_it_ended(exit_code: int | None, signal: int | None) -> str:

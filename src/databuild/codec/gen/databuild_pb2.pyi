@@ -629,19 +629,25 @@ class PartitionFailed(_message.Message):
     PARTITION_REF_FIELD_NUMBER: _builtins.int
     JOB_RUN_ID_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    RETRY_AT_FIELD_NUMBER: _builtins.int
     partition_ref: _builtins.str
     job_run_id: _builtins.str
     message: _builtins.str
+    retry_at: _builtins.float
+    """0 (and in logs written before it existed): the partition failed for good. Otherwise
+    only this output of a batch run failed, retryably, and is retried at this time.
+    """
     def __init__(
         self,
         *,
         partition_ref: _builtins.str = ...,
         job_run_id: _builtins.str = ...,
         message: _builtins.str = ...,
+        retry_at: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_run_id", b"job_run_id", "message", b"message", "partition_ref", b"partition_ref"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_run_id", b"job_run_id", "message", b"message", "partition_ref", b"partition_ref", "retry_at", b"retry_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
