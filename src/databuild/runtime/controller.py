@@ -323,7 +323,9 @@ class Controller:
         except BaseException as exc:  # the loop must not die silently
             self.failure = exc
             self.storage_down = ""
-            log.error("controller stopped: %s", exc)
+            # info, not error: `databuild serve` then exits with the one line that says
+            # why (service.server); embedded users read it from `failure` and /healthz.
+            log.info("controller stopped: %s", exc)
             self._fail_pending(exc)
             self.failed.set()
             async with self._committed:
