@@ -381,3 +381,46 @@ def test_sqlite_held_locked_by_another_process_mid_build(
         stop_process(proc)
     check_log_rows(sqlite_rows(graph))
     assert outputs(graph) == expected
+
+
+def test_postgres_down_longer_than_the_grace_exits_non_zero_and_a_restart_completes(
+    private_postgres: PrivatePostgres,
+    calendar_factory: Callable[[], Path],
+    launch_service: Launcher,
+    job_env: dict[str, str],
+    reference: tuple[dict[str, bytes], int],
+) -> None:
+    expected, total = reference
+    graph = prepare(calendar_factory(), "postgres")
+    env = {**service_env(job_env, private_postgres.url), "DATABUILD_STORAGE_GRACE": "2"}
+    proc, url = launch_service(graph, env=env)
+    build = Build(url, proc)
+    try:
+        build.start()
+        build.wait_sequence(total // 3)
+        private_postgres.stop()
+        try:
+            returncode = proc.wait(timeout=DEADLINE)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("the service stayed up past the storage grace") from None
+    finally:
+        build.close()
+        stop_process(proc)
+    assert returncode != 0
+    log = (graph / "serve.log").read_text()
+    assert "Traceback" not in log
+    stopped = [line for line in log.splitlines() if line.startswith("error:")]
+    assert len(stopped) == 1, log
+    assert "longer than the storage grace of 2 s" in stopped[0]
+
+    private_postgres.start()
+    proc, url = launch_service(graph, env=env)
+    build = Build(url, proc)
+    try:
+        build.want_id = build.http.get("/api/v1/wants").json()["wants"][0]["want_id"]
+        build.finish(restarted=True)
+    finally:
+        build.close()
+        stop_process(proc)
+    check_log_rows(postgres_rows(private_postgres))
+    assert outputs(graph) == expected

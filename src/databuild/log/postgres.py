@@ -190,7 +190,7 @@ class PostgresEventLog(BuildEventLog):
     def acquire_writer(self, owner: str) -> None:
         self._check_open()
         with self._write_lock, self._storage_errors("take the writer lock of"):
-            if self._lock_conn is not None and (self._lock_conn.closed or self._lock_conn.broken):
+            if self._lock_conn is not None and not _alive(self._lock_conn):
                 # The server dropped the session (restart, pg_terminate_backend) and with
                 # it our advisory lock: take it again on a new session, or learn who has.
                 self._lock_conn.close()
@@ -258,6 +258,17 @@ def _transient(exc: BaseException) -> bool:
     if code:
         return code[:2] in _TRANSIENT_CLASSES or code in _TRANSIENT_CODES
     return isinstance(exc, psycopg.OperationalError)
+
+
+def _alive(conn: psycopg.Connection) -> bool:
+    """Whether a session still answers (a terminated one is only noticed when used)."""
+    if conn.closed or conn.broken:
+        return False
+    try:
+        conn.execute("SELECT 1")
+    except (psycopg.OperationalError, psycopg.InterfaceError):
+        return False
+    return True
 
 
 def _one(row: tuple[Any, ...] | None) -> Any:

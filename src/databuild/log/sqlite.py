@@ -46,8 +46,11 @@ _event = constructor(Event)
 
 
 class SqliteEventLog(BuildEventLog):
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, busy_timeout: float = BUSY_TIMEOUT_SECONDS
+    ) -> None:
         self.path = Path(path)
+        self._busy_timeout = busy_timeout
         self._lock_path = Path(f"{self.path}.lock")
         self._write_lock = threading.Lock()
         self._readers_lock = threading.Lock()
@@ -86,7 +89,7 @@ class SqliteEventLog(BuildEventLog):
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
             self.path,
-            timeout=BUSY_TIMEOUT_SECONDS,
+            timeout=self._busy_timeout,
             isolation_level=None,  # we issue BEGIN/COMMIT ourselves
             check_same_thread=False,  # close() may run on another thread than the user
         )
