@@ -164,6 +164,7 @@ class Controller:
         self.storage_down = ""  # why storage is unavailable, while an append is retried
         self.storage_down_since = 0.0  # wall clock, for /healthz
         self._rng = random.Random()
+        self._latest = 0.0  # the newest time handed to the core or written to the log
         self._inbox: asyncio.Queue[_Input] = asyncio.Queue()
         self._committed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
@@ -218,8 +219,13 @@ class Controller:
         self.last_committed = self.reconciler.state.last_sequence
         self.executor.set_reporter(self._report)
         self.executor.prepare(self.graph.jobs, self.root_dir)
-        self.reconciler.recover(self.clock.now())
-        await self._commit_and_act(self.clock.now())
+        if self.reconciler.state.last_sequence > 0:
+            newest = await asyncio.to_thread(
+                self.log.read, self.reconciler.state.last_sequence - 1, 1
+            )
+            self._latest = newest[0].timestamp if newest else 0.0
+        self.reconciler.recover(self._now())
+        await self._commit_and_act(self._now())
         self._task = asyncio.create_task(self._run(), name="databuild-controller")
 
     async def stop(self) -> None:
@@ -300,11 +306,21 @@ class Controller:
         return self.last_committed
 
     # ---- the loop ------------------------------------------------------------------
+    def _now(self) -> float:
+        """The clock's time, never before the newest already used: after the wall clock
+        steps back (here or between two runs of the service) time stands still until it
+        catches up, so the log's timestamps never go backwards and no timer fires early."""
+        reading = self.clock.now()
+        if reading < self._latest:
+            return self._latest
+        self._latest = reading
+        return reading
+
     async def _next_input(self) -> _Input | None:
         wake = self.reconciler.next_wakeup()
         if wake is None:
             return await self._inbox.get()
-        delay = max(0.0, wake - self.clock.now())
+        delay = max(0.0, wake - self._now())
         try:
             return await asyncio.wait_for(self._inbox.get(), delay)
         except TimeoutError:
@@ -341,7 +357,7 @@ class Controller:
     async def _step(self, batch: list[_Input]) -> None:
         loop = asyncio.get_running_loop()
         started = loop.time()
-        now = self.clock.now()
+        now = self._now()
         replies: list[tuple[asyncio.Future[object], object]] = []
         failures: list[tuple[asyncio.Future[object], BaseException]] = []
         rec = self.reconciler
