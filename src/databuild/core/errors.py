@@ -13,6 +13,7 @@ adapter that caught them, so callers handle one family.
     ├── IllegalTransition         a lifecycle table forbids this change (nothing changed)
     ├── NotFound                  no want / run / partition with that id
     ├── StorageError              the Build Event Log could not be read or written
+    │   ├── StorageUnavailable    a transient fault (connection lost, busy, disk full): retry
     │   └── LogLocked             another service owns this Build Event Log
     ├── ExecutorError             a job could not be started or controlled
     └── ServiceError              talking to a DataBuild service failed
@@ -68,6 +69,10 @@ class NotFound(DataBuildError):
 
 class StorageError(DataBuildError):
     pass
+
+
+class StorageUnavailable(StorageError):
+    """A fault that may clear by itself: the runtime retries (capped back-off) within a grace."""
 
 
 class LogLocked(StorageError):

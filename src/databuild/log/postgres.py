@@ -28,7 +28,7 @@ from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
 from databuild.codec import PAYLOAD_VERSION, decode_payload, encode_payload
-from databuild.core.errors import LogLocked, StorageError
+from databuild.core.errors import LogLocked, StorageError, StorageUnavailable
 from databuild.core.events import Event, EventPayload
 from databuild.log.port import DEFAULT_READ_LIMIT, BuildEventLog, checked_read_args
 from databuild.log.schema import load_migrations, pending_migrations
@@ -91,7 +91,8 @@ class PostgresEventLog(BuildEventLog):
             yield
         except (psycopg.Error, OSError) as exc:
             detail = str(exc).strip() or type(exc).__name__
-            raise StorageError(
+            kind = StorageUnavailable if _transient(exc) else StorageError
+            raise kind(
                 f"could not {action} the PostgreSQL Build Event Log {self._shown} "
                 f"(schema {self.schema}): {detail}"
             ) from exc
@@ -197,6 +198,11 @@ class PostgresEventLog(BuildEventLog):
     def acquire_writer(self, owner: str) -> None:
         self._check_open()
         with self._write_lock, self._storage_errors("take the writer lock of"):
+            if self._lock_conn is not None and not _alive(self._lock_conn):
+                # The server dropped the session (restart, pg_terminate_backend) and with
+                # it our advisory lock: take it again on a new session, or learn who has.
+                self._lock_conn.close()
+                self._lock_conn = None
             if self._lock_conn is None:
                 conn = self._connect()
                 try:
@@ -240,6 +246,37 @@ class PostgresEventLog(BuildEventLog):
             finally:
                 for conn in [*readers, self._writer, *([lock_conn] if lock_conn else [])]:
                     conn.close()
+
+
+# SQLSTATE classes and codes that can clear without a person: connection exceptions,
+# transaction rollbacks (serialization failure, deadlock), insufficient resources (disk
+# full, too many connections), operator intervention (admin shutdown, server starting up,
+# query canceled by a timeout), lock not available.
+_TRANSIENT_CLASSES = ("08", "40", "53", "57")
+_TRANSIENT_CODES = frozenset({"55P03", "55006"})
+
+
+def _transient(exc: BaseException) -> bool:
+    """Whether retrying the same statement later may succeed. Connection loss (no
+    SQLSTATE at all: the socket died) is transient; a missing table or schema, or a
+    permission refused, is not (``ProgrammingError`` family)."""
+    if isinstance(exc, OSError | psycopg.InterfaceError):
+        return True
+    code = getattr(exc, "sqlstate", None)
+    if code:
+        return code[:2] in _TRANSIENT_CLASSES or code in _TRANSIENT_CODES
+    return isinstance(exc, psycopg.OperationalError)
+
+
+def _alive(conn: psycopg.Connection) -> bool:
+    """Whether a session still answers (a terminated one is only noticed when used)."""
+    if conn.closed or conn.broken:
+        return False
+    try:
+        conn.execute("SELECT 1")
+    except (psycopg.OperationalError, psycopg.InterfaceError):
+        return False
+    return True
 
 
 def _one(row: tuple[Any, ...] | None) -> Any:

@@ -19,6 +19,7 @@ Called through ``open_log("sqlite:///...")``. Must not let ``sqlite3.Error`` or
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import sqlite3
@@ -27,7 +28,7 @@ from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 
 from databuild.codec import PAYLOAD_VERSION, decode_payload, encode_payload
-from databuild.core.errors import LogLocked, StorageError
+from databuild.core.errors import LogLocked, StorageError, StorageUnavailable
 from databuild.core.events import Event, EventPayload
 from databuild.core.pickling import constructor
 from databuild.log.port import DEFAULT_READ_LIMIT, BuildEventLog, checked_read_args
@@ -45,8 +46,11 @@ _event = constructor(Event)
 
 
 class SqliteEventLog(BuildEventLog):
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, busy_timeout: float = BUSY_TIMEOUT_SECONDS
+    ) -> None:
         self.path = Path(path)
+        self._busy_timeout = busy_timeout
         self._lock_path = Path(f"{self.path}.lock")
         self._write_lock = threading.Lock()
         self._readers_lock = threading.Lock()
@@ -76,7 +80,8 @@ class SqliteEventLog(BuildEventLog):
         try:
             yield
         except (sqlite3.Error, OSError) as exc:
-            raise StorageError(
+            kind = StorageUnavailable if _transient(exc) else StorageError
+            raise kind(
                 f"could not {action} the SQLite Build Event Log {self.path}: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
@@ -84,7 +89,7 @@ class SqliteEventLog(BuildEventLog):
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
             self.path,
-            timeout=BUSY_TIMEOUT_SECONDS,
+            timeout=self._busy_timeout,
             isolation_level=None,  # we issue BEGIN/COMMIT ourselves
             check_same_thread=False,  # close() may run on another thread than the user
         )
@@ -228,6 +233,24 @@ class SqliteEventLog(BuildEventLog):
                     readers, self._readers = self._readers, []
                 for conn in [*readers, self._writer]:
                     conn.close()
+
+
+# SQLite primary result codes that can clear by themselves: another process holds the
+# lock past our busy timeout, the disk is full or failed an I/O. A missing table, a
+# read-only or unopenable file, a corrupt one are a person's job (persistent).
+_TRANSIENT_CODES = frozenset(
+    {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR}
+)
+_TRANSIENT_ERRNOS = frozenset({errno.ENOSPC, errno.EIO, errno.EAGAIN, errno.EDQUOT})
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, OSError):
+        return exc.errno in _TRANSIENT_ERRNOS
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:
+        return False
+    return bool(code & 0xFF in _TRANSIENT_CODES)
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

@@ -8,8 +8,22 @@ Log in ONE transaction, and only after that commit acknowledge clients and start
 runs. It sleeps until an input arrives or the reconciler's next timer is due: no polling.
 
 What it must not do: decide anything itself, or acknowledge a want before the event that
-records it is durable. A failed append stops the controller (state in memory may be ahead
-of the log); a restart rebuilds state from the log, which is the truth.
+records it is durable.
+
+Storage faults (docs/operations.md, "What DataBuild survives and how"): an append that
+fails with ``StorageUnavailable`` (connection lost, server restarting, lock or
+serialization timeout, SQLite busy, disk full) is retried with capped, jittered back-off
+for up to the storage grace. While it is retried, new writes are refused (503 with the
+reason), reads are served from memory, running jobs go on (their reports wait in the
+inbox). Before each retry the writer re-takes the log's writer lock and reads the log's
+tail, because the failed attempt may have committed (the connection died at COMMIT): if
+the tail holds exactly this step's events the step is done, if it ends just before them
+they are appended again, anything else means another writer and is fatal. Why the tail
+and not an idempotency id per append: one writer holds the lock, so the sequence numbers
+this step expects already are that id; it needs no schema change and works the same on
+every backend. Any other error, or a fault outlasting the grace, stops the controller for
+good (``failed`` is set; the server then exits non-zero for a supervisor to restart it;
+state in memory may be ahead of the log, and a restart rebuilds it from the log).
 """
 
 from __future__ import annotations
@@ -18,12 +32,21 @@ import asyncio
 import contextlib
 import gc
 import logging
+import math
 import os
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from databuild.core.errors import DataBuildError, StorageError
+from databuild.core.errors import (
+    DataBuildError,
+    InvalidInput,
+    LogLocked,
+    StorageError,
+    StorageUnavailable,
+)
+from databuild.core.events import Event
 from databuild.core.model import GraphSpec, WantId, WantRequest, WantStatus
 from databuild.core.outcomes import ExecutorReport, RunFinishedReport, RunStartedReport
 from databuild.core.reconcile import Effect, KillOrphan, KillRun, Reconciler, StartRun
@@ -37,6 +60,35 @@ from databuild.runtime.snapshots import SnapshotStore, worth_writing_at_stop
 log = logging.getLogger("databuild.controller")
 
 _LOAD_CHUNK = 50_000
+
+STORAGE_GRACE_ENV = "DATABUILD_STORAGE_GRACE"
+DEFAULT_STORAGE_GRACE_SECONDS = 300.0
+RETRY_FIRST_SECONDS = 0.05
+RETRY_CAP_SECONDS = 5.0
+
+
+def storage_grace_from(environ: dict[str, str] | os._Environ[str]) -> float:
+    """The storage grace in seconds: ``$DATABUILD_STORAGE_GRACE`` or the default."""
+    raw = environ.get(STORAGE_GRACE_ENV, "").strip()
+    if not raw:
+        return DEFAULT_STORAGE_GRACE_SECONDS
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise InvalidInput(
+            f"${STORAGE_GRACE_ENV} must be a number of seconds >= 0 (how long a storage "
+            f"outage is retried before the service exits); got {raw!r}"
+        )
+    return value
+
+
+def retry_delay(attempt: int, rng: random.Random) -> float:
+    """Back-off before retry ``attempt`` (0-based): exponential from 50 ms, capped at
+    5 s, with full jitter over its upper half so many services do not retry in step."""
+    ceiling = min(RETRY_CAP_SECONDS, RETRY_FIRST_SECONDS * 2.0 ** min(attempt, 16))
+    return ceiling / 2 + rng.random() * ceiling / 2
 
 
 @dataclass
@@ -74,6 +126,8 @@ class ControllerStats:
     last_step_seconds: float = 0.0
     step_seconds_total: float = 0.0
     started_runs: int = 0
+    storage_retries: int = 0
+    storage_outages: int = 0
 
 
 class Controller:
@@ -90,6 +144,7 @@ class Controller:
         owner: str = "",
         snapshots: SnapshotStore | None = None,
         snapshot_every: int = 200_000,
+        storage_grace: float | None = None,
     ) -> None:
         self.graph = graph
         self.log = event_log
@@ -102,6 +157,14 @@ class Controller:
         self.reconciler = Reconciler(graph)
         self.stats = ControllerStats()
         self.failure: BaseException | None = None
+        self.failed = asyncio.Event()  # set once the loop has stopped on an error
+        self.storage_grace = (
+            storage_grace_from(os.environ) if storage_grace is None else storage_grace
+        )
+        self.storage_down = ""  # why storage is unavailable, while an append is retried
+        self.storage_down_since = 0.0  # wall clock, for /healthz
+        self._rng = random.Random()
+        self._latest = 0.0  # the newest time handed to the core or written to the log
         self._inbox: asyncio.Queue[_Input] = asyncio.Queue()
         self._committed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
@@ -156,8 +219,13 @@ class Controller:
         self.last_committed = self.reconciler.state.last_sequence
         self.executor.set_reporter(self._report)
         self.executor.prepare(self.graph.jobs, self.root_dir)
-        self.reconciler.recover(self.clock.now())
-        await self._commit_and_act(self.clock.now())
+        if self.reconciler.state.last_sequence > 0:
+            newest = await asyncio.to_thread(
+                self.log.read, self.reconciler.state.last_sequence - 1, 1
+            )
+            self._latest = newest[0].timestamp if newest else 0.0
+        self.reconciler.recover(self._now())
+        await self._commit_and_act(self._now())
         self._task = asyncio.create_task(self._run(), name="databuild-controller")
 
     async def stop(self) -> None:
@@ -176,12 +244,22 @@ class Controller:
     # ---- inputs --------------------------------------------------------------------
     def _future(self) -> asyncio.Future[object]:
         self.raise_if_failed()
+        self.raise_if_storage_down()
         return asyncio.get_running_loop().create_future()
 
     def raise_if_failed(self) -> None:
         """StorageError if the loop has stopped on an error (no more events will come)."""
         if self.failure is not None:
             raise StorageError(f"the controller stopped: {self.failure}")
+
+    def raise_if_storage_down(self) -> None:
+        """StorageUnavailable while an append is being retried: a write now would only
+        wait behind it, so it is refused at once with the reason."""
+        if self.storage_down:
+            raise StorageUnavailable(
+                f"the Build Event Log is unavailable, retrying (writes refused until it is "
+                f"back; reads are served from memory): {self.storage_down}"
+            )
 
     async def create_wants(self, requests: Sequence[WantRequest]) -> list[WantId]:
         """Create (or find) the wants; returns once their creation is durable."""
@@ -228,11 +306,21 @@ class Controller:
         return self.last_committed
 
     # ---- the loop ------------------------------------------------------------------
+    def _now(self) -> float:
+        """The clock's time, never before the newest already used: after the wall clock
+        steps back (here or between two runs of the service) time stands still until it
+        catches up, so the log's timestamps never go backwards and no timer fires early."""
+        reading = self.clock.now()
+        if reading < self._latest:
+            return self._latest
+        self._latest = reading
+        return reading
+
     async def _next_input(self) -> _Input | None:
         wake = self.reconciler.next_wakeup()
         if wake is None:
             return await self._inbox.get()
-        delay = max(0.0, wake - self.clock.now())
+        delay = max(0.0, wake - self._now())
         try:
             return await asyncio.wait_for(self._inbox.get(), delay)
         except TimeoutError:
@@ -250,8 +338,12 @@ class Controller:
             raise
         except BaseException as exc:  # the loop must not die silently
             self.failure = exc
-            log.error("controller stopped: %s", exc)
+            self.storage_down = ""
+            # info, not error: `databuild serve` then exits with the one line that says
+            # why (service.server); embedded users read it from `failure` and /healthz.
+            log.info("controller stopped: %s", exc)
             self._fail_pending(exc)
+            self.failed.set()
             async with self._committed:
                 self._committed.notify_all()
 
@@ -265,7 +357,7 @@ class Controller:
     async def _step(self, batch: list[_Input]) -> None:
         loop = asyncio.get_running_loop()
         started = loop.time()
-        now = self.clock.now()
+        now = self._now()
         replies: list[tuple[asyncio.Future[object], object]] = []
         failures: list[tuple[asyncio.Future[object], BaseException]] = []
         rec = self.reconciler
@@ -313,13 +405,7 @@ class Controller:
         self.reconciler.tick(now, self.executor.free_slots())
         events, effects = self.reconciler.take()
         if events:
-            first = events[0].sequence
-            stored = await asyncio.to_thread(self.log.append, [e.payload for e in events], now)
-            if not stored or stored[0].sequence != first or len(stored) != len(events):
-                raise StorageError(
-                    "the Build Event Log assigned sequence numbers this service did not "
-                    "expect: another writer appended to it; restart to rebuild state"
-                )
+            await self._append(events, now)
             self.stats.events += len(events)
             self._maybe_snapshot()
             async with self._committed:
@@ -327,6 +413,70 @@ class Controller:
                 self._committed.notify_all()
         for effect in effects:
             await self._carry_out(effect)
+
+    async def _append(self, events: list[Event], now: float) -> None:
+        """Make ``events`` durable, exactly once, retrying transient faults within the
+        grace (see the module docstring)."""
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        outage_began: float | None = None  # loop.time(): monotonic, immune to clock steps
+        while True:
+            try:
+                if attempt == 0:
+                    stored = await asyncio.to_thread(
+                        self.log.append, [e.payload for e in events], now
+                    )
+                    _check_stored(stored, events)
+                else:
+                    await asyncio.to_thread(self._append_unless_recorded, events, now)
+                break
+            except (StorageUnavailable, LogLocked) as exc:
+                # LogLocked only while recovering: the server may not have noticed yet
+                # that our old session (and its lock) is gone.
+                if outage_began is None:
+                    outage_began = loop.time()
+                    self.storage_down_since = self.clock.now()
+                    self.stats.storage_outages += 1
+                    log.warning("Build Event Log unavailable, retrying: %s", exc)
+                self.storage_down = str(exc)
+                waited = loop.time() - outage_began
+                if waited >= self.storage_grace:
+                    raise StorageError(
+                        f"the Build Event Log stayed unavailable for {waited:.0f} s (longer "
+                        f"than the storage grace of {self.storage_grace:g} s, "
+                        f"${STORAGE_GRACE_ENV}): {exc}"
+                    ) from exc
+                await asyncio.sleep(retry_delay(attempt, self._rng))
+                attempt += 1
+                self.stats.storage_retries += 1
+        if outage_began is not None:
+            log.warning(
+                "Build Event Log available again after %.1f s (%d retries)",
+                loop.time() - outage_began,
+                attempt,
+            )
+            self.storage_down = ""
+
+    def _append_unless_recorded(self, events: list[Event], now: float) -> None:
+        """A retry: the failed attempt may have committed. Runs on a worker thread."""
+        self.log.acquire_writer(self.owner)
+        first, last = events[0].sequence, events[-1].sequence
+        found = self.log.last_sequence()
+        if found == first - 1:
+            _check_stored(self.log.append([e.payload for e in events], now), events)
+            return
+        if found == last:
+            tail = self.log.read(first - 1, len(events))
+            if [e.payload for e in tail] == [e.payload for e in events]:
+                log.warning(
+                    "the append of events %d-%d had committed before it failed", first, last
+                )
+                return
+        raise StorageError(
+            f"the Build Event Log ends at sequence {found} where this service expected "
+            f"{first - 1} or its own events up to {last}: another writer appended to it; "
+            "restart to rebuild state"
+        )
 
     def _maybe_snapshot(self) -> None:
         """Right after a commit (state == log): fork a snapshot every ``snapshot_every``."""
@@ -377,3 +527,11 @@ class Controller:
             task.add_done_callback(self._background.discard)
         elif isinstance(effect, KillOrphan):
             await asyncio.to_thread(self.executor.kill_orphan, effect.job_run_id, effect.pid)
+
+
+def _check_stored(stored: list[Event], events: list[Event]) -> None:
+    if not stored or stored[0].sequence != events[0].sequence or len(stored) != len(events):
+        raise StorageError(
+            "the Build Event Log assigned sequence numbers this service did not "
+            "expect: another writer appended to it; restart to rebuild state"
+        )

@@ -207,6 +207,14 @@ async def metrics(request: Request) -> PlainTextResponse:
         graph=host.config.name,
     )
     text += up.render()
+    if controller is not None:  # storage faults (issue 14): 0 while an append is retried
+        storage = Family("databuild_storage_up", "gauge", "0 while the BEL is unavailable.")
+        storage.add(0 if controller.storage_down or controller.failure else 1)
+        retries = Family(
+            "databuild_storage_retries_total", "counter", "Appends retried after a fault."
+        )
+        retries.add(controller.stats.storage_retries)
+        text += storage.render() + retries.render()
     if controller is not None:
         text += render(controller_families(controller.stats))
     return PlainTextResponse(text, media_type=CONTENT_TYPE)

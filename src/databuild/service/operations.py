@@ -198,12 +198,14 @@ def health(host: GraphHost) -> schemas.Health:
     failure = controller.failure if controller is not None else None
     # O(jobs), not O(runs + wants): probes and every CLI command's discovery ask this
     running = sum(len(runs) for runs in state.running_by_job.values())
+    # degraded: the Build Event Log is unavailable and an append is being retried
+    down = controller.storage_down if controller is not None and not failure else ""
     return schemas.Health(
-        status="failed" if failure else "ok",
+        status="failed" if failure else "degraded" if down else "ok",
         graph=host.config.name,
         version=__version__,
         last_sequence=controller.last_committed if controller else state.last_sequence,
         active_wants=state.active_want_count,
         running_job_runs=running,
-        message=str(failure) if failure else "",
+        message=str(failure) if failure else down,
     )

@@ -152,7 +152,7 @@ class ErrorResponse(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok", "failed"]
+    status: Literal["ok", "degraded", "failed"]
     graph: str
     version: str
     last_sequence: int

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import uvicorn
 
 from databuild.config import GraphConfig
-from databuild.core.errors import DataBuildError, ServiceError
+from databuild.core.errors import DataBuildError, ServiceError, StorageError
 from databuild.service.gateway import ServiceApp
 from databuild.service.host import GraphHost
 from databuild.service.security import AccessPolicy, SecurityMiddleware
@@ -120,6 +120,7 @@ class Service:
             with contextlib.suppress(Exception):
                 await self.host.stop()
             raise
+        watch = asyncio.create_task(self._stop_when_controller_fails())
         try:
             serving = asyncio.create_task(self.server.serve(sockets=[self.sock]))
             self._serving = serving
@@ -129,8 +130,20 @@ class Service:
             with contextlib.suppress(asyncio.CancelledError):
                 await serving
         finally:
+            watch.cancel()
             await self.host.stop()
             self.sock.close()
+        failure = self.host.controller.failure if self.host.controller else None
+        if failure is not None:
+            # Never stay up half-dead: exit non-zero so a supervisor restarts the service,
+            # which then recovers from the log as after kill -9 (issue 14.2).
+            raise StorageError(f"the service stopped: {failure}")
+
+    async def _stop_when_controller_fails(self) -> None:
+        controller = self.host.controller
+        if controller is not None:
+            await controller.failed.wait()
+            self.server.should_exit = True
 
     def request_stop(self, *, at_once: bool = False) -> None:
         """Graceful (uvicorn finishes open requests on its next 0.1 s tick), or, for an

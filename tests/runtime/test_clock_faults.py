@@ -1,0 +1,111 @@
+"""Clock faults (issue 14.4) through the clock port: a wall clock stepped back by an hour
+does not make the Build Event Log's timestamps go backwards (within a run or across a
+restart) nor fire a retry back-off early; ``SystemClock`` itself never goes backwards."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from databuild.config import load_config
+from databuild.core.events import FailureKind, JobRunQueued
+from databuild.core.model import WantRequest, WantSource
+from databuild.core.outcomes import RunFailed
+from databuild.core.refs import PartitionRef
+from databuild.executors.fake import FakeExecutor
+from databuild.log.memory import InMemoryEventLog, InMemoryStore
+from databuild.runtime.clock import FakeClock, SystemClock
+from databuild.service.host import GraphHost
+
+CONFIG = """
+[graph]
+name = "g"
+
+[jobs.up]
+outputs = ["up/{n}"]
+command = ["true"]
+retries = 3
+retry_backoff = "60s"
+concurrency = 4
+"""
+HOUR = 3600.0
+T0 = 1_700_000_000.0
+
+
+def request(ref: str) -> WantRequest:
+    return WantRequest(PartitionRef(ref), int(T0), WantSource.API)
+
+
+def timestamps(store: InMemoryStore) -> list[float]:
+    return [e.timestamp for e in InMemoryEventLog(store).read(0)]
+
+
+def test_the_system_clock_never_goes_backwards() -> None:
+    readings = iter([100.0, 101.0, 101.0 - HOUR, 50.0, 101.5, 200.0])
+    clock = SystemClock(wall=lambda: next(readings))
+    seen = [clock.now() for _ in range(6)]
+    assert seen == [100.0, 101.0, 101.0, 101.0, 101.5, 200.0]
+
+
+def test_a_clock_stepped_back_keeps_log_timestamps_in_order_and_timers_on_time(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "databuild.toml").write_text(CONFIG)
+    config = load_config(tmp_path / "databuild.toml", {})
+    store = InMemoryStore()
+    clock = FakeClock(T0)
+    executor = FakeExecutor(slots=2)
+
+    def runs_of(ref: str) -> int:
+        return sum(1 for r in executor.started if PartitionRef(ref) in r.partition_refs)
+
+    async def scenario() -> None:
+        host = GraphHost(config, event_log=InMemoryEventLog(store), executor=executor, clock=clock)
+        await host.start()
+        controller = host.controller
+        assert controller is not None
+        try:
+            await controller.create_wants([request("up/1")])
+            assert len(executor.started) == 1
+            first = executor.started[0].job_run_id
+            executor.finish(first, RunFailed(FailureKind.EXIT_NONZERO, "exit 1", 1, 0.1))
+            await controller.poke()  # failed; retried 60-300 s later
+
+            clock.set(T0 - HOUR)  # NTP steps the wall clock back an hour
+            await controller.create_wants([request("up/2")])
+            clock.set(T0 - HOUR + 120)  # two minutes pass on the stepped-back clock
+            await controller.poke()
+            assert runs_of("up/1") == 1, "the back-off fired early"
+            assert runs_of("up/2") == 1
+
+            clock.set(T0 + 301)  # past the back-off (at most 300 s) in the log's time
+            await controller.poke()
+            assert runs_of("up/1") == 2
+        finally:
+            await host.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+    seen = timestamps(store)
+    assert seen == sorted(seen), "a BEL timestamp went backwards"
+    assert seen[-1] == T0 + 301
+
+    async def restart_behind() -> None:
+        # the service restarts on a host whose clock is an hour behind the log
+        behind = FakeClock(T0 - HOUR)
+        host = GraphHost(
+            config, event_log=InMemoryEventLog(store), executor=FakeExecutor(slots=0), clock=behind
+        )
+        await host.start()
+        try:
+            assert host.controller is not None
+            await host.controller.create_wants([request("up/3")])
+        finally:
+            await host.stop()
+
+    before = len(timestamps(store))
+    asyncio.run(asyncio.wait_for(restart_behind(), 30))
+    after = timestamps(store)
+    assert len(after) > before
+    assert after == sorted(after), "a restart with a clock behind the log wrote older times"
+    queued = [e for e in InMemoryEventLog(store).read(0) if isinstance(e.payload, JobRunQueued)]
+    assert queued, "the retry was queued"
