@@ -156,3 +156,35 @@ def _quick_runs(ux: Cli, ref: str) -> list[str]:
     ux.run("build", "-q", ref)
     runs = ux.json("runs", "--job", "quick", "--limit", "1000")["job_runs"]
     return [r["job_run_id"] for r in runs if r["partition_refs"] == [ref]]
+
+
+# ---- 16.5: every event about a partition ----------------------------------------------------
+def test_events_partition_shows_the_runs_that_built_it_retry_included(ux: Cli) -> None:
+    built = ux.json("build", "flaky/id=a")
+    assert built["ok"] is True
+    (want,) = built["wants"]
+    lines = ux.run("--json", "events", "--partition", "flaky/id=a").stdout.splitlines()
+    kinds = [json.loads(line)["type"] for line in lines]
+    assert kinds.count("job_run_queued") == 2 and kinds.count("job_run_started") == 2
+    assert kinds.count("job_run_failed") == 1 and kinds.count("job_run_succeeded") == 1
+    assert {"want_created", "partition_building", "partition_live", "want_satisfied"} <= set(kinds)
+    assert kinds.index("job_run_failed") < kinds.index("job_run_succeeded")
+    # a pattern matches the same, and nothing about other partitions comes with it
+    by_pattern = httpx.get(
+        f"{ux.url}/api/v1/events", params={"partition": "flaky/id={id}"}, timeout=30
+    ).json()["events"]
+    assert [e["type"] for e in by_pattern] == kinds
+    other = httpx.get(
+        f"{ux.url}/api/v1/events", params={"partition": "flaky/id=b"}, timeout=30
+    ).json()["events"]
+    assert other == []
+    # the want's timeline has its runs' events, in the API and in `want status`
+    detail = httpx.get(f"{ux.url}/api/v1/wants/{want['want_id']}", timeout=30).json()
+    timeline = [e["type"] for e in detail["timeline"]]
+    assert timeline.count("job_run_failed") == 1 and timeline.count("job_run_succeeded") == 1
+    assert timeline[0] == "want_created" and timeline[-1] == "want_satisfied"
+    human = ux.run("want", "status", want["want_id"]).stdout
+    failed_run = next(e for e in detail["timeline"] if e["type"] == "job_run_failed")
+    run_id = failed_run["job_run_failed"]["job_run_id"]
+    assert f"job_run_failed {run_id} (exit_nonzero, will retry)" in human
+    assert "job_run_succeeded" in human

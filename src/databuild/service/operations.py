@@ -18,7 +18,7 @@ from databuild import __version__
 from databuild.codec import event_to_dict
 from databuild.core.data_time import default_data_timestamp, parse_data_date
 from databuild.core.errors import InvalidInput, NotFound, ServiceError
-from databuild.core.events import EVENT_TYPE_NAMES, Event, partition_refs_of
+from databuild.core.events import EVENT_TYPE_NAMES, Event
 from databuild.core.model import WantId, WantRequest, WantSource
 from databuild.core.refs import PartitionPattern, PartitionRef, parse_ref
 from databuild.runtime.controller import Controller
@@ -148,6 +148,7 @@ def select_events(
     """Up to ``limit`` matching events after ``after``; and the sequence scanned up to."""
     out: list[Event] = []
     cursor = after
+    state = host.state
     while len(out) < limit:
         chunk = host.log.read(cursor, max(limit, 500), types)
         if not chunk:
@@ -155,7 +156,7 @@ def select_events(
         for event in chunk:
             cursor = event.sequence
             if pattern is None or any(
-                pattern.match(r) is not None for r in partition_refs_of(event.payload)
+                pattern.match(r) is not None for r in state.partitions_of(event.payload)
             ):
                 out.append(event)
                 if len(out) == limit:
