@@ -188,3 +188,67 @@ def test_events_partition_shows_the_runs_that_built_it_retry_included(ux: Cli) -
     run_id = failed_run["job_run_failed"]["job_run_id"]
     assert f"job_run_failed {run_id} (exit_nonzero, will retry)" in human
     assert "job_run_succeeded" in human
+
+
+# ---- 16.6: re-asking is never silent ----------------------------------------------------------
+def test_reasking_with_another_sla_or_ttl_says_what_stands(ux: Cli) -> None:
+    ref = "quick/date=2030-01-01"
+    first = ux.json("want", "create", ref, "--sla", "30h")
+    assert first["notices"] == []
+    (want,) = first["wants"]
+    again = ux.run("want", "create", ref, "--sla", "40h", "--ttl", "2d")
+    warnings = again.stderr.strip().splitlines()
+    assert len(warnings) == 2, again.stderr
+    sla, ttl = warnings
+    assert sla.startswith("warning: ") and want["want_id"] in sla and ref in sla
+    assert "SLA 1d6h (2030-01-02 06:00:00 UTC); you asked 1d16h: the first stands" in sla
+    assert "TTL none; you asked 2d: the first stands" in ttl
+    assert want["want_id"] in again.stdout  # the table of the existing want, as before
+    # the API says the same in the response, field by field
+    response = httpx.post(
+        f"{ux.url}/api/v1/wants",
+        json={"partition_refs": [ref], "sla_seconds": 40 * 3600, "source": "cli"},
+        timeout=30,
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert [w["sla_seconds"] for w in body["wants"]] == [30 * 3600]
+    (notice,) = body["notices"]
+    assert notice["want_id"] == want["want_id"] and notice["field"] == "sla_seconds"
+    assert (notice["asked"], notice["stands"]) == (40 * 3600, 30 * 3600)
+    # asking the same again is quiet
+    same = ux.run("want", "create", ref, "--sla", "30h")
+    assert same.stderr == ""
+    # `build` warns the same way
+    built = ux.run("build", ref, "--sla", "1h")
+    assert "warning: " in built.stderr and "you asked 1h: the first stands" in built.stderr
+
+
+# ---- 16.7: a want that would expire at once ---------------------------------------------------
+def test_a_want_that_would_expire_at_once_is_refused_with_how_to_ask(ux: Cli) -> None:
+    ref = "quick/date=2024-03-12"
+    done = ux.run("want", "create", ref, "--ttl", "30d", code=2)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    line = lines[0]
+    for says in (
+        ref,
+        "a TTL of 30d counts from the data date 2024-03-12 (from the ref)",
+        "would have expired at 2024-04-11 00:00:00 UTC, before now",
+        "no TTL",
+        "--ttl",
+        "--data-date",
+    ):
+        assert says in line, (says, line)
+    assert ux.json("want", "list", "--prefix", ref)["wants"] == []  # nothing was created
+    ux.run("build", "-q", ref, "--ttl", "30d", code=2)
+    response = httpx.post(
+        f"{ux.url}/api/v1/wants",
+        json={"partition_refs": [ref], "ttl_seconds": 86400, "data_date": "2024-03-12"},
+        timeout=30,
+    )
+    assert response.status_code == 422
+    assert "partition_refs[0]" in response.text and "data date 2024-03-12" in response.text
+    # asked as the message says: a TTL long enough, or none
+    assert ux.json("build", ref, "--ttl", "36500d")["ok"] is True
+    assert ux.json("build", "quick/date=2024-03-13")["ok"] is True

@@ -29,7 +29,7 @@ from rich.markup import escape
 
 from databuild import __version__
 from databuild.cli import output
-from databuild.cli.build import HttpBuildApi, follow_build, print_outcome
+from databuild.cli.build import HttpBuildApi, follow_build, print_notices, print_outcome
 from databuild.cli.client import Client, find_service_url
 from databuild.cli.sla import sla
 from databuild.config import GraphConfig, find_config, load_config, parse_duration
@@ -273,6 +273,7 @@ def want_create(
     body = _want_body(refs, data_date, sla, ttl)
     with ctx.service(write=True) as client:
         created = client.post("/api/v1/wants", body)
+    print_notices(created)
     if ctx.as_json:
         output.print_json(created)
     else:
