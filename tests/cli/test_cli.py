@@ -132,10 +132,10 @@ def test_want_create_options(cli: Cli) -> None:
         "--sla",
         "9h",
         "--ttl",
-        "30d",
+        "36500d",  # a TTL counts from the data date: 30d would expire at once (refused)
     )["wants"]
     assert want["data_timestamp"] == 1706918400
-    assert want["sla_seconds"] == 9 * 3600 and want["ttl_seconds"] == 30 * 86400
+    assert want["sla_seconds"] == 9 * 3600 and want["ttl_seconds"] == 36500 * 86400
     assert want["sla_deadline"] == 1706918400 + 9 * 3600
 
 

@@ -212,8 +212,10 @@ def test_expiry_and_satisfaction_show_in_status_and_timeline(service: Service) -
     assert expired["want"]["status"] == "expired"
     assert expired["want"]["message"] == "past its TTL"
     assert expired["want"]["expires_at"] == T0 + DAY
-    assert [e["type"] for e in expired["timeline"]][-1] == "want_expired"
-    assert expired["timeline"][-1]["timestamp"] == T0 + DAY
+    # then the run only it needed is canceled: its runs' events are on its timeline too
+    kinds = [e["type"] for e in expired["timeline"]]
+    assert kinds[-2:] == ["want_expired", "job_run_canceled"]
+    assert expired["timeline"][-2]["timestamp"] == T0 + DAY
 
 
 # ---- the CLI, over a read-only view of a SQLite log -----------------------------------

@@ -19,7 +19,7 @@ from rich.spinner import Spinner
 from rich.table import Table
 
 from databuild.cli.client import Client
-from databuild.cli.output import console, styled
+from databuild.cli.output import console, err_console, styled
 
 
 class BuildApi(Protocol):
@@ -27,7 +27,9 @@ class BuildApi(Protocol):
 
     def last_sequence(self) -> int: ...
 
-    def create_wants(self, body: dict[str, Any]) -> list[dict[str, Any]]: ...
+    def create_wants(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The create response: ``wants`` and ``notices`` (re-asks that differ)."""
+        ...
 
     def events(self, after: int) -> dict[str, Any]:
         """Up to 1000 events after ``after``, waiting up to 10 s for one."""
@@ -43,9 +45,8 @@ class HttpBuildApi:
     def last_sequence(self) -> int:
         return int(self.client.get("/healthz")["last_sequence"])
 
-    def create_wants(self, body: dict[str, Any]) -> list[dict[str, Any]]:
-        wants: list[dict[str, Any]] = self.client.post("/api/v1/wants", body)["wants"]
-        return wants
+    def create_wants(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self.client.post("/api/v1/wants", body)
 
     def events(self, after: int) -> dict[str, Any]:
         return self.client.get(
@@ -138,7 +139,9 @@ def _render(progress: Progress) -> Table:
 
 def follow_build(api: BuildApi, body: dict[str, Any], *, quiet: bool) -> Progress:
     start = api.last_sequence()
-    progress = Progress({w["want_id"]: w for w in api.create_wants(body)})
+    created = api.create_wants(body)
+    print_notices(created)
+    progress = Progress({w["want_id"]: w for w in created["wants"]})
     after = start
     live = (
         Live(_render(progress), console=console, transient=True, refresh_per_second=8)
@@ -166,6 +169,12 @@ def follow_build(api: BuildApi, body: dict[str, Any], *, quiet: bool) -> Progres
     for want_id in progress.wants:
         progress.wants[want_id] = api.want(want_id)
     return progress
+
+
+def print_notices(created: dict[str, Any]) -> None:
+    """One warning line per re-ask that differs from the want it found (stderr)."""
+    for notice in created.get("notices", []):
+        err_console.print(f"[yellow]warning:[/yellow] {escape(notice['message'])}")
 
 
 def print_outcome(progress: Progress) -> None:

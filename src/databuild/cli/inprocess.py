@@ -31,13 +31,13 @@ class InProcessBuildApi:
 
         return self.service.call(last)
 
-    def create_wants(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+    def create_wants(self, body: dict[str, Any]) -> dict[str, Any]:
         try:
             request = schemas.CreateWantsRequest.model_validate(body)
         except ValidationError as exc:
             raise InvalidInput(f"bad want request: {exc}") from None
         created = self.service.call(lambda: operations.create_wants(self.host, request))
-        return [want.model_dump(mode="json") for want in created.wants]
+        return created.model_dump(mode="json")
 
     def events(self, after: int) -> dict[str, Any]:
         page = self.service.call(

@@ -33,7 +33,7 @@ from rich.markup import escape
 
 from databuild import __version__
 from databuild.cli import logs, output
-from databuild.cli.build import HttpBuildApi, follow_build, print_outcome
+from databuild.cli.build import HttpBuildApi, follow_build, print_notices, print_outcome
 from databuild.cli.client import Client, find_service_url
 from databuild.cli.config_commands import config
 from databuild.cli.sla import sla
@@ -324,6 +324,7 @@ def want_create(
     body = _want_body(refs, data_date, sla, ttl)
     with ctx.service(write=True) as client:
         created = client.post("/api/v1/wants", body)
+    print_notices(created)
     if ctx.as_json:
         output.print_json(created)
     else:
@@ -452,16 +453,29 @@ def runs_show(job_run_id: str) -> None:
 @runs.command("log")
 @click.argument("job_run_id")
 @click.option("-f", "--follow", is_flag=True, help="keep printing while the run goes on")
-def runs_log(job_run_id: str, follow: bool) -> None:
-    """A job run's captured stdout and stderr."""
+@click.option(
+    "--tail",
+    "tail_lines",
+    type=click.IntRange(1, None),
+    metavar="N",
+    help="only the last N lines (with -f: then follow)",
+)
+def runs_log(job_run_id: str, follow: bool, tail_lines: int | None) -> None:
+    """A job run's captured stdout and stderr: the whole bounded log (its head, a line
+    saying how much was dropped, its tail), or its last N lines."""
     ctx = _ctx()
-    offset = 0
+    path = f"/api/v1/job-runs/{job_run_id}/log"
     with ctx.service(write=False) as client:
+        offset = 0
+        if tail_lines is not None:
+            offset = _print_log_tail(client, path, tail_lines)
         while True:
-            text, headers = client.text(f"/api/v1/job-runs/{job_run_id}/log", {"offset": offset})
+            text, headers = client.text(path, {"offset": offset, "limit": LOG_PAGE_BYTES})
             sys.stdout.write(text)
             sys.stdout.flush()
             offset = int(headers.get("x-log-next-offset", offset))
+            if headers.get("x-log-more") == "true":
+                continue
             if not follow:
                 return
             run = client.get(f"/api/v1/job-runs/{job_run_id}")
@@ -469,6 +483,42 @@ def runs_log(job_run_id: str, follow: bool) -> None:
                 return
             if not text:
                 time.sleep(0.5)  # the log is a file the job writes; there is no event per line
+
+
+LOG_PAGE_BYTES = 1 << 20  # the API's largest page
+
+
+def _print_log_tail(client: Client, path: str, count: int) -> int:
+    """Print the last ``count`` lines of the log at ``path``, reading back from its end in
+    growing windows; return the offset its end had (where following goes on)."""
+    _, headers = client.text(path, {"offset": 0, "limit": 1})
+    size = int(headers.get("x-log-size", 0))
+    window = 64 << 10
+    while True:
+        start = max(0, size - window)
+        text = _read_log_range(client, path, start, size)
+        lines = text.splitlines(keepends=True)
+        # the window's first line may be cut: keep it only when the window is the whole log
+        if len(lines) > count or start == 0:
+            sys.stdout.write("".join(lines[-count:]))
+            sys.stdout.flush()
+            return size
+        window *= 4
+
+
+def _read_log_range(client: Client, path: str, start: int, end: int) -> str:
+    parts: list[str] = []
+    offset = start
+    while offset < end:
+        text, headers = client.text(
+            path, {"offset": offset, "limit": min(LOG_PAGE_BYTES, end - offset)}
+        )
+        next_offset = int(headers.get("x-log-next-offset", offset))
+        if next_offset <= offset:
+            break
+        parts.append(text)
+        offset = next_offset
+    return "".join(parts)
 
 
 @cli.command()

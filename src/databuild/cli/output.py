@@ -97,7 +97,8 @@ def want_detail(detail: dict[str, Any]) -> None:
         console.print("[bold]timeline[/bold]")
         for event in detail["timeline"]:
             console.print(
-                f"  {format_timestamp(event['timestamp'])}  #{event['sequence']}  {escape(event['type'])}"
+                f"  {format_timestamp(event['timestamp'])}  #{event['sequence']}  "
+                f"{escape(event['type'])}{escape(_timeline_detail(event))}"
             )
     if detail["children"]:
         console.print("[bold]child wants[/bold]")
@@ -105,6 +106,22 @@ def want_detail(detail: dict[str, Any]) -> None:
     if detail["job_runs"]:
         console.print("[bold]job runs[/bold]")
         console.print(runs_table(detail["job_runs"]))
+
+
+def _timeline_detail(event: dict[str, Any]) -> str:
+    """What a timeline line adds to the event type: the run, and why it failed."""
+    payload = event.get(event["type"], {})
+    run = payload.get("job_run_id") or ""
+    detail = f" {run}" if run else ""
+    if event["type"] == "job_run_failed":
+        retry = ", will retry" if payload.get("retry_at") else ""
+        first = (payload.get("message") or "").splitlines()[:1]
+        detail += f" ({payload.get('kind', '')}{retry}){': ' + first[0] if first else ''}"
+    elif event["type"] in ("want_failed", "want_canceled") and (
+        payload.get("message") or payload.get("reason")
+    ):
+        detail += f": {payload.get('message') or payload.get('reason')}"
+    return detail
 
 
 def partitions_table(partitions: Iterable[dict[str, Any]]) -> Table:

@@ -197,6 +197,29 @@ class BuildState:
     def active_wants(self) -> list[WantRecord]:
         return [w for w in self.wants.values() if w.active]
 
+    def partitions_of(self, payload: ev.EventPayload) -> tuple[PartitionRef, ...]:
+        """The partitions an event is about, for filtering by partition: a partition
+        event's own ref, the outputs of the run a run event is about (its start, its end,
+        a retry), the ref of the want a want event is about."""
+        if isinstance(payload, ev.PartitionBuilding | ev.PartitionLive | ev.PartitionFailed):
+            return (payload.partition_ref,)
+        if isinstance(payload, ev.WantCreated):
+            return (payload.want.partition_ref,)
+        if isinstance(payload, ev.JobRunQueued):
+            return payload.partition_refs
+        if isinstance(
+            payload,
+            ev.JobRunStarted
+            | ev.JobRunSucceeded
+            | ev.JobRunFailed
+            | ev.JobRunMissingDeps
+            | ev.JobRunCanceled,
+        ):
+            run = self.runs.get(payload.job_run_id)
+            return run.partition_refs if run is not None else ev.partition_refs_of(payload)
+        want = self.wants.get(payload.want_id)
+        return (want.want.partition_ref,) if want is not None else ()
+
     # ---- the fold ------------------------------------------------------------------
     def apply(self, event: ev.Event) -> None:
         payload = event.payload
@@ -290,6 +313,13 @@ class BuildState:
         run.finished_at = now
         self.running_by_job[run.job_name].discard(run.job_run_id)
 
+    def _note_run_event(self, run_want_ids: tuple[WantId, ...], seq: int) -> None:
+        """A run's event is on the timeline of each want it was queued for."""
+        for want_id in run_want_ids:
+            record = self.wants.get(want_id)
+            if record is not None:
+                record.events.append(seq)
+
 
 def _want_created(state: BuildState, e: ev.WantCreated, now: float, seq: int) -> None:
     want = e.want
@@ -374,6 +404,7 @@ def _run_queued(state: BuildState, e: ev.JobRunQueued, now: float, seq: int) -> 
         record = state.wants.get(want_id)
         if record is not None:
             record.job_run_ids.append(e.job_run_id)
+    state._note_run_event(e.want_ids, seq)
 
 
 def _run_started(state: BuildState, e: ev.JobRunStarted, now: float, seq: int) -> None:
@@ -382,6 +413,7 @@ def _run_started(state: BuildState, e: ev.JobRunStarted, now: float, seq: int) -
     run.status = JobRunStatus.RUNNING
     run.started_at = now
     run.pid = e.pid
+    state._note_run_event(run.want_ids, seq)
 
 
 def _building_parts(state: BuildState, run: JobRunRecord) -> list[PartitionRecord]:
@@ -395,6 +427,7 @@ def _run_succeeded(state: BuildState, e: ev.JobRunSucceeded, now: float, seq: in
     run = state.runs[e.job_run_id]
     started_at = run.started_at or now - e.duration_seconds
     state._finish_run(run, JobRunStatus.SUCCEEDED, now)  # tests/core: check before changing
+    state._note_run_event(run.want_ids, seq)
     run.started_at = started_at
     durations = state.job_durations[run.job_name]
     durations.append(e.duration_seconds)
@@ -405,6 +438,7 @@ def _run_succeeded(state: BuildState, e: ev.JobRunSucceeded, now: float, seq: in
 def _run_failed(state: BuildState, e: ev.JobRunFailed, now: float, seq: int) -> None:
     run = state.runs[e.job_run_id]
     state._finish_run(run, JobRunStatus.FAILED, now)
+    state._note_run_event(run.want_ids, seq)
     run.exit_code = e.exit_code
     run.failure_kind = e.kind
     run.message = e.message
@@ -423,6 +457,7 @@ def _run_missing_deps(state: BuildState, e: ev.JobRunMissingDeps, now: float, se
     run = state.runs[e.job_run_id]
     started_at = run.started_at or now - e.duration_seconds
     state._finish_run(run, JobRunStatus.MISSING_DEPS, now)  # tests/core: check first
+    state._note_run_event(run.want_ids, seq)
     run.started_at = started_at
     run.missing = e.missing
     by_output = {m.partition_ref: m.missing_refs for m in e.missing}
@@ -440,6 +475,7 @@ def _run_missing_deps(state: BuildState, e: ev.JobRunMissingDeps, now: float, se
 def _run_canceled(state: BuildState, e: ev.JobRunCanceled, now: float, seq: int) -> None:
     run = state.runs[e.job_run_id]
     state._finish_run(run, JobRunStatus.CANCELED, now)
+    state._note_run_event(run.want_ids, seq)
     run.message = e.reason
     for part in _building_parts(state, run):
         state._set_partition(part, PartitionStatus.ABSENT, now)

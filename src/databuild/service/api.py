@@ -42,6 +42,8 @@ _JSON_ERRORS: dict[int | str, dict[str, Any]] = {
     for status, description in ((404, "Not Found"), (422, "Unprocessable Entity"))
 }
 MAX_LOG_CHUNK = 1 << 20
+# the default answer: the whole bounded log (the executor keeps about 2 MiB of a run's output)
+MAX_LOG_WHOLE = 64 << 20
 MAX_INT64 = (1 << 63) - 1  # sequences and offsets: beyond it SQLite and seek() overflow
 
 
@@ -150,28 +152,54 @@ async def get_job_run_log(
     job_run_id: str,
     request: Request,
     offset: Annotated[int, Query(ge=0, le=MAX_INT64)] = 0,
-    limit: Annotated[int, Query(ge=1, le=MAX_LOG_CHUNK)] = MAX_LOG_CHUNK,
+    limit: Annotated[
+        int | None,
+        Query(ge=1, le=MAX_LOG_CHUNK, description="bytes; default: the whole log from offset"),
+    ] = None,
 ) -> PlainTextResponse:
-    """The run's captured stdout+stderr (bounded), from ``offset`` bytes."""
+    """The run's captured stdout+stderr (bounded), from ``offset`` bytes: the whole log by
+    default, else ``limit`` bytes. ``X-Log-More: true`` says more follows ``X-Log-Next-Offset``."""
     host = host_of(request)
     if job_run_id not in host.state.runs:
         raise NotFound(f"no job run with id {job_run_id!r}")
     path = host.config.runs_dir / job_run_id / LOG_FILE_NAME
-    data = await asyncio.to_thread(_read_chunk, path, offset, limit)
+    data, size = await asyncio.to_thread(_read_chunk, path, offset, limit or MAX_LOG_WHOLE)
+    next_offset = offset + len(data)
     return PlainTextResponse(
         data.decode("utf-8", errors="replace"),
-        headers={"X-Log-Next-Offset": str(offset + len(data))},
+        headers={
+            "X-Log-Next-Offset": str(next_offset),
+            "X-Log-Size": str(size),
+            "X-Log-More": "true" if next_offset < size else "false",
+        },
     )
 
 
-def _read_chunk(path: object, offset: int, limit: int) -> bytes:
+def _read_chunk(path: object, offset: int, limit: int) -> tuple[bytes, int]:
+    """Up to ``limit`` bytes from ``offset`` and the log's size; a chunk that stops before
+    the end is cut back to a character boundary, so that pages decode as the whole would."""
     try:
         with open(path, "rb") as handle:  # type: ignore[call-overload]
+            size = handle.seek(0, 2)
             handle.seek(offset)
             data: bytes = handle.read(limit)
-            return data
     except FileNotFoundError:
-        return b""
+        return b"", 0
+    if offset + len(data) < size:
+        data = data[: _utf8_boundary(data)] or data  # never an empty page before the end
+    return data, size
+
+
+def _utf8_boundary(data: bytes) -> int:
+    """The length of ``data`` without a UTF-8 character cut at its end (at most 3 bytes)."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte < 0x80:
+            return len(data)
+        if byte >= 0xC0:  # a lead byte: is its character complete?
+            needed = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+            return len(data) if back >= needed else len(data) - back
+    return len(data)
 
 
 @router.get("/events", response_model=schemas.EventsResponse, responses=_ERRORS)

@@ -12,13 +12,14 @@ already have.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Sequence
 
 from databuild import __version__
 from databuild.codec import event_to_dict
-from databuild.core.data_time import default_data_timestamp, parse_data_date
+from databuild.core.data_time import default_data_timestamp, format_timestamp, parse_data_date
 from databuild.core.errors import InvalidInput, NotFound, ServiceError
-from databuild.core.events import EVENT_TYPE_NAMES, Event, partition_refs_of
+from databuild.core.events import EVENT_TYPE_NAMES, Event
 from databuild.core.model import WantId, WantRequest, WantSource
 from databuild.core.refs import PartitionPattern, PartitionRef, parse_ref
 from databuild.runtime.controller import Controller
@@ -40,7 +41,9 @@ def controller_of(host: GraphHost) -> Controller:
 async def create_wants(
     host: GraphHost, body: schemas.CreateWantsRequest
 ) -> schemas.CreateWantsResponse:
-    """Create wants (idempotent: the same request returns the same want ids)."""
+    """Create wants (idempotent: the same request returns the same want ids). A request for
+    a want that exists with another SLA or TTL is answered with a notice naming what stands;
+    one for a new want that would expire at once is refused, and nothing is created."""
     controller = controller_of(host)
     now = host.clock.now()
     if body.data_timestamp is not None and body.data_date:
@@ -56,9 +59,44 @@ async def create_wants(
         requests.append(
             WantRequest(ref, stamp, WantSource(body.source), body.ttl_seconds, body.sla_seconds)
         )
+    state = controller.state
+    existing = {
+        r.want_id: state.wants[r.want_id].want for r in requests if r.want_id in state.wants
+    }
+    for index, request in enumerate(requests):
+        if request.want_id not in existing:
+            _refuse_expired_at_once(index, request, now, from_ref=explicit is None)
     ids = await controller.create_wants(requests)
     state = controller.state
-    return schemas.CreateWantsResponse(wants=[views.want_view(state, state.wants[i]) for i in ids])
+    notices = [
+        notice
+        for request in requests
+        if request.want_id in existing
+        for notice in views.reask_notices(existing[request.want_id], request)
+    ]
+    return schemas.CreateWantsResponse(
+        wants=[views.want_view(state, state.wants[i]) for i in ids], notices=notices
+    )
+
+
+def _refuse_expired_at_once(index: int, request: WantRequest, now: float, from_ref: bool) -> None:
+    """A TTL counts from the data date: a new want whose data date plus TTL is past would
+    expire the moment it is created and never be worked on; say so instead of making it."""
+    if not request.ttl_seconds:
+        return
+    expires_at = request.data_timestamp + request.ttl_seconds
+    if expires_at > now:
+        return
+    date = format_timestamp(request.data_timestamp).removesuffix(" 00:00:00 UTC")
+    whence = " (from the ref)" if from_ref else ""
+    raise InvalidInput(
+        f"partition_refs[{index}] {request.partition_ref}: a TTL of "
+        f"{views.duration_text(request.ttl_seconds)} counts from the data date {date}{whence}, "
+        f"so this want would have expired at {format_timestamp(expires_at)}, before now "
+        f"({format_timestamp(now)}); ask with a TTL of at least "
+        f"{math.ceil((now + 1 - request.data_timestamp) / 86400)}d, no TTL, or a later "
+        "data date (CLI: --ttl, --data-date; API: ttl_seconds, data_date)"
+    )
 
 
 def want(host: GraphHost, want_id: str) -> schemas.WantView:
@@ -148,6 +186,7 @@ def select_events(
     """Up to ``limit`` matching events after ``after``; and the sequence scanned up to."""
     out: list[Event] = []
     cursor = after
+    state = host.state
     while len(out) < limit:
         chunk = host.log.read(cursor, max(limit, 500), types)
         if not chunk:
@@ -155,7 +194,7 @@ def select_events(
         for event in chunk:
             cursor = event.sequence
             if pattern is None or any(
-                pattern.match(r) is not None for r in partition_refs_of(event.payload)
+                pattern.match(r) is not None for r in state.partitions_of(event.payload)
             ):
                 out.append(event)
                 if len(out) == limit:

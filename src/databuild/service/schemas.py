@@ -70,8 +70,22 @@ class WantView(BaseModel):
     child_want_ids: list[str]
 
 
+class WantNotice(BaseModel):
+    """A create request that named an existing want but asked another SLA or TTL."""
+
+    want_id: str
+    partition_ref: str
+    field: str = Field(description="sla_seconds or ttl_seconds")
+    asked: int
+    stands: int
+    message: str
+
+
 class CreateWantsResponse(BaseModel):
     wants: list[WantView]
+    notices: list[WantNotice] = Field(
+        default_factory=list, description="what the request asked that the existing wants differ in"
+    )
 
 
 class ListWantsResponse(BaseModel):

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TypeVar
 
+from databuild.core.data_time import format_timestamp
 from databuild.core.errors import InvalidInput
-from databuild.core.model import NO_DEADLINE, GraphSpec
+from databuild.core.model import NO_DEADLINE, GraphSpec, Want, WantRequest
 from databuild.core.refs import PartitionRef
 from databuild.core.state import BuildState, JobRunRecord, PartitionRecord, WantRecord
 from databuild.service import schemas
@@ -47,6 +48,46 @@ def want_view(state: BuildState, record: WantRecord) -> schemas.WantView:
         job_run_ids=list(record.job_run_ids),
         child_want_ids=list(record.children),
     )
+
+
+def duration_text(seconds: int) -> str:
+    """``30h`` -> ``1d6h``: how the CLI's ``--sla``/``--ttl`` would write it; 0 is ``none``."""
+    if seconds <= 0:
+        return "none"
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        amount, seconds = divmod(seconds, size)
+        if amount:
+            parts.append(f"{amount}{unit}")
+    return "".join(parts)
+
+
+def reask_notices(existing: Want, request: WantRequest) -> list[schemas.WantNotice]:
+    """What a create request asked that differs from the want it names, which exists:
+    the want's SLA and TTL are those it was created with (the first stands)."""
+    notices = []
+    for name, label, asked, stands, deadline in (
+        ("sla_seconds", "SLA", request.sla_seconds, existing.sla_seconds, existing.sla_deadline),
+        ("ttl_seconds", "TTL", request.ttl_seconds, existing.ttl_seconds, existing.expires_at),
+    ):
+        if asked == stands:
+            continue
+        until = "" if deadline == NO_DEADLINE else f" ({format_timestamp(deadline)})"
+        notices.append(
+            schemas.WantNotice(
+                want_id=existing.want_id,
+                partition_ref=existing.partition_ref,
+                field=name,
+                asked=asked,
+                stands=stands,
+                message=(
+                    f"want {existing.want_id} for {existing.partition_ref} already exists with "
+                    f"{label} {duration_text(stands)}{until}; you asked {duration_text(asked)}: "
+                    "the first stands (a want keeps the SLA and TTL it was created with)"
+                ),
+            )
+        )
+    return notices
 
 
 def partition_view(state: BuildState, part: PartitionRecord) -> schemas.PartitionView:

@@ -869,20 +869,61 @@ class WantView(_message.Message):
 Global___WantView: _TypeAlias = WantView  # noqa: Y015
 
 @_typing.final
+class WantNotice(_message.Message):
+    """A create request that named an existing want but asked another SLA or TTL: what stands."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WANT_ID_FIELD_NUMBER: _builtins.int
+    PARTITION_REF_FIELD_NUMBER: _builtins.int
+    FIELD_FIELD_NUMBER: _builtins.int
+    ASKED_FIELD_NUMBER: _builtins.int
+    STANDS_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    want_id: _builtins.str
+    partition_ref: _builtins.str
+    field: _builtins.str
+    """"sla_seconds" or "ttl_seconds" """
+    asked: _builtins.int
+    stands: _builtins.int
+    message: _builtins.str
+    def __init__(
+        self,
+        *,
+        want_id: _builtins.str = ...,
+        partition_ref: _builtins.str = ...,
+        field: _builtins.str = ...,
+        asked: _builtins.int = ...,
+        stands: _builtins.int = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["asked", b"asked", "field", b"field", "message", b"message", "partition_ref", b"partition_ref", "stands", b"stands", "want_id", b"want_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WantNotice: _TypeAlias = WantNotice  # noqa: Y015
+
+@_typing.final
 class CreateWantsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     WANTS_FIELD_NUMBER: _builtins.int
+    NOTICES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def wants(self) -> _containers.RepeatedCompositeFieldContainer[Global___WantView]: ...
+    @_builtins.property
+    def notices(self) -> _containers.RepeatedCompositeFieldContainer[Global___WantNotice]: ...
     def __init__(
         self,
         *,
         wants: _abc.Iterable[Global___WantView] | None = ...,
+        notices: _abc.Iterable[Global___WantNotice] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["wants", b"wants"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["notices", b"notices", "wants", b"wants"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
