@@ -158,7 +158,8 @@ def assert_stopped_cleanly(graph: Path, proc: subprocess.Popen[bytes]) -> None:
     """Stopped by our SIGTERM (uvicorn re-raises it after a graceful stop), not by a fault."""
     assert proc.returncode in (0, -signal.SIGTERM), proc.returncode
     log = (graph / "serve.log").read_text()
-    assert "error:" not in log and "Traceback" not in log, log
+    errors = [line for line in log.splitlines() if line.startswith("error:") or " ERROR " in line]
+    assert not errors and "Traceback" not in log, log
 
 
 def check_log_rows(rows: list[tuple[int, float, str, bytes]]) -> None:
