@@ -32,7 +32,8 @@ import click
 from rich.markup import escape
 
 from databuild import __version__
-from databuild.cli import logs, output
+from databuild.cli import output
+from databuild.cli import service_logging as logs
 from databuild.cli.build import HttpBuildApi, follow_build, print_notices, print_outcome
 from databuild.cli.client import Client, find_service_url
 from databuild.cli.config_commands import config
