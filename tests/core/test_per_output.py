@@ -74,6 +74,8 @@ def test_a_retryable_output_failure_retries_that_output_alone_then_fails_it() ->
     (backoff,) = sim.events_of(ev.PartitionFailed)
     assert backoff.retry_at == pytest.approx(t + 1.0)
     assert sim.state.partitions[ref("trips/region=north")].failures == 1
+    (run_failed,) = sim.events_of(ev.JobRunFailed)
+    assert run_failed.message == "1 of 2 outputs failed: trips/region=north: busy (will retry)"
     sim.tick(t + 1.0)
     (retry,) = sim.step_starts()
     assert retry.partition_refs == (ref("trips/region=north"),)  # east is not built again

@@ -342,12 +342,14 @@ class Reconciler:
         job = self.graph.job(run.job_name)
         failed = {f.partition_ref: f for f in outcome.failed}
         missing = {m.partition_ref for m in outcome.missing}
+        retried: set[PartitionRef] = set()
         for ref in run.partition_refs:
             part = self.state.partition(ref)
             if part.status is not PartitionStatus.BUILDING or part.job_run_id != run_id:
                 continue
             if ref in failed:
-                self._output_failed(run_id, job.name, part, failed[ref], now)
+                if self._output_failed(run_id, job.name, part, failed[ref], now):
+                    retried.add(ref)
             elif ref not in missing:
                 self._make_live(ref, run_id, "", now)
         if outcome.missing:
@@ -359,7 +361,7 @@ class Reconciler:
             ev.JobRunFailed(
                 run_id,
                 kind,
-                _partial_message(len(run.partition_refs), outcome.failed),
+                _partial_message(len(run.partition_refs), outcome.failed, retried),
                 outcome.exit_code,
                 outcome.duration_seconds,
                 0.0,  # each failed output was retried, or not, on its own above
@@ -369,16 +371,18 @@ class Reconciler:
 
     def _output_failed(
         self, run_id: JobRunId, job_name: str, part: PartitionRecord, f: OutputFailed, now: float
-    ) -> None:
+    ) -> bool:
+        """One output failed: back it off or fail it (and what waits on it). True: retried."""
         decision = decide_retry(self.graph.job(job_name), f.kind, part.failures, now)
         if not decision.give_up:
             self._emit(ev.PartitionFailed(part.ref, run_id, f.message, decision.retry_at), now)
-            return
+            return True
         attempts = part.failures + 1
         message = f"job {job_name} failed after {attempts} attempt(s): {f.message}"
         self._emit(ev.PartitionFailed(part.ref, run_id, message), now)
         self._fail_partition_wants(part, ev.WantFailureReason.JOB_FAILED, message, now)
         self._cascade_upstream_failure(part.ref, message, now)
+        return False
 
     def _fail_partition_wants(
         self,
@@ -524,8 +528,13 @@ class Reconciler:
         return found.ref, found.text
 
 
-def _partial_message(requested: int, failed: tuple[OutputFailed, ...]) -> str:
-    shown = "; ".join(f"{f.partition_ref}: {f.message}" for f in failed[:3])
+def _partial_message(
+    requested: int, failed: tuple[OutputFailed, ...], retried: set[PartitionRef]
+) -> str:
+    shown = "; ".join(
+        f"{f.partition_ref}: {f.message}" + (" (will retry)" if f.partition_ref in retried else "")
+        for f in failed[:3]
+    )
     more = f"; and {len(failed) - 3} more" if len(failed) > 3 else ""
     return f"{len(failed)} of {requested} outputs failed: {shown}{more}"
 
