@@ -45,7 +45,9 @@ def test_a_terminated_postgres_session_is_transient_and_the_log_reconnects(
     with PostgresEventLog(url) as log:
         log.acquire_writer("first owner")
         log.append(BATCH, 1.0)
-        assert terminate(name) >= 2  # the writer's session and the lock's
+        assert log.last_sequence() == 1  # opens this thread's reader session
+        assert terminate(name) >= 3  # the writer's, the reader's and the lock's sessions
+        assert [e.sequence for e in log.read(0)] == [1], "a read reconnects by itself"
         with pytest.raises(StorageUnavailable, match="terminating connection"):
             log.append(BATCH, 2.0)
         assert [e.sequence for e in log.append(BATCH, 3.0)] == [2]

@@ -105,6 +105,8 @@ def test_metrics_doc_example_parses_and_every_metric_is_documented() -> None:
         "databuild_reconcile_last_step_seconds",
         "databuild_events_appended_total",
         "databuild_job_runs_started_total",
+        "databuild_storage_up",  # storage faults (docs/operations.md)
+        "databuild_storage_retries_total",
     }
     documented = set(re.findall(r"^\| `(databuild_[a-z_]+)`", text, re.M))
     assert documented == names

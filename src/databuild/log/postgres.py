@@ -144,6 +144,18 @@ class PostgresEventLog(BuildEventLog):
             self._local.conn = conn
         return conn
 
+    def _query(self, query: bytes, params: list[object]) -> list[tuple[Any, ...]]:
+        """A read on this thread's connection. A read is idempotent: when the server had
+        dropped the session (restart, failover, idle timeout; noticed only now), it is
+        run once more on a new one instead of failing the caller."""
+        conn = self._reader()
+        try:
+            return conn.execute(query, params).fetchall()
+        except (psycopg.OperationalError, psycopg.InterfaceError):
+            if not (conn.closed or conn.broken):
+                raise
+        return self._reader().execute(query, params).fetchall()
+
     def append(self, payloads: Sequence[EventPayload], timestamp: float) -> list[Event]:
         self._check_open()
         if not payloads:
@@ -183,7 +195,7 @@ class PostgresEventLog(BuildEventLog):
         query += " ORDER BY sequence LIMIT %s"
         params.append(limit)
         with self._storage_errors("read"):
-            rows = self._reader().execute(query.encode(), params).fetchall()
+            rows = self._query(query.encode(), params)
         return [
             Event(sequence, ts, decode_payload(type_name, bytes(data), version))
             for sequence, ts, type_name, version, data in rows
@@ -192,8 +204,8 @@ class PostgresEventLog(BuildEventLog):
     def last_sequence(self) -> int:
         self._check_open()
         with self._storage_errors("read"):
-            row = self._reader().execute("SELECT COALESCE(MAX(sequence), 0) FROM build_events")
-            return int(_one(row.fetchone()))
+            rows = self._query(b"SELECT COALESCE(MAX(sequence), 0) FROM build_events", [])
+            return int(_one(rows[0] if rows else None))
 
     def acquire_writer(self, owner: str) -> None:
         self._check_open()

@@ -207,9 +207,16 @@ class Controller:
         gc.disable()
         try:
             while True:
-                chunk = await asyncio.to_thread(self.log.read, after, _LOAD_CHUNK)
+                try:
+                    chunk = await asyncio.to_thread(self.log.read, after, _LOAD_CHUNK)
+                except StorageUnavailable:
+                    raise
+                except StorageError as exc:
+                    raise await asyncio.to_thread(self._damaged, after, str(exc)) from None
                 if not chunk:
                     break
+                if chunk[0].sequence != after + 1 or chunk[-1].sequence != after + len(chunk):
+                    raise await asyncio.to_thread(self._damaged, after, "events are missing")
                 self.reconciler.load(chunk)
                 after = chunk[-1].sequence
         finally:
@@ -306,6 +313,28 @@ class Controller:
         return self.last_committed
 
     # ---- the loop ------------------------------------------------------------------
+    def _damaged(self, after: int, detail: str) -> StorageError:
+        """The error for a log that cannot be folded past some event (issue 14.3): which
+        event, how many follow, and what a person can do. Nothing is changed."""
+        good = after
+        while True:  # find the first event that cannot be read, one at a time from after
+            try:
+                step = self.log.read(good, 1)
+            except StorageError as exc:
+                detail = str(exc)
+                break
+            if not step or step[0].sequence != good + 1:
+                break
+            good += 1
+        last = self.log.last_sequence()
+        lost = max(last - good, 1)
+        return StorageError(
+            f"the Build Event Log is damaged after event {good} of {last}: {detail}. The "
+            "service did not start and changed nothing. Restore the log from a backup; or, "
+            f"to keep events 1-{good} and lose the {lost} after them, delete those "
+            f"(DELETE FROM build_events WHERE sequence > {good}) and start again"
+        )
+
     def _now(self) -> float:
         """The clock's time, never before the newest already used: after the wall clock
         steps back (here or between two runs of the service) time stands still until it
