@@ -264,7 +264,7 @@ def test_cli_shows_sla_violations_at_risk_expiry_and_satisfaction(
 
     result = runner.invoke(cli, ["sla", "--json"])
     assert result.exit_code == 0, result.output
-    data = json.loads(result.output)
+    data = json.loads(result.stdout)  # stderr says no service runs
     assert [v["want"]["want_id"] for v in data["violations"]] == [ids["late"]]
     assert data["violations"][0]["blame_ref"] == "daily/date=2024-01-02"
     assert data["at_risk"] == []  # the late want missed already; none other has an SLA
@@ -280,6 +280,6 @@ def test_cli_shows_sla_violations_at_risk_expiry_and_satisfaction(
     result = runner.invoke(cli, ["want", "status", ids["done"]])
     assert "satisfied" in result.output and "want_satisfied" in result.output
     result = runner.invoke(cli, ["--json", "want", "list"])
-    statuses = {w["want_id"]: w["status"] for w in json.loads(result.output)["wants"]}
+    statuses = {w["want_id"]: w["status"] for w in json.loads(result.stdout)["wants"]}
     assert statuses[ids["expired"]] == "expired" and statuses[ids["done"]] == "satisfied"
     assert DEFAULT_JOB_SECONDS == 60.0  # documented in docs/sla.md

@@ -137,11 +137,26 @@ def _render(progress: Progress) -> Table:
     return grid
 
 
+class BuildInterrupted(KeyboardInterrupt):
+    """Ctrl-C while a build was followed: the progress so far says what was in flight."""
+
+    def __init__(self, progress: Progress) -> None:
+        super().__init__()
+        self.progress = progress
+
+
 def follow_build(api: BuildApi, body: dict[str, Any], *, quiet: bool) -> Progress:
     start = api.last_sequence()
     created = api.create_wants(body)
     print_notices(created)
     progress = Progress({w["want_id"]: w for w in created["wants"]})
+    try:
+        return _follow(api, progress, start, quiet=quiet)
+    except KeyboardInterrupt:
+        raise BuildInterrupted(progress) from None
+
+
+def _follow(api: BuildApi, progress: Progress, start: int, *, quiet: bool) -> Progress:
     after = start
     live = (
         Live(_render(progress), console=console, transient=True, refresh_per_second=8)

@@ -34,8 +34,15 @@ from rich.markup import escape
 from databuild import __version__
 from databuild.cli import output
 from databuild.cli import service_logging as logs
-from databuild.cli.build import HttpBuildApi, follow_build, print_notices, print_outcome
-from databuild.cli.client import Client, find_service_url
+from databuild.cli.build import (
+    TERMINAL,
+    BuildInterrupted,
+    HttpBuildApi,
+    follow_build,
+    print_notices,
+    print_outcome,
+)
+from databuild.cli.client import Client, Params, find_service_url
 from databuild.cli.config_commands import config
 from databuild.cli.sla import sla
 from databuild.config import GraphConfig, find_config, load_config, parse_duration
@@ -78,13 +85,60 @@ class Context:
                 "`databuild serve`, or use `databuild build`, which runs one for its duration"
             )
         # No service: answer reads from a read-only fold of the log, through the same API.
+        output.err_console.print(
+            f"[yellow]note:[/yellow] no DataBuild service is running for graph "
+            f"{escape(config.name)!r}: this is its Build Event Log as recorded; nothing runs, "
+            "runs it left in flight show as interrupted (a service started with `databuild "
+            "serve` or `databuild build` runs them again)"
+        )
         server = _server()
         options = server.ServeOptions(port=0, read_only=True)
         with (
             server.EmbeddedService(config, options) as service,
-            Client(service.url, token=None) as client,
+            OfflineClient(service.url, token=None) as client,
         ):
             yield client
+
+
+class OfflineClient(Client):
+    """The client of a read-only view when no service is up. Nothing runs then, so a run
+    the log still records as queued or running was interrupted (the next service records it
+    as lost and runs it again), and so were the wants and partitions it was building: say
+    so rather than show them as running."""
+
+    def get(
+        self, path: str, params: Params | None = None, timeout: float | None = None
+    ) -> dict[str, Any]:
+        document = super().get(path, params, timeout)
+        _mark_interrupted(document)
+        return document
+
+
+INTERRUPTED_RUN = (
+    "interrupted: the service that ran it is gone; a service started again runs it again"
+)
+INTERRUPTED_WANT = "interrupted: no service is running; it goes on when one starts"
+
+
+def _mark_interrupted(node: Any) -> None:
+    """In place: runs, wants and partitions shown in flight are shown interrupted."""
+    if isinstance(node, list):
+        for item in node:
+            _mark_interrupted(item)
+        return
+    if not isinstance(node, dict):
+        return
+    status = node.get("status")
+    if "job_run_id" in node and "queued_at" in node and status in ("queued", "running"):
+        node["status"] = "interrupted"
+        node["message"] = node.get("message") or INTERRUPTED_RUN
+    elif status == "building" and ("root_want_id" in node or "want_ids" in node):
+        # a want, or a partition
+        node["status"] = "interrupted"
+        node["message"] = node.get("message") or INTERRUPTED_WANT
+    for value in node.values():
+        if isinstance(value, list | dict):
+            _mark_interrupted(value)
 
 
 def _server() -> ModuleType:
@@ -279,15 +333,32 @@ def build(
     url = find_service_url(config, ctx.url)
     started = time.monotonic()
     if url is not None:
-        with Client(url, token=ctx.token(config)) as client:
-            progress = follow_build(HttpBuildApi(client), body, quiet=quiet or ctx.as_json)
+        try:
+            with Client(url, token=ctx.token(config)) as client:
+                progress = follow_build(HttpBuildApi(client), body, quiet=quiet or ctx.as_json)
+        except KeyboardInterrupt as stop:
+            _client_build_interrupted(url, stop)
     else:
         server = _server()
         inprocess = importlib.import_module("databuild.cli.inprocess")
         options = server.ServeOptions(port=0, max_parallel=parallel, token=ctx.token(config))
-        with server.EmbeddedService(config, options) as service:
-            api = inprocess.InProcessBuildApi(service)
-            progress = follow_build(api, body, quiet=quiet or ctx.as_json)
+        embedded = server.EmbeddedService(config, options)
+        try:
+            with embedded as service:
+                api = inprocess.InProcessBuildApi(service)
+                progress = follow_build(api, body, quiet=quiet or ctx.as_json)
+        except KeyboardInterrupt as stop:
+            if embedded.thread.is_alive():
+                # Ctrl-C while it started (it may be running recovered runs already): the
+                # with statement does not stop what it did not finish entering
+                embedded.__exit__(None, None, None)
+            # its fold still says which runs were in flight when it stopped (and killed them)
+            in_flight = sorted(
+                run.job_run_id
+                for run in embedded.host.state.runs.values()
+                if run.status.value in ("queued", "running")
+            )
+            _embedded_build_interrupted(refs, stop, in_flight)
     elapsed = time.monotonic() - started
     ok = all(w["status"] == "satisfied" for w in progress.wants.values())
     if ctx.as_json:
@@ -304,6 +375,59 @@ def build(
         output.console.print(f"[dim]{elapsed:.2f}s[/dim]")
     if not ok:
         sys.exit(EXIT_FAILED)
+
+
+SHOWN_WANTS = 10
+
+
+def _client_build_interrupted(url: str, stop: KeyboardInterrupt) -> NoReturn:
+    """Ctrl-C of a build against a running service: only the following stopped."""
+    say = output.err_console.print
+    if not isinstance(stop, BuildInterrupted):
+        say(
+            f"[red]interrupted[/red] while asking the service at {escape(url)} for the wants: "
+            "they may have been created and go on there; `databuild want list --status "
+            "active` shows them, `databuild want cancel ID` cancels one"
+        )
+        sys.exit(130)
+    going = [w for w in stop.progress.wants.values() if w["status"] not in TERMINAL]
+    say(
+        f"[red]interrupted[/red]: stopped following; the build goes on in the service at "
+        f"{escape(url)} ({len(going)} of {len(stop.progress.wants)} wants not finished). "
+        "Cancel them with `databuild want cancel ID`:"
+    )
+    for w in going[:SHOWN_WANTS]:
+        say(f"  databuild want cancel {escape(w['want_id'])}    # {escape(w['partition_ref'])}")
+    if len(going) > SHOWN_WANTS:
+        say(f"  ... and {len(going) - SHOWN_WANTS} more: databuild want list --status active")
+    sys.exit(130)
+
+
+def _embedded_build_interrupted(
+    refs: tuple[str, ...], stop: KeyboardInterrupt, runs: list[str]
+) -> NoReturn:
+    """Ctrl-C of a build with its own embedded service: the service stopped with it."""
+    again = "databuild build " + " ".join(refs)
+    killed = (
+        f"{len(runs)} job run(s) in flight were stopped ({escape(', '.join(runs[:SHOWN_WANTS]))}"
+        f"{', ...' if len(runs) > SHOWN_WANTS else ''}: `databuild runs log ID` shows what "
+        "they printed)"
+        if runs
+        else "no job run was in flight"
+    )
+    if isinstance(stop, BuildInterrupted):
+        wants = stop.progress.wants.values()
+        going = sum(1 for w in wants if w["status"] not in TERMINAL)
+        unfinished = f"{going} of {len(wants)} wants not finished"
+    else:
+        unfinished = "its wants may not have been created yet"
+    output.err_console.print(
+        f"[red]interrupted[/red]: the build stopped with its embedded service; {killed}; "
+        f"{unfinished}. What was asked stays in the graph's Build Event Log: "
+        f"`{escape(again)}` (or `databuild serve`) takes it up where it was, re-running the "
+        "interrupted runs"
+    )
+    sys.exit(130)
 
 
 # ---- wants ---------------------------------------------------------------------------------

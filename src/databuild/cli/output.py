@@ -32,6 +32,7 @@ STATUS_STYLE = {
     "retrying": "yellow",
     "backoff": "yellow",
     "missing_deps": "magenta",
+    "interrupted": "yellow",
 }
 
 # Piped output (scripts, logs) gets wide tables instead of Rich's 80-column default.
