@@ -155,6 +155,16 @@ class PartitionFailed:
     message: str
 
 
+@dataclass(frozen=True, slots=True)
+class ConfigReloaded:
+    """The service applied a new configuration; new runs use it (in-flight runs finish)."""
+
+    config_digest: str
+    jobs_added: tuple[str, ...]
+    jobs_changed: tuple[str, ...]
+    jobs_removed: tuple[str, ...]
+
+
 EventPayload = (
     WantCreated
     | WantReopened
@@ -172,6 +182,7 @@ EventPayload = (
     | PartitionBuilding
     | PartitionLive
     | PartitionFailed
+    | ConfigReloaded
 )
 
 PAYLOAD_TYPES: tuple[type[EventPayload], ...] = (
@@ -191,6 +202,7 @@ PAYLOAD_TYPES: tuple[type[EventPayload], ...] = (
     PartitionBuilding,
     PartitionLive,
     PartitionFailed,
+    ConfigReloaded,
 )
 
 
