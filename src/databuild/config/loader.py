@@ -9,6 +9,8 @@ it starts nothing, opens no database and creates no directories.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import os
 import re
 import tomllib
@@ -67,7 +69,8 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> GraphCo
     env = os.environ if environ is None else environ
     shown = str(path)
     try:
-        data = tomllib.loads(path.read_bytes().decode("utf-8"))
+        raw = path.read_bytes()
+        data = tomllib.loads(raw.decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(shown, "", "no such file") from None
     except IsADirectoryError:
@@ -82,7 +85,8 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> GraphCo
         parsed = GraphFile.model_validate(data)
     except ValidationError as exc:
         raise config_error_from(shown, GraphFile, exc) from None
-    return _Assembly(shown, path.parent, env).config(parsed, path)
+    config = _Assembly(shown, path.parent, env).config(parsed, path)
+    return dataclasses.replace(config, digest=hashlib.sha256(raw).hexdigest())
 
 
 def _toml_problem(message: str) -> str:

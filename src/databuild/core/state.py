@@ -26,6 +26,7 @@ from databuild.core.lifecycle import (
     check_run,
     check_want,
 )
+from databuild.core.lineage import NeedKey, ObservedNeed, observe
 from databuild.core.model import (
     NO_DEADLINE,
     GraphSpec,
@@ -165,6 +166,8 @@ class BuildState:
         # partitions made ready that no local job builds (an upstream's, or a job a reload
         # removed): the reconciler fails those whose route has a problem
         self.orphaned: list[PartitionRef] = []
+        # which inputs runs of each job were found to lack (``lineage``): observed edges
+        self.observed_needs: dict[NeedKey, ObservedNeed] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled (a snapshot) without the route cache: it is derived from the graph alone,
@@ -452,6 +455,8 @@ def _run_missing_deps(state: BuildState, e: ev.JobRunMissingDeps, now: float, se
     state._finish_run(run, JobRunStatus.MISSING_DEPS, now)  # tests/core: check first
     run.started_at = started_at
     run.missing = e.missing
+    missing_refs = (ref for item in e.missing for ref in item.missing_refs)
+    observe(state.observed_needs, run.job_name, missing_refs, state.graph, now)
     by_output = {m.partition_ref: m.missing_refs for m in e.missing}
     for part in _building_parts(state, run):
         missing = [r for r in by_output.get(part.ref, ()) if not state.is_live(r)]

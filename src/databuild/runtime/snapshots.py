@@ -42,7 +42,7 @@ log = logging.getLogger("databuild.snapshots")
 
 FORMAT = 7  # 2: records pickle positionally (core.pickling); 3: equal strings shared;
 # 4: empty sets written as one empty frozenset; 5: the tables written as columns;
-# 6: the fold's count of active wants; 7: its unbuildable wants and orphaned partitions
+# 6: the fold's count of active wants; 7: unbuildable wants, orphans, observed needs
 _KEEP = 2
 _EMPTY_SET: frozenset[Any] = frozenset()
 _TABLES = ("wants", "partitions", "runs")
