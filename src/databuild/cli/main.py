@@ -34,7 +34,7 @@ from databuild.cli.client import Client, find_service_url
 from databuild.cli.sla import sla
 from databuild.config import GraphConfig, find_config, load_config, parse_duration
 from databuild.core.data_time import format_timestamp, parse_data_date
-from databuild.core.errors import DataBuildError, InvalidInput, ServiceError
+from databuild.core.errors import ConfigError, DataBuildError, InvalidInput, ServiceError
 from databuild.core.refs import parse_ref
 from databuild.service.views import graph_view
 
@@ -615,6 +615,16 @@ def reload() -> None:
     """Reload databuild.toml into the running service, as SIGHUP does: validated first; a
     bad file is refused and the service keeps its configuration."""
     ctx = _ctx()
+    if not ctx.url or ctx.config_path:
+        try:
+            ctx.config()  # the service would refuse it too, with the same error
+        except ConfigError as exc:
+            raise ConfigError(
+                exc.path,
+                exc.key,
+                f"{exc.problem}; reload refused: the service keeps running the configuration "
+                "it loaded",
+            ) from None
     with ctx.service(write=True) as client:
         result = client.post("/api/v1/reload", {})
     if ctx.as_json:
