@@ -87,6 +87,13 @@ STRATEGIES: dict[type, st.SearchStrategy[Any]] = {
     ev.PartitionBuilding: st.builds(ev.PartitionBuilding, REFS, RUN_IDS),
     ev.PartitionLive: st.builds(ev.PartitionLive, REFS, st.none() | RUN_IDS, TEXT),
     ev.PartitionFailed: st.builds(ev.PartitionFailed, REFS, st.none() | RUN_IDS, TEXT, FLOATS),
+    ev.ConfigReloaded: st.builds(
+        ev.ConfigReloaded,
+        TEXT,
+        st.lists(TEXT, max_size=3).map(tuple),
+        st.lists(TEXT, max_size=3).map(tuple),
+        st.lists(TEXT, max_size=3).map(tuple),
+    ),
 }
 PAYLOADS: st.SearchStrategy[EventPayload] = st.one_of(*STRATEGIES.values())
 EVENTS = st.builds(Event, sequence=st.integers(1, 2**63 - 1), timestamp=FLOATS, payload=PAYLOADS)

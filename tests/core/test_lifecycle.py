@@ -421,6 +421,16 @@ def _scenario_cancel_retrying() -> Sim:
     return sim
 
 
+def _scenario_retrying_job_removed_by_a_reload() -> Sim:
+    sim = _graph_sim()
+    sim.want(A)
+    sim.finish(sim.run_of(A), fail())
+    sim.graph = graph(job("raw", "raw/date={date}"))  # no job builds daily/ any more
+    sim.rec.reload(sim.graph, "reloaded", sim.now)
+    sim.tick(sim.now + 60)
+    return sim
+
+
 def _scenario_reopen_failed() -> Sim:
     sim = _graph_sim()
     sim.want(A)
@@ -484,6 +494,7 @@ WANT_SCENARIOS: dict[WantEdge, Callable[[], Sim]] = {
     (W.RETRYING, W.SATISFIED): _scenario_backoff_live_upstream,
     (W.RETRYING, W.EXPIRED): _scenario_expire_retrying,
     (W.RETRYING, W.CANCELED): _scenario_cancel_retrying,
+    (W.RETRYING, W.FAILED): _scenario_retrying_job_removed_by_a_reload,
     (W.FAILED, W.PENDING): _scenario_reopen_failed,
     (W.FAILED, W.BUILDING): _reopen_into(_nothing),
     (W.FAILED, W.WAITING): _reopen_into(_to_waiting),

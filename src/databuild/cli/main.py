@@ -46,8 +46,8 @@ from databuild.cli.client import Client, Params, find_service_url
 from databuild.cli.config_commands import config
 from databuild.cli.sla import sla
 from databuild.config import GraphConfig, find_config, load_config, parse_duration
-from databuild.core.data_time import parse_data_date
-from databuild.core.errors import DataBuildError, InvalidInput, ServiceError
+from databuild.core.data_time import format_timestamp, parse_data_date
+from databuild.core.errors import ConfigError, DataBuildError, InvalidInput, ServiceError
 from databuild.core.refs import parse_ref
 from databuild.service.views import graph_view
 
@@ -693,11 +693,25 @@ def _json_line(data: object) -> str:
     show_default=True,
 )
 def graph(fmt: str) -> None:
-    """The graph: jobs, their output patterns, upstream graphs; exportable as a diagram."""
+    """The graph: jobs, their output patterns, upstream graphs, and the job -> job edges
+    observed in recorded missing inputs; exportable as a diagram."""
     ctx = _ctx()
     config = ctx.config()
-    view = graph_view(config.graph).model_dump()
+    view = graph_view(config.graph, config.digest).model_dump()
+    with ctx.service(write=False) as client:
+        served = client.get("/api/v1/graph")
+        url = client.base_url
+    view["observed_edges"] = served.get("observed_edges", [])
+    differs = served.get("config_digest", "") != config.digest
+    if differs:
+        output.err_console.print(
+            f"[yellow]note:[/yellow] {escape(str(config.path))} differs from the configuration "
+            f"the service at {escape(url)} runs ({escape(_differences(view, served))}); "
+            "shown: the file. Apply it with `databuild reload` (or SIGHUP to the service)."
+        )
     if ctx.as_json:
+        view["service"] = {"url": url, "config_digest": served.get("config_digest", "")}
+        view["service"]["differs_from_file"] = differs
         output.print_json(view)
     elif fmt == "mermaid":
         sys.stdout.write(_mermaid(view))
@@ -715,30 +729,136 @@ def graph(fmt: str) -> None:
             output.console.print(
                 f"  upstream {escape(up['name'])} at {escape(up['url'])}: {escape(', '.join(up['partitions']))}"
             )
+        if view["observed_edges"]:
+            output.console.print("[bold]observed[/bold] (from recorded missing inputs)")
+        for edge in view["observed_edges"]:
+            output.console.print(
+                f"  job {escape(edge['job'])} needs {escape(_provider(edge))}  "
+                f"[dim]({edge['count']}x, last {format_timestamp(edge['last_seen'])}, "
+                f"e.g. {escape(edge['example_ref'])})[/dim]"
+            )
+
+
+def _provider(edge: dict[str, Any]) -> str:
+    if edge["owner_kind"] == "none":
+        return f"{edge['example_ref']} (no job or upstream matched it)"
+    return f"{edge['pattern']} of {edge['owner_kind']} {edge['owner']}"
+
+
+def _differences(file_view: dict[str, Any], served: dict[str, Any]) -> str:
+    ours = {j["name"]: j for j in file_view["jobs"]}
+    theirs = {j["name"]: j for j in served.get("jobs", [])}
+    parts = [
+        f"{label} {', '.join(sorted(names))}"
+        for label, names in (
+            ("the file adds job(s)", ours.keys() - theirs.keys()),
+            ("removes job(s)", theirs.keys() - ours.keys()),
+            ("changes job(s)", {n for n in ours.keys() & theirs.keys() if ours[n] != theirs[n]}),
+        )
+        if names
+    ]
+    return "; ".join(parts) or "other settings differ"
+
+
+class _Nodes:
+    """Diagram node ids for jobs and upstreams, made up for the ones only an observed edge
+    names (a job removed from the file since)."""
+
+    def __init__(self, view: dict[str, Any]) -> None:
+        self.ids = {("job", j["name"]): f"job{i}" for i, j in enumerate(view["jobs"])}
+        self.ids.update(
+            {("upstream", u["name"]): f"up{i}" for i, u in enumerate(view["upstreams"])}
+        )
+        self.extra: list[tuple[str, str]] = []  # (node id, label)
+
+    def of(self, kind: str, name: str, example: str = "") -> str:
+        key = (kind, name or example)
+        if key not in self.ids:
+            node = f"seen{len(self.extra)}"
+            self.ids[key] = node
+            label = (
+                f"{example} (no owner)" if kind == "none" else f"{kind} {name} (not in the file)"
+            )
+            self.extra.append((node, label))
+        return self.ids[key]
+
+
+def _mermaid_text(text: str) -> str:
+    return text.replace('"', "#quot;")
 
 
 def _mermaid(view: dict[str, Any]) -> str:
     lines = ["flowchart LR"]
     for index, job in enumerate(view["jobs"]):
-        outputs = "<br/>".join(job["outputs"])
+        outputs = "<br/>".join(_mermaid_text(o) for o in job["outputs"])
         lines.append(f'    job{index}["job {job["name"]}"] --> out{index}(["{outputs}"])')
     for index, up in enumerate(view["upstreams"]):
-        parts = "<br/>".join(up["partitions"])
+        parts = "<br/>".join(_mermaid_text(p) for p in up["partitions"])
         lines.append(f'    up{index}{{{{"upstream {up["name"]}"}}}} --> upout{index}(["{parts}"])')
-    return "\n".join(lines) + "\n"
+    nodes = _Nodes(view)
+    edges = []
+    for edge in view["observed_edges"]:
+        source = nodes.of(edge["owner_kind"], edge["owner"], edge["example_ref"])
+        target = nodes.of("job", edge["job"])
+        label = _mermaid_text(
+            f"observed {edge['count']}x: {edge['pattern'] or edge['example_ref']}"
+        )
+        edges.append(f'    {source} -. "{label}" .-> {target}')
+    lines += [f'    {node}["{_mermaid_text(label)}"]' for node, label in nodes.extra]
+    return "\n".join(lines + edges) + "\n"
+
+
+def _dot_text(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def _dot(view: dict[str, Any]) -> str:
-    lines = [f'digraph "{view["name"]}" {{', "  rankdir=LR;"]
+    lines = [f'digraph "{_dot_text(view["name"])}" {{', "  rankdir=LR;"]
     for index, job in enumerate(view["jobs"]):
         lines.append(f'  job{index} [shape=box,label="job {job["name"]}"];')
         for out_index, pattern in enumerate(job["outputs"]):
-            lines.append(f'  out{index}_{out_index} [shape=ellipse,label="{pattern}"];')
+            lines.append(f'  out{index}_{out_index} [shape=ellipse,label="{_dot_text(pattern)}"];')
             lines.append(f"  job{index} -> out{index}_{out_index};")
     for index, up in enumerate(view["upstreams"]):
         lines.append(f'  up{index} [shape=hexagon,label="upstream {up["name"]}"];')
-    lines.append("}")
+    nodes = _Nodes(view)
+    edges = []
+    for edge in view["observed_edges"]:
+        source = nodes.of(edge["owner_kind"], edge["owner"], edge["example_ref"])
+        target = nodes.of("job", edge["job"])
+        label = _dot_text(f"observed {edge['count']}x: {edge['pattern'] or edge['example_ref']}")
+        edges.append(f'  {source} -> {target} [style=dashed,label="{label}"];')
+    lines += [
+        f'  {node} [shape=box,style=dotted,label="{_dot_text(label)}"];'
+        for node, label in nodes.extra
+    ]
+    lines += [*edges, "}"]
     return "\n".join(lines) + "\n"
+
+
+@cli.command()
+def reload() -> None:
+    """Reload databuild.toml into the running service, as SIGHUP does: validated first; a
+    bad file is refused and the service keeps its configuration."""
+    ctx = _ctx()
+    if not ctx.url or ctx.config_path:
+        try:
+            ctx.config()  # the service would refuse it too, with the same error
+        except ConfigError as exc:
+            raise ConfigError(
+                exc.path,
+                exc.key,
+                f"{exc.problem}; reload refused: the service keeps running the configuration "
+                "it loaded",
+            ) from None
+    with ctx.service(write=True) as client:
+        result = client.post("/api/v1/reload", {})
+    if ctx.as_json:
+        output.print_json(result)
+        return
+    output.console.print(escape(result["summary"]))
+    for want_id in result["wants_retried"]:
+        output.console.print(f"  retried want {escape(want_id)}")
 
 
 cli.add_command(sla)

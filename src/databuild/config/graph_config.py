@@ -56,6 +56,8 @@ class GraphConfig:
     service: ServiceSettings
     schedules: tuple[ScheduleSpec, ...] = ()
     alerts: AlertSettings = AlertSettings()
+    # sha256 of the file's bytes: tells a running service's configuration from the file's
+    digest: str = ""
 
     @property
     def name(self) -> str:

@@ -9,6 +9,8 @@ it starts nothing, opens no database and creates no directories.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import os
 import re
 import tomllib
@@ -26,6 +28,7 @@ from databuild.config.graph_config import (
     GraphConfig,
     ServiceSettings,
 )
+from databuild.config.overlap import overlap
 from databuild.config.problems import config_error_from, dotted_key
 from databuild.config.schedule import ScheduleSpec
 from databuild.core.errors import ConfigError, InvalidInput
@@ -66,7 +69,8 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> GraphCo
     env = os.environ if environ is None else environ
     shown = str(path)
     try:
-        data = tomllib.loads(path.read_bytes().decode("utf-8"))
+        raw = path.read_bytes()
+        data = tomllib.loads(raw.decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(shown, "", "no such file") from None
     except IsADirectoryError:
@@ -81,7 +85,8 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> GraphCo
         parsed = GraphFile.model_validate(data)
     except ValidationError as exc:
         raise config_error_from(shown, GraphFile, exc) from None
-    return _Assembly(shown, path.parent, env).config(parsed, path)
+    config = _Assembly(shown, path.parent, env).config(parsed, path)
+    return dataclasses.replace(config, digest=hashlib.sha256(raw).hexdigest())
 
 
 def _toml_problem(message: str) -> str:
@@ -207,7 +212,8 @@ class _Assembly:
         return _REFERENCE.sub(substitute, value)
 
     def check_unique_patterns(self, parsed: GraphFile) -> None:
-        owners: dict[str, str] = {}
+        """Each partition has one owner: no pattern listed twice, and no two owners' patterns
+        that can match one ref (``overlap``), named with both owners and an example ref."""
         sections: list[tuple[str, str, list[PartitionPattern], str]] = [
             ("jobs", name, table.outputs, "outputs") for name, table in parsed.jobs.items()
         ]
@@ -215,21 +221,33 @@ class _Assembly:
             ("upstreams", name, table.partitions, "partitions")
             for name, table in parsed.upstreams.items()
         ]
+        seen: list[tuple[str, tuple[int | str, ...], PartitionPattern]] = []
         for section, name, patterns, key in sections:
             owner = f"{'job' if section == 'jobs' else 'upstream'} {name!r}"
             for index, pattern in enumerate(patterns):
-                previous = owners.setdefault(pattern.template, owner)
-                if previous != owner:
-                    raise self.error(
-                        (section, name, key, index),
-                        f"pattern {pattern.template!r} is also declared by {previous}; "
-                        "each partition must have exactly one owner",
-                    )
+                loc: tuple[int | str, ...] = (section, name, key, index)
                 if patterns.index(pattern) != index:
-                    raise self.error(
-                        (section, name, key, index),
-                        f"pattern {pattern.template!r} is listed twice",
-                    )
+                    raise self.error(loc, f"pattern {pattern.template!r} is listed twice")
+                for other_owner, other_loc, other in seen:
+                    if other_owner == owner:
+                        continue  # one owner's patterns may overlap: the route is the same
+                    if other.template == pattern.template:
+                        raise self.error(
+                            loc,
+                            f"pattern {pattern.template!r} is also declared by {other_owner} "
+                            f"({dotted_key(other_loc)}); each partition must have exactly "
+                            "one owner",
+                        )
+                    witness = overlap(other, pattern)
+                    if witness is not None:
+                        raise self.error(
+                            loc,
+                            f"pattern {pattern.template!r} overlaps {other.template!r} of "
+                            f"{other_owner} ({dotted_key(other_loc)}): both match "
+                            f"{witness!r}; each partition must have exactly one owner, so "
+                            "make the patterns disjoint (e.g. a distinct literal prefix)",
+                        )
+                seen.append((owner, loc, pattern))
 
     def check_routable(self, graph: GraphSpec, schedule: ScheduleSpec) -> None:
         sample = schedule.ref_for(_SAMPLE_DAY)

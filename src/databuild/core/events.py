@@ -160,6 +160,16 @@ class PartitionFailed:
     retry_at: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class ConfigReloaded:
+    """The service applied a new configuration; new runs use it (in-flight runs finish)."""
+
+    config_digest: str
+    jobs_added: tuple[str, ...]
+    jobs_changed: tuple[str, ...]
+    jobs_removed: tuple[str, ...]
+
+
 EventPayload = (
     WantCreated
     | WantReopened
@@ -177,6 +187,7 @@ EventPayload = (
     | PartitionBuilding
     | PartitionLive
     | PartitionFailed
+    | ConfigReloaded
 )
 
 PAYLOAD_TYPES: tuple[type[EventPayload], ...] = (
@@ -196,6 +207,7 @@ PAYLOAD_TYPES: tuple[type[EventPayload], ...] = (
     PartitionBuilding,
     PartitionLive,
     PartitionFailed,
+    ConfigReloaded,
 )
 
 

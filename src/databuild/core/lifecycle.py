@@ -27,7 +27,8 @@ WANT_TRANSITIONS: dict[WantStatus | None, frozenset[WantStatus]] = {
     W.WAITING: frozenset(
         {W.PENDING, W.SATISFIED, W.FAILED, W.UPSTREAM_FAILED, W.EXPIRED, W.CANCELED}
     ),
-    W.RETRYING: frozenset({W.BUILDING, W.SATISFIED, W.EXPIRED, W.CANCELED}),
+    # retrying -> failed: a config reload removed the only job that built its partition
+    W.RETRYING: frozenset({W.BUILDING, W.SATISFIED, W.FAILED, W.EXPIRED, W.CANCELED}),
     # a failed or canceled want asked for again is reopened with fresh retries
     W.FAILED: ACTIVE_WANT_STATUSES,
     W.UPSTREAM_FAILED: ACTIVE_WANT_STATUSES,

@@ -22,6 +22,7 @@ from databuild.core.lifecycle import JobRunStatus, PartitionStatus
 from databuild.core.model import (
     GraphSpec,
     JobRunId,
+    JobSpec,
     Want,
     WantId,
     WantRequest,
@@ -44,6 +45,8 @@ from databuild.core.retry import decide_retry
 from databuild.core.state import BuildState, PartitionRecord
 
 _REOPENABLE = frozenset({WantStatus.FAILED, WantStatus.UPSTREAM_FAILED, WantStatus.CANCELED})
+_RETRIED_AFTER_RELOAD = frozenset({WantStatus.FAILED, WantStatus.UPSTREAM_FAILED})
+_ORPHAN_STATUSES = frozenset({PartitionStatus.ABSENT, PartitionStatus.BACKOFF})
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +73,16 @@ class KillOrphan:
 Effect = StartRun | KillRun | KillOrphan
 
 
+@dataclass(frozen=True, slots=True)
+class ReloadSummary:
+    """What a config reload changed, and the root wants it retried."""
+
+    jobs_added: tuple[str, ...]
+    jobs_changed: tuple[str, ...]
+    jobs_removed: tuple[str, ...]
+    wants_retried: tuple[WantId, ...]
+
+
 class Reconciler:
     """Owns a ``BuildState``; turns inputs into events (folded and queued) and effects."""
 
@@ -78,6 +91,8 @@ class Reconciler:
         self.state = state if state is not None else BuildState(graph)
         self.outbox: list[ev.Event] = []
         self.effects: list[Effect] = []
+        # jobs a reload removed: their in-flight runs finish under the spec they started with
+        self._retired: dict[str, JobSpec] = {}
 
     # ---- plumbing ------------------------------------------------------------------
     def _emit(self, payload: ev.EventPayload, now: float) -> None:
@@ -308,7 +323,7 @@ class Reconciler:
 
     def _failed(self, run_id: JobRunId, outcome: RunFailed, now: float) -> None:
         run = self.state.runs[run_id]
-        job = self.graph.job(run.job_name)
+        job = self._job_spec(run.job_name)
         failures = max((self.state.partition(r).failures for r in run.partition_refs), default=0)
         decision = decide_retry(job, outcome.kind, failures, now)
         self._emit(
@@ -411,6 +426,69 @@ class Reconciler:
                 )
                 stack.append(waiter_ref)
 
+    def _job_spec(self, name: str) -> JobSpec:
+        """The spec a run of job ``name`` is judged by: the current one, else the one it had
+        before a reload removed it, else (a job no configuration since the restart has) a
+        spec without retries; a lost run of it is still retried at once and so re-routed."""
+        try:
+            return self.graph.job(name)
+        except KeyError:
+            return self._retired.get(name) or JobSpec(name, (), ("",), retries=0)
+
+    # ---- configuration -------------------------------------------------------------
+    def reload(self, graph: GraphSpec, config_digest: str, now: float) -> ReloadSummary:
+        """Route by ``graph`` from now on. New and changed jobs apply to the runs dispatched
+        from now on; runs in flight finish under their old spec. Partitions now owned by no
+        one fail as unbuildable (``_fail_orphans``, at the next tick); root wants that failed
+        only because no job built a partition that one builds now are reopened."""
+        old_jobs = {j.name: j for j in self.graph.jobs}
+        new_jobs = {j.name: j for j in graph.jobs}
+        added = tuple(n for n in new_jobs if n not in old_jobs)
+        changed = tuple(n for n in new_jobs if n in old_jobs and new_jobs[n] != old_jobs[n])
+        removed = tuple(n for n in old_jobs if n not in new_jobs)
+        self._retired.update((n, old_jobs[n]) for n in removed)
+        for name in new_jobs:
+            self._retired.pop(name, None)
+        self.graph = graph
+        self.state.use_graph(graph)
+        self._emit(ev.ConfigReloaded(config_digest, added, changed, removed), now)
+        return ReloadSummary(added, changed, removed, self._retry_unbuildable(now))
+
+    def _retry_unbuildable(self, now: float) -> tuple[WantId, ...]:
+        wants = self.state.wants
+        roots: dict[WantId, None] = {}
+        for want_id in sorted(self.state.unbuildable):
+            want = wants[want_id].want
+            if not self.graph.route(want.partition_ref).problem:
+                roots[want.root_want_id] = None
+        retried: list[WantId] = []
+        for root_id in roots:
+            root = wants.get(root_id)
+            if root is None or root.status not in _RETRIED_AFTER_RELOAD:
+                continue
+            if root.want.expires_at <= now:
+                continue  # past its TTL: reopening would only expire it again
+            self._emit(ev.WantReopened(root_id, None), now)
+            self._examine_new(root_id, now)
+            retried.append(root_id)
+        return tuple(retried)
+
+    def _fail_orphans(self, now: float) -> None:
+        """Partitions made ready that no local job builds: those no upstream provides either
+        (a reload removed their job) fail as unbuildable instead of waiting for ever."""
+        state = self.state
+        while state.orphaned:
+            ref = state.orphaned.pop()
+            part = state.partitions.get(ref)
+            if part is None or not part.active_wants or part.status not in _ORPHAN_STATUSES:
+                continue
+            problem = self.graph.route(ref).problem
+            if not problem:
+                continue  # an upstream graph's partition: it waits for the upstream
+            self._emit(ev.PartitionFailed(ref, None, problem), now)
+            self._fail_partition_wants(part, ev.WantFailureReason.UNBUILDABLE, problem, now)
+            self._cascade_upstream_failure(ref, problem, now)
+
     # ---- restart -------------------------------------------------------------------
     def recover(self, now: float) -> None:
         """After a restart: runs in flight under the old process are killed and retried."""
@@ -434,6 +512,7 @@ class Reconciler:
     def tick(self, now: float, free_slots: int) -> None:
         """Fire due timers (retry, TTL, SLA), then dispatch ready partitions by deadline."""
         self._fire_timers(now)
+        self._fail_orphans(now)
         self._dispatch(now, free_slots)
 
     def next_wakeup(self) -> float | None:

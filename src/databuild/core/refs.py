@@ -107,6 +107,11 @@ class PartitionPattern:
     def fields(self) -> tuple[str, ...]:
         return tuple(name for _, name, _ in _scan(self.template) if name is not None)
 
+    @property
+    def pieces(self) -> tuple[tuple[str, str | None, str | None], ...]:
+        """(literal, field name, custom regex) triples in order; the last has no field."""
+        return tuple(_scan(self.template))
+
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 

@@ -26,6 +26,7 @@ from databuild.core.lifecycle import (
     check_run,
     check_want,
 )
+from databuild.core.lineage import NeedKey, ObservedNeed, observe
 from databuild.core.model import (
     NO_DEADLINE,
     GraphSpec,
@@ -37,6 +38,8 @@ from databuild.core.model import (
 )
 from databuild.core.pickling import positional_pickle
 from databuild.core.refs import PartitionRef
+
+_QUEUED = (PartitionStatus.ABSENT, PartitionStatus.BACKOFF)
 
 _WANT_STATUS_OF_PARTITION = {
     PartitionStatus.ABSENT: WantStatus.PENDING,
@@ -158,6 +161,13 @@ class BuildState:
         self.sla_violations: list[WantId] = []  # in the order SlaMissed was recorded
         self._route_cache: dict[PartitionRef, str | None] = {}
         self._ready_counter = 0
+        # wants whose last failure was "no job builds it": a config reload retries them
+        self.unbuildable: set[WantId] = set()
+        # partitions made ready that no local job builds (an upstream's, or a job a reload
+        # removed): the reconciler fails those whose route has a problem
+        self.orphaned: list[PartitionRef] = []
+        # which inputs runs of each job were found to lack (``lineage``): observed edges
+        self.observed_needs: dict[NeedKey, ObservedNeed] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled (a snapshot) without the route cache: it is derived from the graph alone,
@@ -217,8 +227,22 @@ class BuildState:
         ):
             run = self.runs.get(payload.job_run_id)
             return run.partition_refs if run is not None else ev.partition_refs_of(payload)
+        if isinstance(payload, ev.ConfigReloaded):
+            return ()
         want = self.wants.get(payload.want_id)
         return (want.want.partition_ref,) if want is not None else ()
+
+    def use_graph(self, graph: GraphSpec) -> None:
+        """Route by ``graph`` from now on (a config reload): the route cache and the ready
+        queues are rebuilt; records, statuses and timers are history and stay."""
+        self.graph = graph
+        self._route_cache = {}
+        queued = [ref for queue in self.ready.values() for _, _, ref in queue]
+        self.ready = defaultdict(list)
+        for ref in dict.fromkeys(queued):
+            part = self.partitions.get(ref)
+            if part is not None and part.active_wants and part.status in _QUEUED:
+                self._enqueue(part)
 
     # ---- the fold ------------------------------------------------------------------
     def apply(self, event: ev.Event) -> None:
@@ -263,6 +287,7 @@ class BuildState:
     def _enqueue(self, part: PartitionRecord) -> None:
         job = self.job_of(part.ref)
         if job is None:
+            self.orphaned.append(part.ref)
             return
         self._ready_counter += 1
         heapq.heappush(self.ready[job], (self.deadline_of(part.ref), self._ready_counter, part.ref))
@@ -291,6 +316,7 @@ class BuildState:
         else:
             self._set_want(record, target, now)
         record.message = ""
+        self.unbuildable.discard(want.want_id)
         # tests/core: a partition in backoff is enqueued too. Its retry timer may have fired
         # while no want was active (and then nothing enqueued it); without this a new want
         # on it stayed "retrying" forever. Enqueuing early is harmless: dispatch skips a
@@ -378,6 +404,12 @@ def _want_failed(state: BuildState, e: ev.WantFailed, now: float, seq: int) -> N
         else WantStatus.FAILED
     )
     _want_terminal(state, e.want_id, status, e.message, now, seq)
+    if e.reason is ev.WantFailureReason.UNBUILDABLE:
+        state.unbuildable.add(e.want_id)
+
+
+def _config_reloaded(state: BuildState, e: ev.ConfigReloaded, now: float, seq: int) -> None:
+    """History only: routing follows the graph the state is given (``use_graph``)."""
 
 
 def _sla_missed(state: BuildState, e: ev.SlaMissed, now: float, seq: int) -> None:
@@ -460,6 +492,8 @@ def _run_missing_deps(state: BuildState, e: ev.JobRunMissingDeps, now: float, se
     state._note_run_event(run.want_ids, seq)
     run.started_at = started_at
     run.missing = e.missing
+    missing_refs = (ref for item in e.missing for ref in item.missing_refs)
+    observe(state.observed_needs, run.job_name, missing_refs, state.graph, now)
     by_output = {m.partition_ref: m.missing_refs for m in e.missing}
     for part in _building_parts(state, run):
         missing = [r for r in by_output.get(part.ref, ()) if not state.is_live(r)]
@@ -539,6 +573,7 @@ _HANDLERS: dict[type, _Handler] = {
     ev.PartitionBuilding: _partition_building,
     ev.PartitionLive: _partition_live,
     ev.PartitionFailed: _partition_failed,
+    ev.ConfigReloaded: _config_reloaded,
 }
 
 

@@ -49,7 +49,14 @@ from databuild.core.errors import (
 from databuild.core.events import Event
 from databuild.core.model import GraphSpec, WantId, WantRequest, WantStatus
 from databuild.core.outcomes import ExecutorReport, RunFinishedReport, RunStartedReport
-from databuild.core.reconcile import Effect, KillOrphan, KillRun, Reconciler, StartRun
+from databuild.core.reconcile import (
+    Effect,
+    KillOrphan,
+    KillRun,
+    Reconciler,
+    ReloadSummary,
+    StartRun,
+)
 from databuild.core.refs import PartitionRef
 from databuild.core.state import BuildState
 from databuild.executors.port import Executor, RunRequest
@@ -116,7 +123,14 @@ class _Poke:
     done: asyncio.Future[None]
 
 
-_Input = _WantInput | _CancelInput | _UpstreamLiveInput | _Poke | ExecutorReport
+@dataclass
+class _ReloadInput:
+    graph: GraphSpec
+    config_digest: str
+    done: asyncio.Future[ReloadSummary]
+
+
+_Input = _WantInput | _CancelInput | _UpstreamLiveInput | _Poke | _ReloadInput | ExecutorReport
 
 
 @dataclass
@@ -284,6 +298,13 @@ class Controller:
         self._inbox.put_nowait(_UpstreamLiveInput(refs, upstream, done))
         await done
 
+    async def reload(self, graph: GraphSpec, config_digest: str) -> ReloadSummary:
+        """Route new runs by ``graph`` (between two steps; runs in flight go on); returns
+        once the ``config_reloaded`` event and the wants it reopened are durable."""
+        done: asyncio.Future[ReloadSummary] = self._future()  # type: ignore[assignment]
+        self._inbox.put_nowait(_ReloadInput(graph, config_digest, done))
+        return await done
+
     async def poke(self) -> None:
         """Run one step now (tests move a FakeClock, then poke)."""
         done: asyncio.Future[None] = self._future()  # type: ignore[assignment]
@@ -402,6 +423,10 @@ class Controller:
                 elif isinstance(item, _CancelInput):
                     status = rec.cancel_want(item.want_id, item.reason, now)
                     replies.append((item.done, status))  # type: ignore[arg-type]
+                elif isinstance(item, _ReloadInput):
+                    summary = rec.reload(item.graph, item.config_digest, now)
+                    self._use_graph(item.graph, {*summary.jobs_added, *summary.jobs_changed})
+                    replies.append((item.done, summary))  # type: ignore[arg-type]
                 elif isinstance(item, _UpstreamLiveInput):
                     for ref in item.refs:
                         rec.partition_live_upstream(ref, item.upstream, now)
@@ -429,6 +454,13 @@ class Controller:
         self.stats.steps += 1
         self.stats.last_step_seconds = elapsed
         self.stats.step_seconds_total += elapsed
+
+    def _use_graph(self, graph: GraphSpec, new_jobs: set[str]) -> None:
+        self.graph = graph
+        if self.snapshots is not None:  # a snapshot is stamped with the graph it routes by
+            self.snapshots = SnapshotStore(self.snapshots.directory, graph)
+        # warm workers for the jobs that are new or changed (the others have theirs)
+        self.executor.prepare([j for j in graph.jobs if j.name in new_jobs], self.root_dir)
 
     async def _commit_and_act(self, now: float) -> None:
         self.reconciler.tick(now, self.executor.free_slots())

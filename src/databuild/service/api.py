@@ -19,6 +19,7 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from databuild.codec import event_to_dict
 from databuild.core.errors import InvalidInput, NotFound
+from databuild.core.lineage import observed_edges
 from databuild.core.refs import parse_ref
 from databuild.executors.protocol import LOG_FILE_NAME
 from databuild.service import operations, schemas, views
@@ -270,5 +271,8 @@ async def stream_events(
 
 @router.get("/graph", response_model=schemas.GraphView)
 async def get_graph(request: Request) -> schemas.GraphView:
-    """The graph's jobs, their output patterns, and its upstream graphs."""
-    return views.graph_view(host_of(request).config.graph)
+    """The graph's jobs, their output patterns, its upstream graphs, the digest of the
+    databuild.toml it runs, and the job -> job edges observed in recorded missing inputs."""
+    host = host_of(request)
+    needs = observed_edges(host.state.observed_needs)
+    return views.graph_view(host.config.graph, host.config.digest, needs)

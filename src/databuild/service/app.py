@@ -26,6 +26,7 @@ from databuild.core.errors import (
     StorageError,
 )
 from databuild.service import operations, schemas
+from databuild.service.admin_routes import router as admin_router
 from databuild.service.api import router
 from databuild.service.host import GraphHost
 from databuild.service.metrics import router as metrics_router
@@ -77,6 +78,7 @@ def create_app(
     app.include_router(router)
     app.include_router(sla_router)
     app.include_router(metrics_router)
+    app.include_router(admin_router)
 
     @app.exception_handler(DataBuildError)
     async def databuild_error(request: Request, exc: DataBuildError) -> JSONResponse:

@@ -191,7 +191,23 @@ class UpstreamView(BaseModel):
     partitions: list[str]
 
 
+class ObservedEdgeView(BaseModel):
+    """Runs of ``job`` were found to lack inputs matching ``pattern`` of ``owner``."""
+
+    job: str
+    owner_kind: Literal["job", "upstream", "none"]
+    owner: str
+    pattern: str
+    count: int
+    first_seen: float
+    last_seen: float
+    example_ref: str
+    observed: bool = True  # learned from recorded missing dependencies, not declared
+
+
 class GraphView(BaseModel):
     name: str
     jobs: list[JobView]
     upstreams: list[UpstreamView]
+    config_digest: str = ""  # sha256 of the databuild.toml the service runs
+    observed_edges: list[ObservedEdgeView] = []

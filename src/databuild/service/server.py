@@ -3,7 +3,8 @@
 
 It binds the socket first (so the URL, which jobs get in DATABUILD_GRAPH_URL, is known
 before the controller starts), starts the graph host (so a start-up error is a clear
-DataBuildError, not a server traceback), then serves the gateway app with uvicorn. An
+DataBuildError, not a server traceback), then serves the gateway app with uvicorn; on the
+main thread it reloads databuild.toml on SIGHUP (``reloading``). An
 embedded service also runs operations for the command that owns it, on its own event loop
 (``call``), so that command needs no HTTP to its own service. Nothing else.
 """
@@ -15,6 +16,7 @@ import concurrent.futures
 import contextlib
 import logging
 import os
+import signal
 import socket
 import threading
 from collections.abc import Callable, Coroutine
@@ -24,12 +26,14 @@ from typing import Any, TypeVar
 import uvicorn
 
 from databuild.config import GraphConfig
-from databuild.core.errors import DataBuildError, ServiceError, StorageError
+from databuild.core.errors import ConfigError, DataBuildError, ServiceError, StorageError
 from databuild.service.gateway import ServiceApp
 from databuild.service.host import GraphHost
+from databuild.service.reloading import reload_config
 from databuild.service.security import AccessPolicy, SecurityMiddleware
 
 T = TypeVar("T")
+log = logging.getLogger("databuild.service")
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,7 @@ class Service:
         self.error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._serving: asyncio.Task[None] | None = None
+        self._reloads: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -121,6 +126,7 @@ class Service:
                 await self.host.stop()
             raise
         watch = asyncio.create_task(self._stop_when_controller_fails())
+        self._reload_on_sighup()
         try:
             serving = asyncio.create_task(self.server.serve(sockets=[self.sock]))
             self._serving = serving
@@ -144,6 +150,27 @@ class Service:
         if controller is not None:
             await controller.failed.wait()
             self.server.should_exit = True
+
+    def _reload_on_sighup(self) -> None:
+        """``databuild serve`` (the main thread) reloads databuild.toml on SIGHUP, as
+        ``POST /api/v1/reload`` does; an embedded service leaves signals to its command."""
+        if threading.current_thread() is not threading.main_thread() or self.options.read_only:
+            return
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, self._start_reload)
+
+    def _start_reload(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._reload())
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def _reload(self) -> None:
+        try:
+            await reload_config(self.host)
+        except ConfigError:
+            pass  # refused and logged with its error; the old configuration goes on
+        except DataBuildError as exc:
+            log.error("reload on SIGHUP failed: %s", exc)
 
     def request_stop(self, *, at_once: bool = False) -> None:
         """Graceful (uvicorn finishes open requests on its next 0.1 s tick), or, for an

@@ -12,6 +12,7 @@ from typing import TypeVar
 
 from databuild.core.data_time import format_timestamp
 from databuild.core.errors import InvalidInput
+from databuild.core.lineage import ObservedNeed
 from databuild.core.model import NO_DEADLINE, GraphSpec, Want, WantRequest
 from databuild.core.refs import PartitionRef
 from databuild.core.state import BuildState, JobRunRecord, PartitionRecord, WantRecord
@@ -229,9 +230,25 @@ def list_job_runs(
     )
 
 
-def graph_view(graph: GraphSpec) -> schemas.GraphView:
+def graph_view(
+    graph: GraphSpec, config_digest: str = "", needs: Iterable[ObservedNeed] = ()
+) -> schemas.GraphView:
     return schemas.GraphView(
         name=graph.name,
+        config_digest=config_digest,
+        observed_edges=[
+            schemas.ObservedEdgeView(
+                job=n.key.job,
+                owner_kind=n.key.owner_kind.value,
+                owner=n.key.owner,
+                pattern=n.key.pattern,
+                count=n.count,
+                first_seen=n.first_seen,
+                last_seen=n.last_seen,
+                example_ref=n.example_ref,
+            )
+            for n in needs
+        ],
         jobs=[
             schemas.JobView(
                 name=j.name,
