@@ -85,18 +85,19 @@ class Context:
                 "`databuild serve`, or use `databuild build`, which runs one for its duration"
             )
         # No service: answer reads from a read-only fold of the log, through the same API.
-        output.err_console.print(
-            f"[yellow]note:[/yellow] no DataBuild service is running for graph "
-            f"{escape(config.name)!r}: this is its Build Event Log as recorded; nothing runs, "
-            "runs it left in flight show as interrupted (a service started with `databuild "
-            "serve` or `databuild build` runs them again)"
-        )
         server = _server()
         options = server.ServeOptions(port=0, read_only=True)
         with (
             server.EmbeddedService(config, options) as service,
             OfflineClient(service.url, token=None) as client,
         ):
+            # Said once the log opened, so a storage error stays the only line.
+            output.err_console.print(
+                f"[yellow]note:[/yellow] no DataBuild service is running for graph "
+                f"{escape(config.name)!r}: this is its Build Event Log as recorded; nothing runs, "
+                "runs it left in flight show as interrupted (a service started with `databuild "
+                "serve` or `databuild build` runs them again)"
+            )
             yield client
 
 
