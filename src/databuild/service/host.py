@@ -63,6 +63,7 @@ class GraphHost:
         self.run_schedules = run_schedules
         self._offline_state: BuildState | None = None
         self.started_at = 0.0
+        self.stream_subscriptions = 0  # open /api/v1/events/stream clients (a gauge)
 
     @property
     def log(self) -> BuildEventLog:
