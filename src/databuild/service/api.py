@@ -21,6 +21,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from databuild.codec import event_to_dict
 from databuild.core.errors import InvalidInput, NotFound
+from databuild.core.events import Event
 from databuild.core.lineage import observed_edges
 from databuild.core.refs import PartitionPattern, parse_ref
 from databuild.executors.protocol import LOG_FILE_NAME
@@ -50,6 +51,7 @@ MAX_LOG_WHOLE = 64 << 20
 KEEPALIVE_ENV = "DATABUILD_SSE_KEEPALIVE_SECONDS"
 # a client that reads nothing for this long is dropped rather than let its writes pile up
 _SEND_TIMEOUT = 30.0
+_ENCODED_KEPT = 20_000  # encoded events kept per host for the stream's followers
 MAX_INT64 = (1 << 63) - 1  # sequences and offsets: beyond it SQLite and seek() overflow
 
 
@@ -270,6 +272,23 @@ def keepalive_seconds() -> float:
     return value if 0 < value <= 15 else 15.0
 
 
+def _encoded(host: GraphHost, event: Event) -> bytes:
+    """The event as an SSE message, encoded once per host and shared by its followers."""
+    cache = host.stream_cache
+    found = cache.get(event.sequence)
+    if found is None:
+        as_dict = event_to_dict(event)
+        found = ServerSentEvent(
+            data=json.dumps(as_dict, separators=(",", ":")),
+            event=str(as_dict["type"]),
+            id=str(event.sequence),
+        ).encode()
+        cache[event.sequence] = found
+        if len(cache) > _ENCODED_KEPT:
+            del cache[next(iter(cache))]  # the oldest: dicts keep insertion order
+    return found
+
+
 def _keepalive() -> ServerSentEvent:
     return ServerSentEvent(comment="keep-alive")
 
@@ -279,7 +298,7 @@ async def stream(
     start: int,
     wanted: frozenset[str] | None,
     pattern: PartitionPattern | None,
-) -> AsyncIterator[ServerSentEvent]:
+) -> AsyncIterator[bytes]:
     """The events after ``start`` that pass the filter, then each new one as it commits.
     Sleeps on the controller's commit signal between commits: an idle stream costs nothing,
     whatever its filter, because the cursor passes the events the filter drops."""
@@ -288,13 +307,8 @@ async def stream(
         cursor = start
         while True:
             events, scanned = await operations.next_events(host, cursor, 500, wanted, pattern)
-            for event in events:
-                as_dict = event_to_dict(event)
-                yield ServerSentEvent(
-                    data=json.dumps(as_dict, separators=(",", ":")),
-                    event=str(as_dict["type"]),
-                    id=str(event.sequence),
-                )
+            if events:  # one write per batch, each event encoded once for all clients
+                yield b"".join(_encoded(host, event) for event in events)
             if scanned > cursor:
                 cursor = scanned
                 continue

@@ -207,6 +207,13 @@ async def metrics(request: Request) -> PlainTextResponse:
         graph=host.config.name,
     )
     text += up.render()
+    streams = Family(
+        "databuild_event_stream_subscriptions",
+        "gauge",
+        "Clients following GET /api/v1/events/stream now.",
+    )
+    streams.add(host.stream_subscriptions)
+    text += streams.render()
     if controller is not None:  # storage faults (issue 14): 0 while an append is retried
         storage = Family("databuild_storage_up", "gauge", "0 while the BEL is unavailable.")
         storage.add(0 if controller.storage_down or controller.failure else 1)
