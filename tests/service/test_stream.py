@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import queue
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,17 +22,17 @@ import pytest
 
 from .graphs import HANG_GUARD_SECONDS, add_test_jobs, create_wants, json_of
 
-Launcher = Callable[..., tuple[object, str]]
+Launcher = Callable[..., tuple[subprocess.Popen[bytes], str]]
 
 
 @pytest.fixture
 def stream_service(
     calendar_factory: Callable[[], Path], launch_service: Launcher, job_env: dict[str, str]
-) -> Iterator[tuple[str, Path]]:
+) -> Iterator[tuple[str, Path, int]]:
     directory = calendar_factory()
     add_test_jobs(directory)
-    _, url = launch_service(directory, env={**job_env, "DATABUILD_SSE_KEEPALIVE_SECONDS": "0.5"})
-    yield url, directory
+    proc, url = launch_service(directory, env={**job_env, "DATABUILD_SSE_KEEPALIVE_SECONDS": "0.5"})
+    yield url, directory, proc.pid
 
 
 def _lines(url: str, params: dict[str, str], out: queue.Queue[str], stop: threading.Event) -> None:
