@@ -466,6 +466,21 @@ def test_cancel_stops_the_dependency_chain_only_it_needed() -> None:
     assert sim.status(theirs) == "satisfied"
 
 
+def test_cancel_of_a_derived_want_fails_its_waiters_instead_of_hanging() -> None:
+    """Found by the simulation (tests/sim): canceling by hand the child want a waiting
+    partition needs left the parent waiting on a partition nobody would build."""
+    sim = daily_raw()
+    parent = sim.want("daily/date=1")
+    sim.finish(sim.run_of("daily/date=1"), missing(("daily/date=1", ["raw/date=1"])))
+    assert sim.status(parent) == "waiting"
+    sim.cancel(child_id("raw/date=1"))
+    assert sim.status(child_id("raw/date=1")) == "canceled"
+    assert sim.status(parent) == "upstream_failed"
+    assert [k.job_run_id for k in sim.kills()] == [sim.run_of("raw/date=1")]
+    again = sim.want("daily/date=1")  # asking again reopens it and builds it
+    assert again == parent and sim.status(parent) != "upstream_failed"
+
+
 def test_cancel_of_a_batched_partition_keeps_the_batch_for_the_others() -> None:
     sim = daily_raw(max_batch=2, concurrency=1)
     a = sim.rec.request_want(request("daily/date=1"), sim.now)

@@ -167,10 +167,18 @@ class Reconciler:
         if record is None:
             raise NotFound(f"no want with id {want_id!r}")
         if record.active:
+            ref = record.want.partition_ref
             self._emit(ev.WantCanceled(want_id, reason or "canceled"), now)
-            self._release(
-                record.want.partition_ref, f"no longer needed: want {want_id} canceled", now
-            )
+            if not self.state.partition(ref).active_wants and any(
+                self.state.partition(w).active_wants for w in self.state.waiters.get(ref, ())
+            ):
+                # A derived want canceled by hand while other wants still wait on its
+                # partition: nothing will build it now, so they fail (upstream-failed,
+                # naming the cancel; asking again reopens them) instead of waiting for ever.
+                self._cascade_upstream_failure(
+                    ref, f"its want {want_id} was canceled ({reason or 'canceled'})", now
+                )
+            self._release(ref, f"no longer needed: want {want_id} canceled", now)
         return record.status
 
     def _needed(self, ref: PartitionRef) -> bool:
