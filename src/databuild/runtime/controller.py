@@ -343,7 +343,8 @@ class Controller:
                 break
             signal = self._commit_signal
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(signal.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await signal.wait()
         return self.last_committed
 
     def _signal_commit(self) -> None:
@@ -397,8 +398,12 @@ class Controller:
         if wake is None:
             return await self._inbox.get()
         delay = max(0.0, wake - self._now())
+        # asyncio.timeout, not wait_for: on 3.11 wait_for runs the get as a task of its own,
+        # and a cancel (stop, or a crash in the simulation) landing while that inner task
+        # is woken could leave the loop cancelling for ever (found by tests/sim).
         try:
-            return await asyncio.wait_for(self._inbox.get(), delay)
+            async with asyncio.timeout(delay):
+                return await self._inbox.get()
         except TimeoutError:
             return None
 
