@@ -106,8 +106,12 @@ def test_garbage_result_is_a_bad_result(runs: Runs) -> None:
 
 def test_an_oversized_result_is_a_bad_result_and_is_not_read_whole(runs: Runs) -> None:
     code = "import os; open(os.environ['DATABUILD_RESULT_PATH'], 'w').write(' ' * (8 << 20) + '{}')"
-    outcome = failed(run_one(runs, runs.request(*python(code))), FailureKind.BAD_RESULT)
-    assert "larger than the limit" in outcome.message
+    request = runs.request(*python(code))
+    outcome = failed(run_one(runs, request), FailureKind.BAD_RESULT)
+    assert outcome.message.startswith(
+        f"the result file {request.result_path} is {(8 << 20) + 2} bytes, "
+        f"larger than the limit of {1 << 20} bytes"
+    ), outcome.message
 
 
 def test_a_symlinked_result_is_not_followed(runs: Runs, tmp_path: Path) -> None:

@@ -224,15 +224,11 @@ class LocalExecutor(Executor):
         del self._runs[rid]
         if run.killed:
             return
-        try:
-            result = _read_result(request.result_path)
-        except OSError as exc:
-            outcome: RunOutcome = RunFailed(
-                FailureKind.BAD_RESULT,
-                f"could not read the result file {request.result_path}: {exc.strerror or exc}",
-                code if code is not None else NO_EXIT_CODE,
-                duration,
-            )
+        result = _result_or_failure(
+            request.result_path, code if code is not None else NO_EXIT_CODE, duration
+        )
+        if isinstance(result, RunFailed):
+            outcome: RunOutcome = result
         else:
             outcome = outcome_from(
                 code,
@@ -353,15 +349,11 @@ class LocalExecutor(Executor):
         returncode = run.transport.get_returncode()
         exit_code = returncode if returncode is not None and returncode >= 0 else None
         killed_by = -returncode if returncode is not None and returncode < 0 else None
-        try:
-            result = _read_result(request.result_path)
-        except OSError as exc:
-            return RunFailed(
-                FailureKind.BAD_RESULT,
-                f"could not read the result file {request.result_path}: {exc.strerror or exc}",
-                returncode if returncode is not None else NO_EXIT_CODE,
-                duration,
-            )
+        result = _result_or_failure(
+            request.result_path, returncode if returncode is not None else NO_EXIT_CODE, duration
+        )
+        if isinstance(result, RunFailed):
+            return result
         return outcome_from(
             exit_code,
             killed_by,
@@ -447,9 +439,31 @@ def _spawn_error_message(request: RunRequest, exc: OSError) -> str:
     return f"could not start job {request.job.name!r}: {program!r}: {reason}"
 
 
+class _ResultTooLarge(Exception):
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
+
+
+def _result_or_failure(path: Path, code: int, duration: float) -> bytes | RunFailed | None:
+    """The result file's bytes (None if there is none), or the run's failure when it cannot
+    be read or is too large: a message naming the file, and the limit if that is why."""
+    try:
+        return _read_result(path)
+    except _ResultTooLarge as exc:
+        message = (
+            f"the result file {path} is {exc.size} bytes, larger than the limit of "
+            f"{MAX_RESULT_BYTES} bytes; report missing dependencies or a failure, not data"
+        )
+    except OSError as exc:
+        message = f"could not read the result file {path}: {exc.strerror or exc}"
+    return RunFailed(FailureKind.BAD_RESULT, message, code, duration)
+
+
 def _read_result(path: Path) -> bytes | None:
-    """At most MAX_RESULT_BYTES + 1 bytes of the result file; None if there is none. A job
-    could leave a symlink or a FIFO there: neither is followed nor waited on."""
+    """At most MAX_RESULT_BYTES + 1 bytes of the result file; None if there is none;
+    ``_ResultTooLarge`` if it is larger than that, without reading it. A job could leave
+    a symlink or a FIFO there: neither is followed nor waited on."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
@@ -459,8 +473,11 @@ def _read_result(path: Path) -> bytes | None:
             raise OSError(errno.ELOOP, "it is a symbolic link; write a regular file") from None
         raise
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
             raise OSError(errno.EINVAL, "it is not a regular file")
+        if status.st_size > MAX_RESULT_BYTES:
+            raise _ResultTooLarge(status.st_size)
         chunks: list[bytes] = []
         left = MAX_RESULT_BYTES + 1
         while left > 0:
