@@ -18,6 +18,7 @@ import contextlib
 import errno
 import logging
 import os
+import resource
 import signal
 import stat
 import subprocess
@@ -136,7 +137,11 @@ class LocalExecutor(Executor):
             request.result_path.unlink(missing_ok=True)
             log = BoundedLog(request.log_path, self._log_limit)
         except OSError as exc:
-            self._spawn_failed(rid, f"could not prepare the run directory {request.run_dir}: {exc}")
+            self._spawn_failed(
+                rid,
+                f"could not prepare the run directory {request.run_dir}: {_os_error_text(exc)}",
+                _spawn_failure_kind(exc),
+            )
             return
         problem = _unstartable(request)
         if problem:
@@ -165,7 +170,7 @@ class LocalExecutor(Executor):
             message = _spawn_error_message(request, exc)
             log.note(message)
             log.close()
-            self._spawn_failed(rid, message)
+            self._spawn_failed(rid, message, _spawn_failure_kind(exc))
             return
         pid = transport.get_pid()
         run = _Run(request, transport, protocol, pid, started_at)
@@ -183,7 +188,7 @@ class LocalExecutor(Executor):
             message = _spawn_error_message(request, exc)
             log.note(message)
             log.close()
-            self._spawn_failed(rid, message)
+            self._spawn_failed(rid, message, _spawn_failure_kind(exc))
             return
         finished = worker.protocol.begin(log)
         worker.send(request, env)
@@ -377,8 +382,10 @@ class LocalExecutor(Executor):
             _signal_group(run.pid, signal.SIGKILL)
             await asyncio.shield(run.protocol.exited)
 
-    def _spawn_failed(self, rid: JobRunId, message: str) -> None:
-        outcome = RunFailed(FailureKind.SPAWN_ERROR, message, NO_EXIT_CODE, 0.0)
+    def _spawn_failed(
+        self, rid: JobRunId, message: str, kind: FailureKind = FailureKind.SPAWN_ERROR
+    ) -> None:
+        outcome = RunFailed(kind, message, NO_EXIT_CODE, 0.0)
         self._report(RunFinishedReport(rid, outcome))
 
     def _report(self, report: ExecutorReport) -> None:
@@ -435,8 +442,30 @@ def _spawn_error_message(request: RunRequest, exc: OSError) -> str:
     elif exc.errno == errno.ENOEXEC:
         reason = "it is not an executable file (a script needs a #! line)"
     else:
-        reason = exc.strerror or str(exc)
+        reason = _os_error_text(exc)
     return f"could not start job {request.job.name!r}: {program!r}: {reason}"
+
+
+# The service itself ran out of something: the run is retried, not failed for good.
+_EXHAUSTED = {
+    errno.EMFILE: "the service is out of file descriptors (its ulimit -n is {nofile})",
+    errno.ENFILE: "the system's file table is full",
+    errno.EAGAIN: "out of processes (ulimit -u) or another resource",
+    errno.ENOMEM: "out of memory",
+}
+
+
+def _spawn_failure_kind(exc: OSError) -> FailureKind:
+    return FailureKind.NO_RESOURCES if exc.errno in _EXHAUSTED else FailureKind.SPAWN_ERROR
+
+
+def _os_error_text(exc: OSError) -> str:
+    text = exc.strerror or str(exc)
+    if exc.errno in _EXHAUSTED:
+        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        what = _EXHAUSTED[exc.errno].format(nofile=nofile)
+        text = f"{text}: {what}"
+    return text
 
 
 class _ResultTooLarge(Exception):

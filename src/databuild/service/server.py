@@ -16,9 +16,11 @@ import concurrent.futures
 import contextlib
 import logging
 import os
+import resource
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -34,6 +36,73 @@ from databuild.service.security import AccessPolicy, SecurityMiddleware
 
 T = TypeVar("T")
 log = logging.getLogger("databuild.service")
+
+# File descriptors the service keeps for itself, beyond its HTTP connections: the Build
+# Event Log's (a connection per reading thread), snapshots, and per job slot its output
+# pipe, log file, result file and a warm worker's pipes.
+FDS_RESERVED = 64
+FDS_PER_JOB_SLOT = 8
+MIN_CONNECTIONS = 8
+_FLOOD_LOG_SECONDS = 10.0
+
+
+def connection_limit(fd_limit: int, max_parallel: int) -> int:
+    """How many HTTP connections the service holds at once: what its file-descriptor limit
+    (``ulimit -n``) leaves after its own needs. Beyond it uvicorn answers 503 at once, so
+    a flood of clients cannot take the descriptors the log and the jobs need."""
+    return max(MIN_CONNECTIONS, fd_limit - FDS_RESERVED - FDS_PER_JOB_SLOT * max_parallel)
+
+
+class FloodLogFilter(logging.Filter):
+    """A flood's warnings, one per refused connection or failed ``accept``, become one line
+    per interval saying how many and why, without a traceback."""
+
+    def __init__(self, starts: str, say: Callable[[int], str], interval: float) -> None:
+        super().__init__()
+        self._starts = starts
+        self._say = say
+        self._interval = interval
+        self._count = 0
+        self._next = 0.0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not isinstance(record.msg, str) or not record.msg.startswith(self._starts):
+            return True
+        self._count += 1
+        now = time.monotonic()
+        if now < self._next:
+            return False
+        record.msg, record.args = self._say(self._count), ()
+        record.exc_info, record.exc_text = None, None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        self._count, self._next = 0, now + self._interval
+        return True
+
+
+def _install_flood_filters(connections: int | None, fd_limit: int) -> None:
+    for name in ("uvicorn.error", "asyncio"):  # once per process, however many services
+        for old in [f for f in logging.getLogger(name).filters if isinstance(f, FloodLogFilter)]:
+            logging.getLogger(name).removeFilter(old)
+    logging.getLogger("uvicorn.error").addFilter(
+        FloodLogFilter(
+            "Exceeded concurrency limit",
+            lambda n: (
+                f"{n} request(s) refused with 503: the service holds at most "
+                f"{connections} connections (from its file-descriptor limit, ulimit -n {fd_limit})"
+            ),
+            _FLOOD_LOG_SECONDS,
+        )
+    )
+    logging.getLogger("asyncio").addFilter(
+        FloodLogFilter(
+            "socket.accept() out of system resource",
+            lambda n: (
+                f"out of file descriptors (ulimit -n {fd_limit}): {n} connection(s) "
+                "not accepted for now; they wait in the listen backlog"
+            ),
+            _FLOOD_LOG_SECONDS,
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -100,8 +169,16 @@ class Service:
             read_only=options.read_only,
         )
         app = SecurityMiddleware(ServiceApp(self.host, eager=eager_app), policy=self.policy)
+        fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        self.connection_limit = (
+            None
+            if fd_limit == resource.RLIM_INFINITY
+            else connection_limit(fd_limit, options.max_parallel or config.executor.max_parallel)
+        )
+        _install_flood_filters(self.connection_limit, fd_limit)
         uv_config = uvicorn.Config(
             app,
+            limit_concurrency=self.connection_limit,
             log_level=options.log_level,
             access_log=False,
             lifespan="off",  # the host is started and stopped here, not by the app
