@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from databuild.cli.main import cli
 from databuild.config import GraphConfig, load_config
@@ -143,23 +143,22 @@ def test_violations_and_at_risk_through_the_api(service: Service) -> None:
 
 
 def parse_exposition(text: str) -> dict[str, float]:
-    """A strict little parser of the Prometheus text format: sample -> value."""
+    """Sample -> value, read by prometheus_client's own parser (what a scraper accepts)."""
     samples: dict[str, float] = {}
-    declared: set[str] = set()
-    for line in text.splitlines():
-        if line.startswith("# TYPE "):
-            _, _, name, kind = line.split(" ")
-            assert kind in {"counter", "gauge", "histogram", "summary"}
-            declared.add(name)
-            continue
-        if line.startswith("# HELP "):
-            continue
-        match = re.fullmatch(r'([a-z_]+)(\{(?:[a-z_]+="[^"]*",?)*\})? (\S+)', line)
-        assert match, f"not a sample line: {line!r}"
-        base = re.sub(r"_(bucket|sum|count)$", "", match.group(1))
-        assert match.group(1) in declared or base in declared, line
-        samples[match.group(1) + (match.group(2) or "")] = float(match.group(3))
+    for family in text_string_to_metric_families(text):
+        assert family.type in {"counter", "gauge", "histogram", "summary", "info"}, family
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sample.labels.items())
+            samples[sample.name + (f"{{{labels}}}" if labels else "")] = sample.value
     return samples
+
+
+def test_metrics_include_process_and_python_metrics(service: Service) -> None:
+    m = parse_exposition(service.client.get("/metrics").text)
+    assert m["process_resident_memory_bytes"] > 0
+    assert "process_cpu_seconds_total" in m
+    assert any(name.startswith("python_info{") for name in m)
+    assert any(name.startswith("python_gc_collections_total{") for name in m)
 
 
 def test_metrics_in_prometheus_text_format(service: Service) -> None:

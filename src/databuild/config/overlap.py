@@ -22,11 +22,15 @@ import itertools
 import re
 from collections import deque
 from dataclasses import dataclass
-from re import _constants as sre
-from re import _parser as sre_parse
+from importlib import import_module
 from typing import Any
 
 from databuild.core.refs import PartitionPattern
+
+# CPython's own regex parser (private modules, stable since 3.11; typeshed stubs do not
+# declare them): the only way to read a compiled pattern's structure exactly.
+sre: Any = import_module("re._constants")
+sre_parse: Any = import_module("re._parser")
 
 # What one step of a pattern accepts: a literal character, one character of a {name} field
 # (not '/'), or any run of characters of a widened regex field.

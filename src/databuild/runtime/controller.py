@@ -66,6 +66,7 @@ from databuild.runtime.snapshots import SnapshotStore, worth_writing_at_stop
 
 log = logging.getLogger("databuild.controller")
 
+_RECENT = 10_000  # committed events kept in memory for the event stream
 _LOAD_CHUNK = 50_000
 
 STORAGE_GRACE_ENV = "DATABUILD_STORAGE_GRACE"
@@ -180,7 +181,16 @@ class Controller:
         self._rng = random.Random()
         self._latest = 0.0  # the newest time handed to the core or written to the log
         self._inbox: asyncio.Queue[_Input] = asyncio.Queue()
-        self._committed = asyncio.Condition()
+        # Waiters on commits (the event stream, long-polls) await the current signal; each
+        # commit sets it and puts a fresh one in its place. A plain Event per commit, not a
+        # Condition: a waiter cancelled when its client leaves holds no lock to re-take
+        # (asyncio.Condition's re-acquire on cancel can fail with "Lock is not acquired").
+        self._commit_signal = asyncio.Event()
+        # The newest committed events, in order and gap-free, so that followers of the
+        # stream are served from memory instead of each reading the log on every commit:
+        # ``recent`` holds the events after ``recent_base``, up to ``last_committed``.
+        self.recent: list[Event] = []
+        self.recent_base = 0
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
@@ -237,7 +247,7 @@ class Controller:
             gc.freeze()
             if collecting:
                 gc.enable()
-        self.last_committed = self.reconciler.state.last_sequence
+        self.last_committed = self.recent_base = self.reconciler.state.last_sequence
         self.executor.set_reporter(self._report)
         self.executor.prepare(self.graph.jobs, self.root_dir)
         if self.reconciler.state.last_sequence > 0:
@@ -249,8 +259,14 @@ class Controller:
         await self._commit_and_act(self._now())
         self._task = asyncio.create_task(self._run(), name="databuild-controller")
 
+    @property
+    def stopping(self) -> bool:
+        """True once ``stop`` was called: no more events will be committed."""
+        return self._stopping
+
     async def stop(self) -> None:
         self._stopping = True
+        self._signal_commit()  # followers of the stream end now, not after the stop
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -259,8 +275,7 @@ class Controller:
             await asyncio.gather(*self._background, return_exceptions=True)
         await self.executor.close()
         await self._snapshot_at_stop()
-        async with self._committed:
-            self._committed.notify_all()
+        self._signal_commit()
 
     # ---- inputs --------------------------------------------------------------------
     def _future(self) -> asyncio.Future[object]:
@@ -318,20 +333,31 @@ class Controller:
         loop.call_soon_threadsafe(self._inbox.put_nowait, report)
 
     async def wait_for_events(self, after: int, timeout: float) -> int:
-        """Wait until the log holds an event after ``after`` (or timeout); return last seq."""
-        async with self._committed:
+        """Wait until the log holds an event after ``after`` (or timeout, or the controller
+        stops); return the last committed sequence. Safe to cancel at any point."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.last_committed <= after and not self._stopping and self.failure is None:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            signal = self._commit_signal
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._committed.wait_for(
-                        lambda: (
-                            self.last_committed > after
-                            or self._stopping
-                            or self.failure is not None
-                        )
-                    ),
-                    timeout,
-                )
+                await asyncio.wait_for(signal.wait(), remaining)
         return self.last_committed
+
+    def _signal_commit(self) -> None:
+        signal, self._commit_signal = self._commit_signal, asyncio.Event()
+        signal.set()
+
+    def _remember(self, events: list[Event]) -> None:
+        """Keep the newest ~``_RECENT`` committed events for the stream's followers."""
+        recent = self.recent
+        recent.extend(events)
+        if len(recent) > 2 * _RECENT:
+            drop = len(recent) - _RECENT
+            self.recent_base = recent[drop - 1].sequence
+            self.recent = recent[drop:]
 
     # ---- the loop ------------------------------------------------------------------
     def _damaged(self, after: int, detail: str) -> StorageError:
@@ -394,8 +420,7 @@ class Controller:
             log.info("controller stopped: %s", exc)
             self._fail_pending(exc)
             self.failed.set()
-            async with self._committed:
-                self._committed.notify_all()
+            self._signal_commit()
 
     def _fail_pending(self, exc: BaseException) -> None:
         while not self._inbox.empty():
@@ -469,9 +494,9 @@ class Controller:
             await self._append(events, now)
             self.stats.events += len(events)
             self._maybe_snapshot()
-            async with self._committed:
-                self.last_committed = events[-1].sequence
-                self._committed.notify_all()
+            self._remember(events)
+            self.last_committed = events[-1].sequence
+            self._signal_commit()
         for effect in effects:
             await self._carry_out(effect)
 

@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from databuild.codec import event_to_dict
 from databuild.core.errors import InvalidInput, NotFound
+from databuild.core.events import Event
 from databuild.core.lineage import observed_edges
-from databuild.core.refs import parse_ref
+from databuild.core.refs import PartitionPattern, parse_ref
 from databuild.executors.protocol import LOG_FILE_NAME
 from databuild.service import operations, schemas, views
 from databuild.service.host import GraphHost
@@ -45,6 +48,10 @@ _JSON_ERRORS: dict[int | str, dict[str, Any]] = {
 MAX_LOG_CHUNK = 1 << 20
 # the default answer: the whole bounded log (the executor keeps about 2 MiB of a run's output)
 MAX_LOG_WHOLE = 64 << 20
+KEEPALIVE_ENV = "DATABUILD_SSE_KEEPALIVE_SECONDS"
+# a client that reads nothing for this long is dropped rather than let its writes pile up
+_SEND_TIMEOUT = 30.0
+_ENCODED_KEPT = 20_000  # encoded events kept per host for the stream's followers
 MAX_INT64 = (1 << 63) - 1  # sequences and offsets: beyond it SQLite and seek() overflow
 
 
@@ -236,8 +243,10 @@ async def stream_events(
     types: Annotated[str | None, Query(max_length=1000)] = None,
     partition: Annotated[str | None, Query(max_length=512)] = None,
     last_event_id: Annotated[str | None, Header(max_length=32)] = None,
-) -> StreamingResponse:
-    """Server-Sent Events; resumable with the Last-Event-ID header (nothing lost or repeated)."""
+) -> EventSourceResponse:
+    """Server-Sent Events; resumable with the Last-Event-ID header (nothing lost or
+    repeated). A keep-alive comment goes out every 15 s whatever the filter; a client that
+    leaves is noticed at once (no more writes to its socket)."""
     host = host_of(request)
     wanted, pattern = operations.event_filter(types, partition)
     start = after
@@ -245,28 +254,70 @@ async def stream_events(
         if not last_event_id.isdigit() or int(last_event_id) > MAX_INT64:
             raise InvalidInput("Last-Event-ID must be an event sequence number")
         start = int(last_event_id)
+    return EventSourceResponse(
+        stream(host, start, wanted, pattern),
+        ping=keepalive_seconds(),
+        ping_message_factory=_keepalive,
+        send_timeout=_SEND_TIMEOUT,
+    )
 
-    async def stream() -> AsyncIterator[str]:
+
+def keepalive_seconds() -> float:
+    """The keep-alive interval: 15 s, or ``$DATABUILD_SSE_KEEPALIVE_SECONDS`` (tests)."""
+    raw = os.environ.get(KEEPALIVE_ENV, "")
+    try:
+        value = float(raw) if raw else 15.0
+    except ValueError:
+        value = 15.0
+    return value if 0 < value <= 15 else 15.0
+
+
+def _encoded(host: GraphHost, event: Event) -> bytes:
+    """The event as an SSE message, encoded once per host and shared by its followers."""
+    cache = host.stream_cache
+    found = cache.get(event.sequence)
+    if found is None:
+        as_dict = event_to_dict(event)
+        found = ServerSentEvent(
+            data=json.dumps(as_dict, separators=(",", ":")),
+            event=str(as_dict["type"]),
+            id=str(event.sequence),
+        ).encode()
+        cache[event.sequence] = found
+        if len(cache) > _ENCODED_KEPT:
+            del cache[next(iter(cache))]  # the oldest: dicts keep insertion order
+    return found
+
+
+def _keepalive() -> ServerSentEvent:
+    return ServerSentEvent(comment="keep-alive")
+
+
+async def stream(
+    host: GraphHost,
+    start: int,
+    wanted: frozenset[str] | None,
+    pattern: PartitionPattern | None,
+) -> AsyncIterator[bytes]:
+    """The events after ``start`` that pass the filter, then each new one as it commits.
+    Sleeps on the controller's commit signal between commits: an idle stream costs nothing,
+    whatever its filter, because the cursor passes the events the filter drops."""
+    host.stream_subscriptions += 1
+    try:
         cursor = start
-        while not await request.is_disconnected():
-            events, scanned = await asyncio.to_thread(
-                operations.select_events, host, cursor, 500, wanted, pattern
-            )
-            for event in events:
-                as_dict = event_to_dict(event)
-                data = json.dumps(as_dict, separators=(",", ":"))
-                yield f"id: {event.sequence}\nevent: {as_dict['type']}\ndata: {data}\n\n"
+        while True:
+            events, scanned = await operations.next_events(host, cursor, 500, wanted, pattern)
+            if events:  # one write per batch, each event encoded once for all clients
+                yield b"".join(_encoded(host, event) for event in events)
             if scanned > cursor:
                 cursor = scanned
                 continue
-            if host.controller is None:
-                return
-            before = cursor
-            await host.controller.wait_for_events(cursor, 15.0)
-            if host.controller.last_committed <= before:
-                yield ": keep-alive\n\n"
-
-    return StreamingResponse(stream(), media_type="text/event-stream")
+            controller = host.controller
+            if controller is None or controller.failure is not None or controller.stopping:
+                return  # read-only host or a stopped controller: no more events will come
+            await controller.wait_for_events(cursor, 3600.0)
+    finally:
+        host.stream_subscriptions -= 1
 
 
 @router.get("/graph", response_model=schemas.GraphView)

@@ -63,6 +63,8 @@ class GraphHost:
         self.run_schedules = run_schedules
         self._offline_state: BuildState | None = None
         self.started_at = 0.0
+        self.stream_subscriptions = 0  # open /api/v1/events/stream clients (a gauge)
+        self.stream_cache: dict[int, bytes] = {}  # sequence -> the event as an SSE message
 
     @property
     def log(self) -> BuildEventLog:

@@ -1,24 +1,41 @@
-"""``GET /metrics``: the graph's Prometheus metrics, in the text exposition format (0.0.4).
+"""``GET /metrics``: the graph's Prometheus metrics, through ``prometheus_client``.
 
-Called by Prometheus (or anyone) over HTTP; mounted by ``create_app``. Every figure is
-gathered from the folded ``BuildState`` and the controller's counters *at scrape time*:
-nothing is added to the reconcile path. A scrape is one pass over the wants and one over
-the job runs (O(wants + runs), bounded by the state the service holds anyway); its result
-is cached per Build Event Log sequence, so scrapes while nothing happens cost nothing.
-The exposition is written here (no client library needed): few metrics, no registry.
+Called by Prometheus (or anyone) over HTTP; mounted by ``create_app``. Every graph figure is
+gathered from the folded ``BuildState`` and the controller's counters *at scrape time* by a
+custom collector (``GraphCollector``): nothing is added to the reconcile path. A scrape is
+one pass over the wants and one over the job runs (O(wants + runs), bounded by the state the
+service holds anyway); its result is cached per Build Event Log sequence, so scrapes while
+nothing happens cost nothing. The registry also holds the library's process, platform and
+garbage-collector collectors (``process_*``, ``python_*``), which dashboards expect. Each
+app has its own registry: several services in one process (tests) do not mix figures.
 
 Must not change state or touch the log.
 """
 
 from __future__ import annotations
 
-import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
 
 from fastapi import APIRouter, Request
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import Response
+from prometheus_client import (
+    CONTENT_TYPE_PLAIN_0_0_4,
+    GC_COLLECTOR,
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
+from prometheus_client.registry import Collector
 
 from databuild.core.lifecycle import JobRunStatus, PartitionStatus
 from databuild.core.model import WantStatus
@@ -26,7 +43,8 @@ from databuild.core.state import BuildState
 from databuild.runtime.controller import ControllerStats
 from databuild.service.host import GraphHost
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# The classic text format: every name here is a legacy Prometheus name, so 0.0.4 is exact.
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 DURATION_BUCKETS: tuple[float, ...] = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200)
 _OUTCOMES = (
     JobRunStatus.SUCCEEDED,
@@ -38,50 +56,16 @@ _OUTCOMES = (
 router = APIRouter()
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _number(value: float) -> str:
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if float(value).is_integer():
-        return str(int(value))
-    return repr(float(value))
-
-
-@dataclass
-class Family:
-    """One metric family: a name, a type, help, and its samples."""
-
-    name: str
-    kind: str  # counter | gauge | histogram
-    help: str
-    samples: list[tuple[str, dict[str, str], float]] = field(default_factory=list)
-
-    def add(self, value: float, suffix: str = "", **labels: str) -> None:
-        self.samples.append((self.name + suffix, labels, value))
-
-    def render(self) -> str:
-        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
-        for name, labels, value in self.samples:
-            shown = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
-            lines.append(
-                f"{name}{{{shown}}} {_number(value)}" if shown else f"{name} {_number(value)}"
-            )
-        return "\n".join(lines) + "\n"
-
-
-def _histogram(family: Family, values: Sequence[float], **labels: str) -> None:
+def _histogram(family: HistogramMetricFamily, values: Sequence[float], labels: list[str]) -> None:
     ordered = sorted(values)
+    buckets: list[tuple[str, float]] = []
     index = 0
     for bound in DURATION_BUCKETS:
         while index < len(ordered) and ordered[index] <= bound:
             index += 1
-        family.add(index, "_bucket", **labels, le=_number(bound))
-    family.add(len(ordered), "_bucket", **labels, le="+Inf")
-    family.add(sum(ordered), "_sum", **labels)
-    family.add(len(ordered), "_count", **labels)
+        buckets.append((f"{bound:g}", index))
+    buckets.append(("+Inf", len(ordered)))
+    family.add_metric(labels, buckets, sum(ordered))
 
 
 def _queue_depth(state: BuildState, now: float) -> Counter[str]:
@@ -101,19 +85,25 @@ def _queue_depth(state: BuildState, now: float) -> Counter[str]:
     return depth
 
 
-def state_families(state: BuildState, now: float) -> list[Family]:
+def state_families(state: BuildState, now: float) -> list[Metric]:
     """The metrics the folded state answers (the scan; cached by the caller)."""
-    wants = Family("databuild_wants", "gauge", "Wants by status.")
+    wants = GaugeMetricFamily("databuild_wants", "Wants by status.", labels=["status"])
     by_status = Counter(record.status for record in state.wants.values())
     for status in WantStatus:
-        wants.add(by_status.get(status, 0), status=status.value)
+        wants.add_metric([status.value], by_status.get(status, 0))
 
-    runs = Family("databuild_job_runs_total", "counter", "Finished job runs by job and outcome.")
-    in_flight = Family("databuild_job_runs_in_flight", "gauge", "Job runs queued or running.")
-    durations = Family(
+    runs = CounterMetricFamily(
+        "databuild_job_runs_total",
+        "Finished job runs by job and outcome.",
+        labels=["job", "outcome"],
+    )
+    in_flight = GaugeMetricFamily(
+        "databuild_job_runs_in_flight", "Job runs queued or running.", labels=["job"]
+    )
+    durations = HistogramMetricFamily(
         "databuild_job_run_duration_seconds",
-        "histogram",
         "Duration of finished job runs (start to finish), by job.",
+        labels=["job"],
     )
     outcome_counts: Counter[tuple[str, JobRunStatus]] = Counter()
     flying: Counter[str] = Counter()
@@ -127,94 +117,130 @@ def state_families(state: BuildState, now: float) -> list[Family]:
             flying[run.job_name] += 1
     for job in state.graph.jobs:
         for outcome in _OUTCOMES:
-            runs.add(
-                outcome_counts.get((job.name, outcome), 0), job=job.name, outcome=outcome.value
-            )
-        in_flight.add(flying.get(job.name, 0), job=job.name)
+            runs.add_metric([job.name, outcome.value], outcome_counts.get((job.name, outcome), 0))
+        in_flight.add_metric([job.name], flying.get(job.name, 0))
     for job_name, values in sorted(per_job.items()):
-        _histogram(durations, values, job=job_name)
+        _histogram(durations, values, [job_name])
 
-    queue = Family(
-        "databuild_ready_partitions", "gauge", "Queue depth: partitions ready to build, by job."
+    queue = GaugeMetricFamily(
+        "databuild_ready_partitions",
+        "Queue depth: partitions ready to build, by job.",
+        labels=["job"],
     )
     depth = _queue_depth(state, now)
     for job in state.graph.jobs:
-        queue.add(depth.get(job.name, 0), job=job.name)
+        queue.add_metric([job.name], depth.get(job.name, 0))
 
-    violations = Family(
-        "databuild_sla_violations_total", "counter", "Wants that missed their SLA deadline."
+    violations = CounterMetricFamily(
+        "databuild_sla_violations_total",
+        "Wants that missed their SLA deadline.",
+        value=len(state.sla_violations),
     )
-    violations.add(len(state.sla_violations))
-    bel = Family("databuild_bel_last_sequence", "gauge", "Sequence of the newest BEL event.")
-    bel.add(state.last_sequence)
+    bel = GaugeMetricFamily(
+        "databuild_bel_last_sequence", "Sequence of the newest BEL event.", state.last_sequence
+    )
     return [wants, runs, in_flight, durations, queue, violations, bel]
 
 
-def controller_families(stats: ControllerStats) -> list[Family]:
-    steps = Family(
+def controller_families(stats: ControllerStats) -> list[Metric]:
+    steps = SummaryMetricFamily(
         "databuild_reconcile_step_seconds",
-        "summary",
         "Time per reconcile step (decide, append to the BEL, act).",
+        count_value=stats.steps,
+        sum_value=stats.step_seconds_total,
     )
-    steps.add(stats.step_seconds_total, "_sum")
-    steps.add(stats.steps, "_count")
-    last = Family(
-        "databuild_reconcile_last_step_seconds", "gauge", "Duration of the latest reconcile step."
+    last = GaugeMetricFamily(
+        "databuild_reconcile_last_step_seconds",
+        "Duration of the latest reconcile step.",
+        stats.last_step_seconds,
     )
-    last.add(stats.last_step_seconds)
-    appended = Family(
-        "databuild_events_appended_total", "counter", "Events this process appended to the BEL."
+    appended = CounterMetricFamily(
+        "databuild_events_appended_total",
+        "Events this process appended to the BEL.",
+        value=stats.events,
     )
-    appended.add(stats.events)
-    started = Family(
-        "databuild_job_runs_started_total", "counter", "Job runs this process started."
+    started = CounterMetricFamily(
+        "databuild_job_runs_started_total",
+        "Job runs this process started.",
+        value=stats.started_runs,
     )
-    started.add(stats.started_runs)
     return [steps, last, appended, started]
 
 
-def render(families: Iterable[Family]) -> str:
-    return "".join(f.render() for f in families)
+class GraphCollector(Collector):
+    """The graph's metrics, read from the host at each scrape. The state scan is redone
+    only when the log has moved (or the queue's time has: retry back-offs make partitions
+    ready with time)."""
 
-
-class MetricsCache:
-    """The state scan, redone only when the log has moved (or the queue's time has)."""
-
-    def __init__(self) -> None:
+    def __init__(self, host: GraphHost) -> None:
+        self.host = host
         self._key: tuple[int, int] | None = None
-        self._text = ""
+        self._state: list[Metric] = []
 
-    def state_text(self, state: BuildState, now: float) -> str:
-        key = (state.last_sequence, int(now))  # retry back-offs make partitions ready with time
+    def collect(self) -> Iterator[Metric]:
+        host = self.host
+        state = host.state
+        now = host.clock.now()
+        key = (state.last_sequence, int(now))
         if key != self._key:
-            self._text = render(state_families(state, now))
+            self._state = state_families(state, now)
             self._key = key
-        return self._text
+        yield from self._state
+        controller = host.controller
+        up = GaugeMetricFamily(
+            "databuild_up", "1 while the controller works, 0 once it stopped.", labels=["graph"]
+        )
+        stopped = controller is not None and controller.failure is not None
+        up.add_metric([host.config.name], 0 if stopped else 1)
+        yield up
+        yield GaugeMetricFamily(
+            "databuild_event_stream_subscriptions",
+            "Clients following GET /api/v1/events/stream now.",
+            host.stream_subscriptions,
+        )
+        if controller is not None:  # storage faults (issue 14): 0 while an append is retried
+            yield GaugeMetricFamily(
+                "databuild_storage_up",
+                "0 while the BEL is unavailable.",
+                0 if controller.storage_down or controller.failure else 1,
+            )
+            yield CounterMetricFamily(
+                "databuild_storage_retries_total",
+                "Appends retried after a fault.",
+                value=controller.stats.storage_retries,
+            )
+            yield from controller_families(controller.stats)
 
 
-@router.get("/metrics", response_class=PlainTextResponse, include_in_schema=True)
-async def metrics(request: Request) -> PlainTextResponse:
+def registry_for(host: GraphHost) -> CollectorRegistry:
+    """A registry of this host's graph metrics plus the process, platform and GC ones."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(GraphCollector(host))
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    if GC_COLLECTOR is not None:
+        GCCollector(registry=registry)
+    return registry
+
+
+def render(families: Iterable[Metric]) -> str:
+    """The exposition text of some families (docs and tests)."""
+    registry = CollectorRegistry(auto_describe=False)
+
+    class _Fixed(Collector):
+        def collect(self) -> Iterator[Metric]:
+            yield from families
+
+    registry.register(_Fixed())
+    return generate_latest(registry).decode()
+
+
+@router.get("/metrics", response_class=Response, include_in_schema=True)
+async def metrics(request: Request) -> Response:
     """Prometheus metrics (text exposition format 0.0.4)."""
     host: GraphHost = request.app.state.host
-    cache: MetricsCache | None = getattr(request.app.state, "metrics_cache", None)
-    if cache is None:
-        cache = request.app.state.metrics_cache = MetricsCache()
-    text = cache.state_text(host.state, host.clock.now())
-    up = Family("databuild_up", "gauge", "1 while the controller works, 0 once it stopped.")
-    controller = host.controller
-    up.add(
-        0 if controller is not None and controller.failure is not None else 1,
-        graph=host.config.name,
-    )
-    text += up.render()
-    if controller is not None:  # storage faults (issue 14): 0 while an append is retried
-        storage = Family("databuild_storage_up", "gauge", "0 while the BEL is unavailable.")
-        storage.add(0 if controller.storage_down or controller.failure else 1)
-        retries = Family(
-            "databuild_storage_retries_total", "counter", "Appends retried after a fault."
-        )
-        retries.add(controller.stats.storage_retries)
-        text += storage.render() + retries.render()
-    if controller is not None:
-        text += render(controller_families(controller.stats))
-    return PlainTextResponse(text, media_type=CONTENT_TYPE)
+    registry: CollectorRegistry | None = getattr(request.app.state, "metrics_registry", None)
+    if registry is None or getattr(request.app.state, "metrics_host", None) is not host:
+        registry = request.app.state.metrics_registry = registry_for(host)
+        request.app.state.metrics_host = host
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE)

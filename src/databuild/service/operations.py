@@ -19,9 +19,10 @@ from databuild import __version__
 from databuild.codec import event_to_dict
 from databuild.core.data_time import default_data_timestamp, format_timestamp, parse_data_date
 from databuild.core.errors import InvalidInput, NotFound, ServiceError
-from databuild.core.events import EVENT_TYPE_NAMES, Event
+from databuild.core.events import EVENT_TYPE_NAMES, Event, event_type_name
 from databuild.core.model import WantId, WantRequest, WantSource
 from databuild.core.refs import PartitionPattern, PartitionRef, parse_ref
+from databuild.core.state import BuildState
 from databuild.runtime.controller import Controller
 from databuild.service import schemas, views
 from databuild.service.host import GraphHost
@@ -176,6 +177,21 @@ def event_filter(
     return wanted, pattern
 
 
+_SCAN_PER_CALL = 5_000  # events one in-memory selection looks at before it yields
+
+
+def event_matches(
+    event: Event, types: frozenset[str] | None, pattern: PartitionPattern | None, state: BuildState
+) -> bool:
+    """Whether ``event`` passes a stream's filter: its type is one of ``types`` and it is
+    about a partition that ``pattern`` matches (runs are about the partitions they build)."""
+    if types is not None and event_type_name(event.payload) not in types:
+        return False
+    return pattern is None or any(
+        pattern.match(r) is not None for r in state.partitions_of(event.payload)
+    )
+
+
 def select_events(
     host: GraphHost,
     after: int,
@@ -183,23 +199,72 @@ def select_events(
     types: frozenset[str] | None,
     pattern: PartitionPattern | None,
 ) -> tuple[list[Event], int]:
-    """Up to ``limit`` matching events after ``after``; and the sequence scanned up to."""
+    """Up to ``limit`` matching events after ``after``, read from the log; and the sequence
+    scanned up to. The cursor passes events the filter drops: once a read comes back short,
+    the log held nothing more that matches up to its head as it was before the read, so
+    the cursor moves there, and a filter that matches nothing yet costs one read, not a
+    re-read of the same tail for ever (issue 17)."""
     out: list[Event] = []
     cursor = after
     state = host.state
     while len(out) < limit:
-        chunk = host.log.read(cursor, max(limit, 500), types)
-        if not chunk:
-            break
+        controller = host.controller
+        head = controller.last_committed if controller is not None else host.log.last_sequence()
+        asked = max(limit, 500)
+        chunk = host.log.read(cursor, asked, types)
         for event in chunk:
             cursor = event.sequence
-            if pattern is None or any(
-                pattern.match(r) is not None for r in state.partitions_of(event.payload)
-            ):
+            if event_matches(event, None, pattern, state):
                 out.append(event)
                 if len(out) == limit:
-                    break
+                    return out, cursor
+        if len(chunk) < asked:
+            cursor = max(cursor, head)
+            break
     return out, cursor
+
+
+def recent_events(
+    host: GraphHost,
+    after: int,
+    limit: int,
+    types: frozenset[str] | None,
+    pattern: PartitionPattern | None,
+) -> tuple[list[Event], int] | None:
+    """As ``select_events``, from the controller's newest committed events in memory (no
+    read, no thread); None when they do not reach back to ``after``. Scans at most a few
+    thousand events per call so the event loop is never held long."""
+    controller = host.controller
+    if controller is None or after < controller.recent_base:
+        return None
+    recent, base = controller.recent, controller.recent_base
+    state = host.state
+    out: list[Event] = []
+    cursor = after
+    end = min(len(recent), after - base + _SCAN_PER_CALL)
+    for index in range(after - base, end):
+        event = recent[index]
+        cursor = event.sequence
+        if event_matches(event, types, pattern, state):
+            out.append(event)
+            if len(out) == limit:
+                break
+    return out, cursor
+
+
+async def next_events(
+    host: GraphHost,
+    after: int,
+    limit: int,
+    types: frozenset[str] | None,
+    pattern: PartitionPattern | None,
+) -> tuple[list[Event], int]:
+    """Matching events after ``after``: from memory when the controller still holds them,
+    else from the log on a worker thread. Returns them and the sequence scanned up to."""
+    found = recent_events(host, after, limit, types, pattern)
+    if found is not None:
+        return found
+    return await asyncio.to_thread(select_events, host, after, limit, types, pattern)
 
 
 async def events_page(
@@ -214,16 +279,14 @@ async def events_page(
     """Events after a sequence, filtered; with ``wait``, long-poll until one comes.
     ``last_sequence`` is where to resume (it may pass filtered-out events)."""
     wanted, pattern = event_filter(types, partition)
-    events, scanned = await asyncio.to_thread(select_events, host, after, limit, wanted, pattern)
+    events, scanned = await next_events(host, after, limit, wanted, pattern)
     if not events and wait > 0 and host.controller is not None:
         # A controller stopped on an error makes no more events: say so rather than have
         # the follower (`databuild build`, another graph) wait on for ever.
         host.controller.raise_if_failed()
         await host.controller.wait_for_events(scanned, min(wait, MAX_WAIT_SECONDS))
         host.controller.raise_if_failed()
-        events, scanned = await asyncio.to_thread(
-            select_events, host, scanned, limit, wanted, pattern
-        )
+        events, scanned = await next_events(host, scanned, limit, wanted, pattern)
     return schemas.EventsResponse(
         events=[schemas.BuildEvent.model_validate(event_to_dict(e)) for e in events],
         last_sequence=scanned,
