@@ -18,8 +18,13 @@ Every wait has a deadline: a guard against a hang, not an expectation.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
+import resource
+import selectors
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +33,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from databuild.service.server import connection_limit
 
 pytestmark = pytest.mark.slow
 
@@ -304,3 +311,246 @@ def test_a_result_file_of_100_mb(
     ), run["message"]
     assert after - before < 32 * 1024
     assert http.get("/healthz").json()["status"] == "ok"
+
+
+# -- connections: out of file descriptors, and many event-stream clients -------------------
+
+
+def launch_with_fd_limit(
+    graph: Path, env: dict[str, str], databuild: Path, nofile: int | None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``databuild serve --port 0`` in ``graph``, its soft ``ulimit -n`` set to ``nofile``
+    (as a container or systemd unit would), once ``/healthz`` answers."""
+
+    def limit() -> None:
+        if nofile is not None:
+            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, hard))
+
+    with (graph / "serve.log").open("ab") as log:
+        proc = subprocess.Popen(
+            [str(databuild), "serve", "--port", "0", "--log-level", "info"],
+            cwd=graph,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=limit,
+        )
+    service_json = graph / ".databuild" / "service.json"
+    deadline = time.monotonic() + DEADLINE
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, (graph / "serve.log").read_text()
+        with contextlib.suppress(OSError, ValueError, KeyError, httpx.HTTPError):
+            record = json.loads(service_json.read_text())
+            if record["pid"] == proc.pid and httpx.get(f"{record['url']}/healthz").is_success:
+                return proc, str(record["url"])
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("databuild serve did not become healthy")
+
+
+@pytest.fixture
+def served(
+    tmp_path: Path, job_env: dict[str, str], databuild_bin: Path
+) -> Iterator[Callable[[str, int | None], tuple[subprocess.Popen[bytes], str]]]:
+    started: list[subprocess.Popen[bytes]] = []
+
+    def serve(toml: str, nofile: int | None) -> tuple[subprocess.Popen[bytes], str]:
+        (tmp_path / "databuild.toml").write_text(toml)
+        proc, url = launch_with_fd_limit(tmp_path, job_env, databuild_bin, nofile)
+        started.append(proc)
+        return proc, url
+
+    yield serve
+    for proc in started:
+        stop_process(proc)
+    assert_no_traceback(tmp_path)
+
+
+def stream_request(url: str, after: int) -> tuple[tuple[str, int], bytes]:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    request = (
+        f"GET /api/v1/events/stream?after={after} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        "Accept: text/event-stream\r\n\r\n"
+    )
+    return (host, int(port)), request.encode()
+
+
+def status_of(sock: socket.socket) -> int:
+    """The status code of the response starting on ``sock`` (blocking, with a deadline)."""
+    data = b""
+    while b"\r\n" not in data:
+        chunk = sock.recv(4096)
+        assert chunk, "the service closed the connection without a response"
+        data += chunk
+    return int(data.split(b" ", 2)[1])
+
+
+def read_until_all(socks: list[socket.socket], marker: re.Pattern[bytes]) -> float:
+    """Reads every stream until ``marker`` shows in it; the seconds until the last did.
+    Each stream's data is kept to its last 64 KiB (enough for the marker's event)."""
+    started = time.perf_counter()
+    selector = selectors.DefaultSelector()
+    data: dict[socket.socket, bytes] = {}
+    for sock in socks:
+        sock.setblocking(False)
+        selector.register(sock, selectors.EVENT_READ)
+        data[sock] = b""
+    deadline = time.monotonic() + DEADLINE
+    while data:
+        assert time.monotonic() < deadline, f"{len(data)} streams never got {marker.pattern!r}"
+        for key, _ in selector.select(timeout=1.0):
+            ready = key.fileobj
+            assert isinstance(ready, socket.socket)
+            chunk = ready.recv(65536)
+            assert chunk, "the service closed an event stream"
+            seen = (data[ready] + chunk)[-65536:]
+            if marker.search(seen):
+                selector.unregister(ready)
+                del data[ready]
+            else:
+                data[ready] = seen
+    selector.close()
+    return time.perf_counter() - started
+
+
+FD_GRAPH = """
+[graph]
+name = "descriptors"
+
+[executor]
+max_parallel = 1
+
+# Waits for the test's go-ahead (a file), so that the next run starts during the flood.
+[jobs.hold]
+outputs = ["hold/{n}"]
+command = ["python", "-c", '''
+import pathlib, time
+while not pathlib.Path("go").exists():
+    time.sleep(0.05)
+''']
+retries = 0
+
+[jobs.quick]
+outputs = ["quick/{n}"]
+command = ["python", "-c", "pass"]
+retries = 0
+"""
+
+
+def test_out_of_file_descriptors_new_connections_get_503_and_the_service_goes_on(
+    tmp_path: Path, served: Callable[[str, int | None], tuple[subprocess.Popen[bytes], str]]
+) -> None:
+    nofile = 160
+    proc, url = served(FD_GRAPH, nofile)
+    limit = connection_limit(nofile, 1)
+    with httpx.Client(base_url=url, timeout=30) as http:
+        for n in (1, 2):
+            want(http, f"hold/{n}")
+        wait_run(http, "hold", lambda r: r["status"] == "running", "hold/1 to run")
+        after = http.get("/healthz").json()["last_sequence"]
+    # Stream clients, one after the other, until twenty were refused.
+    address, request = stream_request(url, after)
+    open_streams: list[socket.socket] = []
+    refused = 0
+    while refused < 20:
+        assert len(open_streams) < nofile, "the service accepted more than its descriptors"
+        sock = socket.create_connection(address, timeout=DEADLINE)
+        sock.sendall(request)
+        if status_of(sock) == 200:
+            open_streams.append(sock)
+        else:
+            refused += 1
+            sock.close()
+    fds = len(os.listdir(f"/proc/{proc.pid}/fd"))
+    print(
+        f"\nulimit -n {nofile}: {len(open_streams)} streams served, then 503s "
+        f"(connection limit {limit}); the service has {fds} descriptors open"
+    )
+    assert limit // 2 <= len(open_streams) < limit
+    try:
+        # The held run ends and the next one is spawned during the flood: every open
+        # stream sees it built (the spawn had its descriptors, the streams are served).
+        (tmp_path / "go").touch()
+        seconds = read_until_all(
+            open_streams, re.compile(rb'event: partition_live\r?\ndata: [^\n]*"hold/2"')
+        )
+        print(f"all {len(open_streams)} streams saw hold/2 built within {seconds:.2f} s")
+    finally:
+        for sock in open_streams:
+            sock.close()
+    assert proc.poll() is None
+    with httpx.Client(base_url=url, timeout=30) as http:
+        deadline = time.monotonic() + DEADLINE
+        while (
+            reply := http.post("/api/v1/wants", json={"partition_refs": ["quick/1"]})
+        ).status_code == 503:
+            assert time.monotonic() < deadline, "the service still refuses after the flood"
+            time.sleep(0.1)  # the service notices the closed streams within moments
+        assert reply.status_code == 200, reply.text
+        run = wait_run(http, "quick", ended, "quick/1")
+        assert run["status"] == "succeeded", run
+        assert {r["status"] for r in runs_of(http, "hold")} == {"succeeded"}
+    log = (tmp_path / "serve.log").read_text()
+    assert f"refused with 503: the service holds at most {limit} connections" in log, log
+
+
+STREAM_CLIENTS = 10_000
+
+
+@pytest.fixture
+def many_descriptors() -> Iterator[None]:
+    """This test process's soft ``ulimit -n`` raised to its hard limit, for its clients."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < STREAM_CLIENTS + 500:
+        pytest.fail(f"needs ulimit -n of {STREAM_CLIENTS + 500}; the hard limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_10000_simultaneous_event_stream_clients(
+    many_descriptors: None,
+    served: Callable[[str, int | None], tuple[subprocess.Popen[bytes], str]],
+) -> None:
+    proc, url = served(FD_GRAPH, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+    before = rss_kib(proc.pid)
+    with httpx.Client(base_url=url, timeout=60) as http:
+        after = http.get("/healthz").json()["last_sequence"]
+    address, request = stream_request(url, after)
+    streams: list[socket.socket] = []
+    started = time.perf_counter()
+    try:
+        for _ in range(0, STREAM_CLIENTS, 500):  # 500 at a time: the listen backlog
+            batch = [socket.create_connection(address, timeout=DEADLINE) for _ in range(500)]
+            for sock in batch:
+                sock.sendall(request)
+            statuses = {status_of(sock) for sock in batch}
+            streams += batch
+            assert statuses == {200}, statuses
+        connected = time.perf_counter() - started
+        held = rss_kib(proc.pid)
+        with httpx.Client(base_url=url, timeout=60) as http:
+            seconds, reply = timed(http.post, "/api/v1/wants", json={"partition_refs": ["quick/1"]})
+            assert reply.status_code == 200, reply.text
+            health_seconds, health = timed(http.get, "/healthz")
+            assert health.json()["status"] == "ok"
+        delivered = read_until_all(
+            streams, re.compile(rb'event: partition_live\r?\ndata: [^\n]*"quick/1"')
+        )
+        peak = rss_kib(proc.pid)
+    finally:
+        for sock in streams:
+            sock.close()
+    with httpx.Client(base_url=url, timeout=60) as http:
+        run = wait_run(http, "quick", ended, "quick/1")
+        assert run["status"] == "succeeded", run
+    print(
+        f"\n{STREAM_CLIENTS} stream clients connected in {connected:.1f} s; service RSS "
+        f"{before} KiB before, {held} KiB with them, {peak} KiB after an event to all; "
+        f"POST /api/v1/wants {seconds * 1000:.0f} ms, GET /healthz "
+        f"{health_seconds * 1000:.0f} ms meanwhile; all streams got quick/1 built "
+        f"{delivered:.1f} s after the POST answered"
+    )
+    assert proc.poll() is None
+    assert (held - before) / STREAM_CLIENTS < 100, "more than 100 KiB per stream client"
