@@ -289,6 +289,7 @@ def test_a_job_with_10000_children_canceled(
         http, "forker", lambda r: r["job_run_id"] == run["job_run_id"] and ended(r), "the cancel"
     )
     assert run["status"] == "canceled", run
+    assert run["message"] == f"no longer needed: want {want_id} canceled", run["message"]
     wait_group_gone(run["pid"])
     after = rss_kib(proc.pid)
     print(f"\ncanceled with {members} processes in the group; service RSS {after} KiB")
@@ -554,3 +555,36 @@ def test_10000_simultaneous_event_stream_clients(
     )
     assert proc.poll() is None
     assert (held - before) / STREAM_CLIENTS < 100, "more than 100 KiB per stream client"
+
+
+def test_a_burst_of_connections_past_the_descriptor_limit(
+    tmp_path: Path, served: Callable[[str, int | None], tuple[subprocess.Popen[bytes], str]]
+) -> None:
+    """400 clients at once on a service with ``ulimit -n 128``: its ``accept`` runs out of
+    descriptors (asyncio pauses accepting for a second) and connections past its limit get
+    503; every client gets an answer, the log says why in a line or two, no traceback."""
+    proc, url = served(FD_GRAPH, 128)
+    address, request = stream_request(url, 0)
+    burst = [socket.create_connection(address, timeout=DEADLINE) for _ in range(400)]
+    try:
+        for sock in burst:
+            sock.sendall(request)
+        statuses = [status_of(sock) for sock in burst]
+    finally:
+        for sock in burst:
+            sock.close()
+    print(f"\n400 at once on ulimit -n 128: {statuses.count(503)} got 503, the rest 200")
+    assert set(statuses) <= {200, 503} and 503 in statuses
+    assert proc.poll() is None
+    with httpx.Client(base_url=url, timeout=30) as http:
+        deadline = time.monotonic() + DEADLINE
+        while (
+            reply := http.post("/api/v1/wants", json={"partition_refs": ["quick/1"]})
+        ).status_code == 503:
+            assert time.monotonic() < deadline, "the service still refuses after the burst"
+            time.sleep(0.1)
+        assert reply.status_code == 200, reply.text
+        assert wait_run(http, "quick", ended, "quick/1")["status"] == "succeeded"
+    log = (tmp_path / "serve.log").read_text()
+    assert "refused with 503" in log, log
+    print([line for line in log.splitlines() if "WARNING" in line])

@@ -176,6 +176,7 @@ class Service:
             else connection_limit(fd_limit, options.max_parallel or config.executor.max_parallel)
         )
         _install_flood_filters(self.connection_limit, fd_limit)
+        self._fd_limit = fd_limit
         uv_config = uvicorn.Config(
             app,
             limit_concurrency=self.connection_limit,
@@ -210,6 +211,12 @@ class Service:
             while not self.server.started and not serving.done():
                 await asyncio.sleep(0.005)
             self.ready.set()
+            if self.server.started and self.connection_limit is not None:
+                log.info(
+                    "at most %d connections at once (from ulimit -n %d); more get 503",
+                    self.connection_limit,
+                    self._fd_limit,
+                )
             with contextlib.suppress(asyncio.CancelledError):
                 await serving
         finally:
