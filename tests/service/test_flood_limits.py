@@ -1,16 +1,30 @@
 """The service's defences against floods (issue 14.5): its connection limit from the
-file-descriptor limit, and flood warnings collapsed into one line per interval."""
+file-descriptor limit, flood warnings collapsed into one line per interval, and a 503 for a
+request that finds no file descriptor (a real embedded service in this process, with this
+process's descriptors all taken)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import re
+import resource
 import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
+
+from databuild.config.loader import load_config
 from databuild.service.server import (
     FDS_PER_JOB_SLOT,
     FDS_RESERVED,
     MIN_CONNECTIONS,
+    EmbeddedService,
     FloodLogFilter,
+    ServeOptions,
     connection_limit,
 )
 
@@ -53,3 +67,63 @@ def test_with_no_interval_every_warning_is_its_own_line() -> None:
         if flood.filter(rec):
             lines.append(rec.getMessage())
     assert lines == ["1 refused", "1 refused", "1 refused"]
+
+
+GRAPH = """
+[graph]
+name = "descriptors"
+
+[jobs.quick]
+outputs = ["quick/{n}"]
+command = ["python", "-c", "print('hello')"]
+retries = 0
+"""
+
+
+@contextlib.contextmanager
+def no_descriptors_left() -> Iterator[None]:
+    """Every file descriptor of this process taken (the limit lowered to make it quick);
+    all given back afterwards."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 64, hard))
+    taken: list[int] = []
+    try:
+        with contextlib.suppress(OSError):
+            while True:
+                taken.append(os.open(os.devnull, os.O_RDONLY))
+        yield
+    finally:
+        for fd in taken:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_request_that_finds_no_file_descriptor_gets_503_and_the_next_one_works(
+    tmp_path: Path, job_env: dict[str, str]
+) -> None:
+    (tmp_path / "databuild.toml").write_text(GRAPH)
+    config = load_config(tmp_path / "databuild.toml", job_env)
+    with (
+        EmbeddedService(config, ServeOptions(port=0)) as service,
+        httpx.Client(base_url=service.url, timeout=30) as client,
+    ):
+        client.post("/api/v1/wants", json={"partition_refs": ["quick/1"]}).raise_for_status()
+        deadline = time.monotonic() + 60
+        while (
+            not (runs := client.get("/api/v1/job-runs").json()["job_runs"])
+            or runs[0]["status"] != "succeeded"
+        ):
+            assert time.monotonic() < deadline, runs
+            time.sleep(0.05)
+        log_url = f"/api/v1/job-runs/{runs[0]['job_run_id']}/log"
+        with no_descriptors_left():  # the client's connection is already open
+            refused = client.get(log_url)
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["Retry-After"] == "1"
+        assert re.fullmatch(
+            r"the service is out of file descriptors \(ulimit -n \d+\): "
+            r"Too many open files; try again later",
+            refused.json()["error"],
+        ), refused.text
+        again = client.get(log_url)
+        assert again.status_code == 200 and "hello" in again.text
