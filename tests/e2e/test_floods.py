@@ -51,15 +51,16 @@ name = "floods"
 [executor]
 max_parallel = 4
 
-# 1 GiB: 1 MiB lines, alternately on stdout and stderr.
+# jobs/chatter.py and jobs/hoard.py (below) in a fresh process each, and in a warm worker.
 [jobs.chatter]
 outputs = ["chatter/{n}"]
-command = ["python", "-c", '''
-import sys
-line = b"x" * (1024 * 1024 - 1) + b"\\n"
-for i in range(1024):
-    (sys.stdout if i % 2 else sys.stderr).buffer.write(line)
-''']
+command = ["python", "jobs/chatter.py"]
+retries = 0
+
+[jobs.chatter_warm]
+outputs = ["chatter_warm/{n}"]
+command = ["python", "jobs/chatter.py"]
+warm = true
 retries = 0
 
 # 10,000 children in the run's process group (posix_spawn, no shell), then waits.
@@ -77,15 +78,15 @@ time.sleep(3600)
 retries = 0
 timeout = "{fork_timeout}s"
 
-# A result file of 100 MiB, written in 1 MiB blocks.
 [jobs.hoard]
 outputs = ["hoard/{n}"]
-command = ["python", "-c", '''
-import os
-with open(os.environ["DATABUILD_RESULT_PATH"], "wb") as result:
-    for _ in range(100):
-        result.write(b" " * (1024 * 1024))
-''']
+command = ["python", "jobs/hoard.py"]
+retries = 0
+
+[jobs.hoard_warm]
+outputs = ["hoard_warm/{n}"]
+command = ["python", "jobs/hoard.py"]
+warm = true
 retries = 0
 
 [jobs.quick]
@@ -96,6 +97,22 @@ retry_backoff = "1s"
 retry_backoff_max = "2s"
 """
 
+JOBS = {
+    # 1 GiB: 1 MiB lines, alternately on stdout and stderr.
+    "chatter.py": """
+import sys
+line = b"x" * (1024 * 1024 - 1) + b"\\n"
+for i in range(1024):
+    (sys.stdout if i % 2 else sys.stderr).buffer.write(line)
+""",
+    # A result file of 100 MiB, written in 1 MiB blocks.
+    "hoard.py": """
+import os
+with open(os.environ["DATABUILD_RESULT_PATH"], "wb") as result:
+    for _ in range(100):
+        result.write(b" " * (1024 * 1024))
+""",
+}
 
 # -- helpers ---------------------------------------------------------------------------
 
@@ -183,6 +200,9 @@ def graph(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "databuild.toml").write_text(
         GRAPH.replace("{children}", str(CHILDREN)).replace("{fork_timeout}", "20")
     )
+    (root / "jobs").mkdir()
+    for name, code in JOBS.items():
+        (root / "jobs" / name).write_text(code)
     return root
 
 
@@ -201,16 +221,17 @@ def service(
 # -- a job's output, children and result --------------------------------------------------
 
 
+@pytest.mark.parametrize("job", ["chatter", "chatter_warm"])
 def test_a_job_writing_1_gb_to_stdout_and_stderr(
-    service: tuple[subprocess.Popen[bytes], httpx.Client],
+    service: tuple[subprocess.Popen[bytes], httpx.Client], job: str
 ) -> None:
     proc, http = service
     before = rss_kib(proc.pid)
-    want(http, "chatter/1")
+    want(http, f"{job}/1")
     peak, api_latencies, n = before, [], 0
     deadline = time.monotonic() + DEADLINE
     while True:
-        runs = runs_of(http, "chatter")
+        runs = runs_of(http, job)
         if runs and ended(runs[0]):
             run = runs[0]
             break
@@ -229,7 +250,7 @@ def test_a_job_writing_1_gb_to_stdout_and_stderr(
         ]
     )
     print(
-        f"\n1 GiB of output in {run['duration_seconds']:.1f} s: service RSS {before} KiB before, "
+        f"\n{job}: 1 GiB of output in {run['duration_seconds']:.1f} s: service RSS {before} KiB before, "
         f"peak {peak} KiB, {after} KiB after; log on disk {size} bytes; {len(api_latencies)} "
         f"POST /api/v1/wants meanwhile, slowest {max(api_latencies) * 1000:.0f} ms"
     )
@@ -295,15 +316,18 @@ def test_a_job_with_10000_children_canceled(
     print(f"\ncanceled with {members} processes in the group; service RSS {after} KiB")
 
 
+@pytest.mark.parametrize("job", ["hoard", "hoard_warm"])
 def test_a_result_file_of_100_mb(
-    service: tuple[subprocess.Popen[bytes], httpx.Client],
+    service: tuple[subprocess.Popen[bytes], httpx.Client], job: str
 ) -> None:
     proc, http = service
     before = rss_kib(proc.pid)
-    want(http, "hoard/1")
-    run = wait_run(http, "hoard", ended, "the hoard run")
+    want(http, f"{job}/1")
+    run = wait_run(http, job, ended, "the hoard run")
     after = rss_kib(proc.pid)
-    print(f"\n100 MiB result: service RSS {before} KiB before, {after} KiB after; {run['message']}")
+    print(
+        f"\n{job}: 100 MiB result: service RSS {before} KiB before, {after} KiB after; {run['message']}"
+    )
     assert (run["status"], run["failure_kind"]) == ("failed", "bad_result"), run
     assert re.fullmatch(
         rf"the result file /\S+/{run['job_run_id']}/result\.json is {100 * MiB} bytes, "
