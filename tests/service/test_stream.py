@@ -9,7 +9,9 @@ interval is shortened through ``DATABUILD_SSE_KEEPALIVE_SECONDS`` so the test is
 
 from __future__ import annotations
 
+import os
 import queue
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,17 +22,17 @@ import pytest
 
 from .graphs import HANG_GUARD_SECONDS, add_test_jobs, create_wants, json_of
 
-Launcher = Callable[..., tuple[object, str]]
+Launcher = Callable[..., tuple[subprocess.Popen[bytes], str]]
 
 
 @pytest.fixture
 def stream_service(
     calendar_factory: Callable[[], Path], launch_service: Launcher, job_env: dict[str, str]
-) -> Iterator[tuple[str, Path]]:
+) -> Iterator[tuple[str, Path, int]]:
     directory = calendar_factory()
     add_test_jobs(directory)
-    _, url = launch_service(directory, env={**job_env, "DATABUILD_SSE_KEEPALIVE_SECONDS": "0.5"})
-    yield url, directory
+    proc, url = launch_service(directory, env={**job_env, "DATABUILD_SSE_KEEPALIVE_SECONDS": "0.5"})
+    yield url, directory, proc.pid
 
 
 def _lines(url: str, params: dict[str, str], out: queue.Queue[str], stop: threading.Event) -> None:
@@ -66,6 +68,11 @@ def _next_event(lines: queue.Queue[str]) -> dict[str, str]:
             return fields
 
 
+def _cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
 def _metric(url: str, name: str) -> float:
     text = httpx.get(f"{url}/metrics", timeout=30).text
     for line in text.splitlines():
@@ -75,9 +82,9 @@ def _metric(url: str, name: str) -> float:
 
 
 def test_an_idle_filtered_stream_sends_keepalives_and_no_events(
-    stream_service: tuple[str, Path],
+    stream_service: tuple[str, Path, int],
 ) -> None:
-    url, _ = stream_service
+    url, _, _ = stream_service
     lines, stop = _follow(url, types="want_expired")
     seen = [lines.get(timeout=HANG_GUARD_SECONDS) for _ in range(3)]
     stop.set()
@@ -88,11 +95,11 @@ def test_an_idle_filtered_stream_sends_keepalives_and_no_events(
 
 @pytest.mark.parametrize("opened", ["before", "after"])
 def test_a_filtered_stream_delivers_the_first_match_after_10000_others(
-    stream_service: tuple[str, Path], opened: str
+    stream_service: tuple[str, Path, int], opened: str
 ) -> None:
     """``before``: the stream follows live, served from memory; ``after``: it catches up
     from the log from sequence 0 past 10,000 non-matching events."""
-    url, _ = stream_service
+    url, _, _ = stream_service
     with httpx.Client(base_url=url, timeout=HANG_GUARD_SECONDS) as client:
         start = int(json_of(client.get("/healthz"))["last_sequence"])
         if opened == "before":
@@ -113,9 +120,9 @@ def test_a_filtered_stream_delivers_the_first_match_after_10000_others(
 
 
 def test_a_hundred_clients_leaving_mid_burst_are_released(
-    stream_service: tuple[str, Path],
+    stream_service: tuple[str, Path, int],
 ) -> None:
-    url, directory = stream_service
+    url, directory, pid = stream_service
     streams: list[tuple[httpx.Client, httpx.Response]] = []
     for i in range(100):
         client = httpx.Client(base_url=url, timeout=HANG_GUARD_SECONDS)
@@ -147,6 +154,11 @@ def test_a_hundred_clients_leaving_mid_burst_are_released(
     with httpx.Client(base_url=url, timeout=HANG_GUARD_SECONDS) as client:
         assert json_of(client.get("/healthz"))["status"] == "ok"
         create_wants(client, "hold/id=after-the-burst")
+    # and the service is idle again: a stream left spinning would hold a core
+    before = _cpu_ticks(pid)
+    time.sleep(3.0)
+    spent = (_cpu_ticks(pid) - before) / os.sysconf("SC_CLK_TCK")
+    assert spent < 0.6, f"the service used {spent:.2f} CPU s in 3 s with no client"
     log = (directory / "serve.log").read_text(errors="replace")
     assert "socket.send() raised exception" not in log
     assert "Traceback" not in log
