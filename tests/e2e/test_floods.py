@@ -78,6 +78,19 @@ time.sleep(3600)
 retries = 0
 timeout = "{fork_timeout}s"
 
+# Still starting its 10,000 children (about 1 ms each) when its timeout hits.
+[jobs.spawner]
+outputs = ["spawner/{n}"]
+command = ["python", "-c", '''
+import os
+for n in range(1, {children} + 1):
+    os.posix_spawn("/bin/sleep", ["sleep", "3600"], os.environ)
+    if n % 100 == 0:
+        print(n, "children started", flush=True)
+''']
+retries = 0
+timeout = "2s"
+
 [jobs.hoard]
 outputs = ["hoard/{n}"]
 command = ["python", "jobs/hoard.py"]
@@ -296,6 +309,20 @@ def test_a_job_with_10000_children_past_its_timeout(
     assert live_group_members(run["pid"]) == [], "children outlived their run"
     health = http.get("/healthz")
     assert health.status_code == 200 and health.json()["status"] == "ok", health.text
+
+
+def test_a_job_still_starting_children_when_its_timeout_hits(
+    service: tuple[subprocess.Popen[bytes], httpx.Client],
+) -> None:
+    _, http = service
+    want(http, "spawner/1")
+    run = wait_run(http, "spawner", ended, "the spawner's timeout")
+    assert (run["status"], run["failure_kind"]) == ("failed", "timeout"), run
+    assert live_group_members(run["pid"]) == [], "children outlived their run"
+    log = http.get(f"/api/v1/job-runs/{run['job_run_id']}/log").text
+    started = re.findall(r"^(\d+) children started$", log, re.MULTILINE)
+    print(f"\nkilled at its timeout after starting {started[-1] if started else 0} children")
+    assert started, log
 
 
 def test_a_job_with_10000_children_canceled(
