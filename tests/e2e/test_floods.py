@@ -550,6 +550,13 @@ def test_out_of_file_descriptors_new_connections_get_503_and_the_service_goes_on
 STREAM_CLIENTS = 10_000
 
 
+def subscriptions(http: httpx.Client) -> float:
+    metrics = http.get("/metrics").text
+    found = re.search(r"^databuild_event_stream_subscriptions (\S+)$", metrics, re.MULTILINE)
+    assert found, metrics
+    return float(found.group(1))
+
+
 @pytest.fixture
 def many_descriptors() -> Iterator[None]:
     """This test process's soft ``ulimit -n`` raised to its hard limit, for its clients."""
@@ -561,12 +568,10 @@ def many_descriptors() -> Iterator[None]:
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-def test_10000_simultaneous_event_stream_clients(
-    many_descriptors: None,
-    served: Callable[[str, int | None], tuple[subprocess.Popen[bytes], str]],
-) -> None:
-    proc, url = served(FD_GRAPH, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
-    before = rss_kib(proc.pid)
+def stream_flood(proc: subprocess.Popen[bytes], url: str, ref: str) -> dict[str, float]:
+    """STREAM_CLIENTS stream clients at once; with them connected, a want for ``ref``,
+    which every one of them must see built; then they all leave. Figures measured."""
+    figures: dict[str, float] = {"before": rss_kib(proc.pid)}
     with httpx.Client(base_url=url, timeout=60) as http:
         after = http.get("/healthz").json()["last_sequence"]
     address, request = stream_request(url, after)
@@ -580,32 +585,54 @@ def test_10000_simultaneous_event_stream_clients(
             statuses = {status_of(sock) for sock in batch}
             streams += batch
             assert statuses == {200}, statuses
-        connected = time.perf_counter() - started
-        held = rss_kib(proc.pid)
+        figures["connected"] = time.perf_counter() - started
+        figures["held"] = rss_kib(proc.pid)
         with httpx.Client(base_url=url, timeout=60) as http:
-            seconds, reply = timed(http.post, "/api/v1/wants", json={"partition_refs": ["quick/1"]})
+            figures["post"], reply = timed(
+                http.post, "/api/v1/wants", json={"partition_refs": [ref]}
+            )
             assert reply.status_code == 200, reply.text
-            health_seconds, health = timed(http.get, "/healthz")
+            figures["health"], health = timed(http.get, "/healthz")
             assert health.json()["status"] == "ok"
-        delivered = read_until_all(
-            streams, re.compile(rb'event: partition_live\r?\ndata: [^\n]*"quick/1"')
-        )
-        peak = rss_kib(proc.pid)
+        marker = re.compile(rb'event: partition_live\r?\ndata: [^\n]*"' + ref.encode() + b'"')
+        figures["delivered"] = read_until_all(streams, marker)
+        figures["peak"] = rss_kib(proc.pid)
     finally:
         for sock in streams:
             sock.close()
     with httpx.Client(base_url=url, timeout=60) as http:
-        run = wait_run(http, "quick", ended, "quick/1")
+        run = wait_run(http, "quick", lambda r: ref in r["partition_refs"] and ended(r), ref)
         assert run["status"] == "succeeded", run
+        deadline = time.monotonic() + DEADLINE
+        while (left := subscriptions(http)) > 0:  # every stream that left is let go
+            assert time.monotonic() < deadline, f"{left} streams still subscribed"
+            time.sleep(0.2)
+    figures["released"] = rss_kib(proc.pid)
     print(
-        f"\n{STREAM_CLIENTS} stream clients connected in {connected:.1f} s; service RSS "
-        f"{before} KiB before, {held} KiB with them, {peak} KiB after an event to all; "
-        f"POST /api/v1/wants {seconds * 1000:.0f} ms, GET /healthz "
-        f"{health_seconds * 1000:.0f} ms meanwhile; all streams got quick/1 built "
-        f"{delivered:.1f} s after the POST answered"
+        f"\n{STREAM_CLIENTS} stream clients connected in {figures['connected']:.1f} s; "
+        f"service RSS {figures['before']:.0f} KiB before, {figures['held']:.0f} KiB with "
+        f"them, {figures['peak']:.0f} KiB after an event to all, {figures['released']:.0f} "
+        f"KiB once they left; POST /api/v1/wants {figures['post'] * 1000:.0f} ms, GET "
+        f"/healthz {figures['health'] * 1000:.0f} ms meanwhile; all streams got {ref} built "
+        f"{figures['delivered']:.1f} s after the POST answered"
     )
+    return figures
+
+
+def test_10000_simultaneous_event_stream_clients(
+    many_descriptors: None,
+    served: Callable[[str, int | None], tuple[subprocess.Popen[bytes], str]],
+) -> None:
+    """Twice: the second flood must reuse the memory of the first, not add to it."""
+    proc, url = served(FD_GRAPH, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+    first = stream_flood(proc, url, "quick/1")
+    second = stream_flood(proc, url, "quick/2")
     assert proc.poll() is None
-    assert (held - before) / STREAM_CLIENTS < 100, "more than 100 KiB per stream client"
+    per_client = (first["held"] - first["before"]) / STREAM_CLIENTS
+    assert per_client < 100, f"{per_client:.0f} KiB per stream client"
+    growth = second["peak"] - first["peak"]
+    print(f"the second flood's peak RSS is {growth:+.0f} KiB from the first's")
+    assert growth < 0.2 * (first["peak"] - first["before"]), "memory grows flood after flood"
 
 
 def test_a_burst_of_connections_past_the_descriptor_limit(
