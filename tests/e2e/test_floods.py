@@ -34,7 +34,7 @@ from typing import Any
 import httpx
 import pytest
 
-from databuild.service.server import connection_limit
+from databuild.service.server import DEFAULT_MAX_CONNECTIONS, connection_limit
 
 pytestmark = pytest.mark.slow
 
@@ -495,7 +495,7 @@ def test_out_of_file_descriptors_new_connections_get_503_and_the_service_goes_on
 ) -> None:
     nofile = 160
     proc, url = served(FD_GRAPH, nofile)
-    limit = connection_limit(nofile, 1)
+    limit = connection_limit(nofile, 1, DEFAULT_MAX_CONNECTIONS)
     with httpx.Client(base_url=url, timeout=30) as http:
         for n in (1, 2):
             want(http, f"hold/{n}")

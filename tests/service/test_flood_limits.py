@@ -16,9 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 
 from databuild.config.loader import load_config
+from databuild.core.errors import InvalidInput
 from databuild.service.server import (
+    DEFAULT_MAX_CONNECTIONS,
     FDS_PER_JOB_SLOT,
     FDS_RESERVED,
     MIN_CONNECTIONS,
@@ -26,13 +29,33 @@ from databuild.service.server import (
     FloodLogFilter,
     ServeOptions,
     connection_limit,
+    max_connections_from,
 )
 
 
 def test_the_connection_limit_leaves_descriptors_for_the_log_and_the_jobs() -> None:
-    assert connection_limit(1024, 4) == 1024 - FDS_RESERVED - 4 * FDS_PER_JOB_SLOT
-    assert connection_limit(20_000, 2) > 10_000
-    assert connection_limit(50, 16) == MIN_CONNECTIONS  # never none at all
+    cap = DEFAULT_MAX_CONNECTIONS
+    assert connection_limit(1024, 4, cap) == 1024 - FDS_RESERVED - 4 * FDS_PER_JOB_SLOT
+    assert connection_limit(20_000, 2, cap) > 10_000
+    assert connection_limit(50, 16, cap) == MIN_CONNECTIONS  # never none at all
+
+
+def test_the_connection_limit_is_capped_whatever_the_descriptors() -> None:
+    assert connection_limit(1 << 20, 4, DEFAULT_MAX_CONNECTIONS) == DEFAULT_MAX_CONNECTIONS
+    assert connection_limit(None, 4, 100) == 100  # ulimit -n unlimited
+    assert connection_limit(1024, 4, 100) == 100
+    assert max_connections_from({}) == DEFAULT_MAX_CONNECTIONS
+    assert max_connections_from({"DATABUILD_MAX_CONNECTIONS": " 500 "}) == 500
+
+
+@pytest.mark.parametrize("raw", ["0", "-3", "lots", "1e4"])
+def test_a_bad_max_connections_says_what_is_expected(raw: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        max_connections_from({"DATABUILD_MAX_CONNECTIONS": raw})
+    assert str(caught.value) == (
+        "$DATABUILD_MAX_CONNECTIONS must be a whole number >= 1 (how many HTTP connections "
+        f"the service holds at once); got {raw!r}"
+    )
 
 
 def record(msg: str, *, exc: bool = False) -> logging.LogRecord:

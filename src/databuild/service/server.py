@@ -21,14 +21,20 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import uvicorn
 
 from databuild.config import GraphConfig
-from databuild.core.errors import ConfigError, DataBuildError, ServiceError, StorageError
+from databuild.core.errors import (
+    ConfigError,
+    DataBuildError,
+    InvalidInput,
+    ServiceError,
+    StorageError,
+)
 from databuild.service.gateway import ServiceApp
 from databuild.service.host import GraphHost
 from databuild.service.reloading import reload_config
@@ -43,14 +49,35 @@ log = logging.getLogger("databuild.service")
 FDS_RESERVED = 64
 FDS_PER_JOB_SLOT = 8
 MIN_CONNECTIONS = 8
+# And never more than this (an event-stream client costs about 50 KiB): containers often
+# allow a million descriptors. ``$DATABUILD_MAX_CONNECTIONS`` sets another cap.
+MAX_CONNECTIONS_ENV = "DATABUILD_MAX_CONNECTIONS"
+DEFAULT_MAX_CONNECTIONS = 16_384
 _FLOOD_LOG_SECONDS = 10.0
 
 
-def connection_limit(fd_limit: int, max_parallel: int) -> int:
+def connection_limit(fd_limit: int | None, max_parallel: int, cap: int) -> int:
     """How many HTTP connections the service holds at once: what its file-descriptor limit
-    (``ulimit -n``) leaves after its own needs. Beyond it uvicorn answers 503 at once, so
-    a flood of clients cannot take the descriptors the log and the jobs need."""
-    return max(MIN_CONNECTIONS, fd_limit - FDS_RESERVED - FDS_PER_JOB_SLOT * max_parallel)
+    (``ulimit -n``; None: unlimited) leaves after its own needs, at most ``cap``. Beyond
+    it uvicorn answers 503 at once, so a flood of clients can take neither the descriptors
+    the log and the jobs need nor unbounded memory."""
+    if fd_limit is None:
+        return cap
+    left = fd_limit - FDS_RESERVED - FDS_PER_JOB_SLOT * max_parallel
+    return max(MIN_CONNECTIONS, min(cap, left))
+
+
+def max_connections_from(environ: Mapping[str, str]) -> int:
+    """The cap on connections: ``$DATABUILD_MAX_CONNECTIONS`` or the default."""
+    raw = environ.get(MAX_CONNECTIONS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_CONNECTIONS
+    if not raw.isdigit() or int(raw) < 1:
+        raise InvalidInput(
+            f"${MAX_CONNECTIONS_ENV} must be a whole number >= 1 (how many HTTP connections "
+            f"the service holds at once); got {raw!r}"
+        )
+    return int(raw)
 
 
 class FloodLogFilter(logging.Filter):
@@ -79,7 +106,13 @@ class FloodLogFilter(logging.Filter):
         return True
 
 
-def _install_flood_filters(connections: int | None, fd_limit: int) -> None:
+def limit_text(connections: int, fd_limit: int | None) -> str:
+    """Where the connection limit comes from, for the log."""
+    fds = "unlimited" if fd_limit is None else str(fd_limit)
+    return f"at most {connections} connections (ulimit -n {fds}; ${MAX_CONNECTIONS_ENV})"
+
+
+def _install_flood_filters(connections: int, fd_limit: int | None) -> None:
     for name in ("uvicorn.error", "asyncio"):  # once per process, however many services
         for old in [f for f in logging.getLogger(name).filters if isinstance(f, FloodLogFilter)]:
             logging.getLogger(name).removeFilter(old)
@@ -87,8 +120,8 @@ def _install_flood_filters(connections: int | None, fd_limit: int) -> None:
         FloodLogFilter(
             "Exceeded concurrency limit",
             lambda n: (
-                f"{n} request(s) refused with 503: the service holds at most "
-                f"{connections} connections (from its file-descriptor limit, ulimit -n {fd_limit})"
+                f"{n} request(s) refused with 503: the service holds "
+                f"{limit_text(connections, fd_limit)}"
             ),
             _FLOOD_LOG_SECONDS,
         )
@@ -169,11 +202,12 @@ class Service:
             read_only=options.read_only,
         )
         app = SecurityMiddleware(ServiceApp(self.host, eager=eager_app), policy=self.policy)
-        fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        self.connection_limit = (
-            None
-            if fd_limit == resource.RLIM_INFINITY
-            else connection_limit(fd_limit, options.max_parallel or config.executor.max_parallel)
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        fd_limit = None if soft == resource.RLIM_INFINITY else soft
+        self.connection_limit = connection_limit(
+            fd_limit,
+            options.max_parallel or config.executor.max_parallel,
+            max_connections_from(os.environ),
         )
         _install_flood_filters(self.connection_limit, fd_limit)
         self._fd_limit = fd_limit
@@ -211,11 +245,10 @@ class Service:
             while not self.server.started and not serving.done():
                 await asyncio.sleep(0.005)
             self.ready.set()
-            if self.server.started and self.connection_limit is not None:
+            if self.server.started:
                 log.info(
-                    "at most %d connections at once (from ulimit -n %d); more get 503",
-                    self.connection_limit,
-                    self._fd_limit,
+                    "serving %s at once; more get 503",
+                    limit_text(self.connection_limit, self._fd_limit),
                 )
             with contextlib.suppress(asyncio.CancelledError):
                 await serving
