@@ -48,7 +48,7 @@ def test_the_connection_limit_is_capped_whatever_the_descriptors() -> None:
     assert max_connections_from({"DATABUILD_MAX_CONNECTIONS": " 500 "}) == 500
 
 
-@pytest.mark.parametrize("raw", ["0", "-3", "lots", "1e4"])
+@pytest.mark.parametrize("raw", ["0", "-3", "lots", "1e4", "²"])
 def test_a_bad_max_connections_says_what_is_expected(raw: str) -> None:
     with pytest.raises(InvalidInput) as caught:
         max_connections_from({"DATABUILD_MAX_CONNECTIONS": raw})

@@ -72,7 +72,7 @@ def max_connections_from(environ: Mapping[str, str]) -> int:
     raw = environ.get(MAX_CONNECTIONS_ENV, "").strip()
     if not raw:
         return DEFAULT_MAX_CONNECTIONS
-    if not raw.isdigit() or int(raw) < 1:
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
         raise InvalidInput(
             f"${MAX_CONNECTIONS_ENV} must be a whole number >= 1 (how many HTTP connections "
             f"the service holds at once); got {raw!r}"
