@@ -3,7 +3,8 @@
 ``create_app`` is called by the server runner (``databuild serve``, the embedded service
 of ``databuild build``) and by tests. Every DataBuildError becomes a 4xx (or 503 when the
 service itself cannot work) with ``{"error": "..."}``; request validation errors become a
-422 whose message names the field. Nothing here decides or stores anything.
+422 whose message names the field; a handler that runs out of file descriptors or memory
+(an OSError) gets 503 with ``Retry-After``. Nothing here decides or stores anything.
 """
 
 from __future__ import annotations

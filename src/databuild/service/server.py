@@ -6,7 +6,10 @@ before the controller starts), starts the graph host (so a start-up error is a c
 DataBuildError, not a server traceback), then serves the gateway app with uvicorn; on the
 main thread it reloads databuild.toml on SIGHUP (``reloading``). An
 embedded service also runs operations for the command that owns it, on its own event loop
-(``call``), so that command needs no HTTP to its own service. Nothing else.
+(``call``), so that command needs no HTTP to its own service. Against floods it caps the
+connections uvicorn holds (``connection_limit``: what ``ulimit -n`` leaves after the log's
+and the jobs' needs, at most ``$DATABUILD_MAX_CONNECTIONS``; beyond, 503) and collapses
+the flood's warnings into one line per interval (``FloodLogFilter``). Nothing else.
 """
 
 from __future__ import annotations
