@@ -307,6 +307,28 @@ def test_permanent_failure_is_not_retried() -> None:
     assert "bad input" in sim.state.wants[want_id].message
 
 
+def test_a_spawn_out_of_resources_is_retried_with_backoff_not_failed_for_good() -> None:
+    sim = daily_raw(retries=2, backoff=10.0)
+    want_id = sim.want("daily/date=1")
+    t = sim.now
+    message = "could not start job 'daily': 'python': Too many open files"
+    sim.finish(sim.run_of("daily/date=1"), fail(ev.FailureKind.NO_RESOURCES, message))
+    assert sim.events_of(ev.JobRunFailed)[-1].retry_at == pytest.approx(t + 10)
+    assert sim.status(want_id) == "retrying"
+    sim.tick(t + 10)
+    assert len(sim.step_starts()) == 1
+    sim.finish(sim.run_of("daily/date=1"), ok())
+    assert sim.status(want_id) == "satisfied"
+
+
+def test_a_spawn_error_is_not_retried() -> None:
+    sim = daily_raw(retries=5)
+    want_id = sim.want("daily/date=1")
+    sim.finish(sim.run_of("daily/date=1"), fail(ev.FailureKind.SPAWN_ERROR, "not found"))
+    assert sim.events_of(ev.JobRunFailed)[-1].retry_at == 0.0
+    assert sim.status(want_id) == "failed"
+
+
 def test_failed_partition_fails_its_ancestors_as_upstream_failed() -> None:
     sim = Sim(graph(job("a", "a/{x}"), job("b", "b/{x}"), job("c", "c/{x}", retries=0)))
     root = sim.want("a/1")

@@ -6,9 +6,12 @@ import asyncio
 import contextlib
 import json
 import os
+import re
+import resource
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -106,8 +109,12 @@ def test_garbage_result_is_a_bad_result(runs: Runs) -> None:
 
 def test_an_oversized_result_is_a_bad_result_and_is_not_read_whole(runs: Runs) -> None:
     code = "import os; open(os.environ['DATABUILD_RESULT_PATH'], 'w').write(' ' * (8 << 20) + '{}')"
-    outcome = failed(run_one(runs, runs.request(*python(code))), FailureKind.BAD_RESULT)
-    assert "larger than the limit" in outcome.message
+    request = runs.request(*python(code))
+    outcome = failed(run_one(runs, request), FailureKind.BAD_RESULT)
+    assert outcome.message.startswith(
+        f"the result file {request.result_path} is {(8 << 20) + 2} bytes, "
+        f"larger than the limit of {1 << 20} bytes"
+    ), outcome.message
 
 
 def test_a_symlinked_result_is_not_followed(runs: Runs, tmp_path: Path) -> None:
@@ -436,3 +443,58 @@ def test_kill_orphan_of_a_process_that_is_gone(runs: Runs) -> None:
     pid = int(done.stdout)
     assert not LocalExecutor(1).kill_orphan(JobRunId("r00000011"), pid)
     assert not LocalExecutor(1).kill_orphan(JobRunId("r00000011"), 1)
+
+
+# --- out of file descriptors -------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def descriptors_left(free: int) -> Iterator[None]:
+    """This process's file descriptors all taken but ``free``; the limit and fds restored
+    afterwards."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 32, hard))
+    taken: list[int] = []
+    try:
+        with contextlib.suppress(OSError):
+            while True:
+                taken.append(os.open(os.devnull, os.O_RDONLY))
+        for _ in range(free):
+            os.close(taken.pop())
+        yield
+    finally:
+        for fd in taken:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.parametrize(
+    ("free", "expected"),
+    [
+        (0, r"could not prepare the run directory \S+: Too many open files: "),
+        (1, r"could not start job 'job': 'true': Too many open files: "),
+    ],
+)
+def test_a_spawn_out_of_file_descriptors_is_a_retryable_failure(
+    runs: Runs, free: int, expected: str
+) -> None:
+    request = runs.request("true")
+
+    async def scenario() -> RunOutcome:
+        executor = LocalExecutor(4)
+        runs.attach(executor)
+        try:
+            with descriptors_left(free):
+                await executor.start(request)
+            return await runs.outcome(request.job_run_id)
+        finally:
+            await executor.close()
+
+    outcome = failed(asyncio.run(scenario()), FailureKind.NO_RESOURCES)
+    assert FailureKind.NO_RESOURCES.retryable
+    assert re.fullmatch(
+        expected + r"the service is out of file descriptors \(its ulimit -n is \d+\)",
+        outcome.message,
+    ), outcome.message
+    # With descriptors free again, the same job starts.
+    assert isinstance(run_one(runs, runs.request("true")), RunSucceeded)

@@ -24,10 +24,17 @@ class FailureKind(StrEnum):
     BAD_RESULT = "bad_result"  # permanent: the job's structured result was malformed
     PERMANENT = "permanent"  # permanent: the job said so
     LOST = "lost"  # the service stopped while it ran; retried at once, not counted
+    # retryable: the service ran out of file descriptors, processes or memory to start it
+    NO_RESOURCES = "no_resources"
 
     @property
     def retryable(self) -> bool:
-        return self in (FailureKind.EXIT_NONZERO, FailureKind.TIMEOUT, FailureKind.LOST)
+        return self in (
+            FailureKind.EXIT_NONZERO,
+            FailureKind.TIMEOUT,
+            FailureKind.LOST,
+            FailureKind.NO_RESOURCES,
+        )
 
 
 class WantFailureReason(StrEnum):

@@ -18,6 +18,7 @@ import contextlib
 import errno
 import logging
 import os
+import resource
 import signal
 import stat
 import subprocess
@@ -136,7 +137,11 @@ class LocalExecutor(Executor):
             request.result_path.unlink(missing_ok=True)
             log = BoundedLog(request.log_path, self._log_limit)
         except OSError as exc:
-            self._spawn_failed(rid, f"could not prepare the run directory {request.run_dir}: {exc}")
+            self._spawn_failed(
+                rid,
+                f"could not prepare the run directory {request.run_dir}: {_os_error_text(exc)}",
+                _spawn_failure_kind(exc),
+            )
             return
         problem = _unstartable(request)
         if problem:
@@ -165,7 +170,7 @@ class LocalExecutor(Executor):
             message = _spawn_error_message(request, exc)
             log.note(message)
             log.close()
-            self._spawn_failed(rid, message)
+            self._spawn_failed(rid, message, _spawn_failure_kind(exc))
             return
         pid = transport.get_pid()
         run = _Run(request, transport, protocol, pid, started_at)
@@ -183,7 +188,7 @@ class LocalExecutor(Executor):
             message = _spawn_error_message(request, exc)
             log.note(message)
             log.close()
-            self._spawn_failed(rid, message)
+            self._spawn_failed(rid, message, _spawn_failure_kind(exc))
             return
         finished = worker.protocol.begin(log)
         worker.send(request, env)
@@ -224,15 +229,11 @@ class LocalExecutor(Executor):
         del self._runs[rid]
         if run.killed:
             return
-        try:
-            result = _read_result(request.result_path)
-        except OSError as exc:
-            outcome: RunOutcome = RunFailed(
-                FailureKind.BAD_RESULT,
-                f"could not read the result file {request.result_path}: {exc.strerror or exc}",
-                code if code is not None else NO_EXIT_CODE,
-                duration,
-            )
+        result = _result_or_failure(
+            request.result_path, code if code is not None else NO_EXIT_CODE, duration
+        )
+        if isinstance(result, RunFailed):
+            outcome: RunOutcome = result
         else:
             outcome = outcome_from(
                 code,
@@ -353,15 +354,11 @@ class LocalExecutor(Executor):
         returncode = run.transport.get_returncode()
         exit_code = returncode if returncode is not None and returncode >= 0 else None
         killed_by = -returncode if returncode is not None and returncode < 0 else None
-        try:
-            result = _read_result(request.result_path)
-        except OSError as exc:
-            return RunFailed(
-                FailureKind.BAD_RESULT,
-                f"could not read the result file {request.result_path}: {exc.strerror or exc}",
-                returncode if returncode is not None else NO_EXIT_CODE,
-                duration,
-            )
+        result = _result_or_failure(
+            request.result_path, returncode if returncode is not None else NO_EXIT_CODE, duration
+        )
+        if isinstance(result, RunFailed):
+            return result
         return outcome_from(
             exit_code,
             killed_by,
@@ -385,8 +382,10 @@ class LocalExecutor(Executor):
             _signal_group(run.pid, signal.SIGKILL)
             await asyncio.shield(run.protocol.exited)
 
-    def _spawn_failed(self, rid: JobRunId, message: str) -> None:
-        outcome = RunFailed(FailureKind.SPAWN_ERROR, message, NO_EXIT_CODE, 0.0)
+    def _spawn_failed(
+        self, rid: JobRunId, message: str, kind: FailureKind = FailureKind.SPAWN_ERROR
+    ) -> None:
+        outcome = RunFailed(kind, message, NO_EXIT_CODE, 0.0)
         self._report(RunFinishedReport(rid, outcome))
 
     def _report(self, report: ExecutorReport) -> None:
@@ -443,13 +442,57 @@ def _spawn_error_message(request: RunRequest, exc: OSError) -> str:
     elif exc.errno == errno.ENOEXEC:
         reason = "it is not an executable file (a script needs a #! line)"
     else:
-        reason = exc.strerror or str(exc)
+        reason = _os_error_text(exc)
     return f"could not start job {request.job.name!r}: {program!r}: {reason}"
 
 
+# The service itself ran out of something: the run is retried, not failed for good.
+_EXHAUSTED = {
+    errno.EMFILE: "the service is out of file descriptors (its ulimit -n is {nofile})",
+    errno.ENFILE: "the system's file table is full",
+    errno.EAGAIN: "out of processes (ulimit -u) or another resource",
+    errno.ENOMEM: "out of memory",
+}
+
+
+def _spawn_failure_kind(exc: OSError) -> FailureKind:
+    return FailureKind.NO_RESOURCES if exc.errno in _EXHAUSTED else FailureKind.SPAWN_ERROR
+
+
+def _os_error_text(exc: OSError) -> str:
+    text = exc.strerror or str(exc)
+    if exc.errno in _EXHAUSTED:
+        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        what = _EXHAUSTED[exc.errno].format(nofile=nofile)
+        text = f"{text}: {what}"
+    return text
+
+
+class _ResultTooLarge(Exception):
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
+
+
+def _result_or_failure(path: Path, code: int, duration: float) -> bytes | RunFailed | None:
+    """The result file's bytes (None if there is none), or the run's failure when it cannot
+    be read or is too large: a message naming the file, and the limit if that is why."""
+    try:
+        return _read_result(path)
+    except _ResultTooLarge as exc:
+        message = (
+            f"the result file {path} is {exc.size} bytes, larger than the limit of "
+            f"{MAX_RESULT_BYTES} bytes; report missing dependencies or a failure, not data"
+        )
+    except OSError as exc:
+        message = f"could not read the result file {path}: {exc.strerror or exc}"
+    return RunFailed(FailureKind.BAD_RESULT, message, code, duration)
+
+
 def _read_result(path: Path) -> bytes | None:
-    """At most MAX_RESULT_BYTES + 1 bytes of the result file; None if there is none. A job
-    could leave a symlink or a FIFO there: neither is followed nor waited on."""
+    """At most MAX_RESULT_BYTES + 1 bytes of the result file; None if there is none;
+    ``_ResultTooLarge`` if it is larger than that, without reading it. A job could leave
+    a symlink or a FIFO there: neither is followed nor waited on."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
@@ -459,8 +502,11 @@ def _read_result(path: Path) -> bytes | None:
             raise OSError(errno.ELOOP, "it is a symbolic link; write a regular file") from None
         raise
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
             raise OSError(errno.EINVAL, "it is not a regular file")
+        if status.st_size > MAX_RESULT_BYTES:
+            raise _ResultTooLarge(status.st_size)
         chunks: list[bytes] = []
         left = MAX_RESULT_BYTES + 1
         while left > 0:

@@ -3,11 +3,15 @@
 ``create_app`` is called by the server runner (``databuild serve``, the embedded service
 of ``databuild build``) and by tests. Every DataBuildError becomes a 4xx (or 503 when the
 service itself cannot work) with ``{"error": "..."}``; request validation errors become a
-422 whose message names the field. Nothing here decides or stores anything.
+422 whose message names the field; a handler that runs out of file descriptors or memory
+(an OSError) gets 503 with ``Retry-After``. Nothing here decides or stores anything.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
+import resource
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -32,6 +36,15 @@ from databuild.service.host import GraphHost
 from databuild.service.metrics import router as metrics_router
 from databuild.service.security import AccessPolicy, SecurityMiddleware
 from databuild.service.sla_routes import router as sla_router
+
+log = logging.getLogger("databuild.service")
+
+# errno -> what the service ran out of, for a 503 (``nofile``: its ulimit -n).
+_EXHAUSTED = {
+    errno.EMFILE: "out of file descriptors (ulimit -n {nofile})",
+    errno.ENFILE: "out of file descriptors (the system's file table is full)",
+    errno.ENOMEM: "out of memory",
+}
 
 
 def _status_of(exc: DataBuildError) -> int:
@@ -95,6 +108,23 @@ def create_app(
             loc = tuple(error.get("loc", ()))
             problems.append(f"{_field(loc)}: {error.get('msg', 'invalid')}")
         return JSONResponse({"error": "; ".join(problems) or "invalid request"}, status_code=422)
+
+    @app.exception_handler(OSError)
+    async def os_error(request: Request, exc: OSError) -> JSONResponse:
+        """Out of file descriptors or memory is the service's state, not the request's
+        fault: 503, try again later. Any other OSError is a bug to log."""
+        if exc.errno in _EXHAUSTED:
+            nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            return JSONResponse(
+                {
+                    "error": f"the service is {_EXHAUSTED[exc.errno].format(nofile=nofile)}: "
+                    f"{exc.strerror}; try again later"
+                },
+                status_code=503,
+                headers={"Retry-After": "1"},
+            )
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return JSONResponse({"error": f"internal error: {exc}"}, status_code=500)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

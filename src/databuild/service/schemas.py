@@ -26,7 +26,7 @@ WantStatusName = Literal[
 PartitionStatusName = Literal["absent", "building", "waiting", "backoff", "live", "failed"]
 JobRunStatusName = Literal["queued", "running", "succeeded", "failed", "missing_deps", "canceled"]
 FailureKindName = Literal[
-    "", "exit_nonzero", "timeout", "spawn_error", "bad_result", "permanent", "lost"
+    "", "exit_nonzero", "timeout", "spawn_error", "bad_result", "permanent", "lost", "no_resources"
 ]
 
 MAX_REFS_PER_REQUEST = 10_000

@@ -6,7 +6,10 @@ before the controller starts), starts the graph host (so a start-up error is a c
 DataBuildError, not a server traceback), then serves the gateway app with uvicorn; on the
 main thread it reloads databuild.toml on SIGHUP (``reloading``). An
 embedded service also runs operations for the command that owns it, on its own event loop
-(``call``), so that command needs no HTTP to its own service. Nothing else.
+(``call``), so that command needs no HTTP to its own service. Against floods it caps the
+connections uvicorn holds (``connection_limit``: what ``ulimit -n`` leaves after the log's
+and the jobs' needs, at most ``$DATABUILD_MAX_CONNECTIONS``; beyond, 503) and collapses
+the flood's warnings into one line per interval (``FloodLogFilter``). Nothing else.
 """
 
 from __future__ import annotations
@@ -16,17 +19,25 @@ import concurrent.futures
 import contextlib
 import logging
 import os
+import resource
 import signal
 import socket
 import threading
-from collections.abc import Callable, Coroutine
+import time
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import uvicorn
 
 from databuild.config import GraphConfig
-from databuild.core.errors import ConfigError, DataBuildError, ServiceError, StorageError
+from databuild.core.errors import (
+    ConfigError,
+    DataBuildError,
+    InvalidInput,
+    ServiceError,
+    StorageError,
+)
 from databuild.service.gateway import ServiceApp
 from databuild.service.host import GraphHost
 from databuild.service.reloading import reload_config
@@ -34,6 +45,100 @@ from databuild.service.security import AccessPolicy, SecurityMiddleware
 
 T = TypeVar("T")
 log = logging.getLogger("databuild.service")
+
+# File descriptors the service keeps for itself, beyond its HTTP connections: the Build
+# Event Log's (a connection per reading thread), snapshots, and per job slot its output
+# pipe, log file, result file and a warm worker's pipes.
+FDS_RESERVED = 64
+FDS_PER_JOB_SLOT = 8
+MIN_CONNECTIONS = 8
+# And never more than this (an event-stream client costs about 50 KiB): containers often
+# allow a million descriptors. ``$DATABUILD_MAX_CONNECTIONS`` sets another cap.
+MAX_CONNECTIONS_ENV = "DATABUILD_MAX_CONNECTIONS"
+DEFAULT_MAX_CONNECTIONS = 16_384
+_FLOOD_LOG_SECONDS = 10.0
+
+
+def connection_limit(fd_limit: int | None, max_parallel: int, cap: int) -> int:
+    """How many HTTP connections the service holds at once: what its file-descriptor limit
+    (``ulimit -n``; None: unlimited) leaves after its own needs, at most ``cap``. Beyond
+    it uvicorn answers 503 at once, so a flood of clients can take neither the descriptors
+    the log and the jobs need nor unbounded memory."""
+    if fd_limit is None:
+        return cap
+    left = fd_limit - FDS_RESERVED - FDS_PER_JOB_SLOT * max_parallel
+    return max(MIN_CONNECTIONS, min(cap, left))
+
+
+def max_connections_from(environ: Mapping[str, str]) -> int:
+    """The cap on connections: ``$DATABUILD_MAX_CONNECTIONS`` or the default."""
+    raw = environ.get(MAX_CONNECTIONS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_CONNECTIONS
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
+        raise InvalidInput(
+            f"${MAX_CONNECTIONS_ENV} must be a whole number >= 1 (how many HTTP connections "
+            f"the service holds at once); got {raw!r}"
+        )
+    return int(raw)
+
+
+class FloodLogFilter(logging.Filter):
+    """A flood's warnings, one per refused connection or failed ``accept``, become one line
+    per interval saying how many and why, without a traceback."""
+
+    def __init__(self, starts: str, say: Callable[[int], str], interval: float) -> None:
+        super().__init__()
+        self._starts = starts
+        self._say = say
+        self._interval = interval
+        self._count = 0
+        self._next = 0.0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not isinstance(record.msg, str) or not record.msg.startswith(self._starts):
+            return True
+        self._count += 1
+        now = time.monotonic()
+        if now < self._next:
+            return False
+        record.msg, record.args = self._say(self._count), ()
+        record.exc_info, record.exc_text = None, None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        self._count, self._next = 0, now + self._interval
+        return True
+
+
+def limit_text(connections: int, fd_limit: int | None) -> str:
+    """Where the connection limit comes from, for the log."""
+    fds = "unlimited" if fd_limit is None else str(fd_limit)
+    return f"at most {connections} connections (ulimit -n {fds}; ${MAX_CONNECTIONS_ENV})"
+
+
+def _install_flood_filters(connections: int, fd_limit: int | None) -> None:
+    for name in ("uvicorn.error", "asyncio"):  # once per process, however many services
+        for old in [f for f in logging.getLogger(name).filters if isinstance(f, FloodLogFilter)]:
+            logging.getLogger(name).removeFilter(old)
+    logging.getLogger("uvicorn.error").addFilter(
+        FloodLogFilter(
+            "Exceeded concurrency limit",
+            lambda n: (
+                f"{n} request(s) refused with 503: the service holds "
+                f"{limit_text(connections, fd_limit)}"
+            ),
+            _FLOOD_LOG_SECONDS,
+        )
+    )
+    logging.getLogger("asyncio").addFilter(
+        FloodLogFilter(
+            "socket.accept() out of system resource",
+            lambda n: (
+                f"out of file descriptors (ulimit -n {fd_limit}): {n} connection(s) "
+                "not accepted for now; they wait in the listen backlog"
+            ),
+            _FLOOD_LOG_SECONDS,
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -100,8 +205,18 @@ class Service:
             read_only=options.read_only,
         )
         app = SecurityMiddleware(ServiceApp(self.host, eager=eager_app), policy=self.policy)
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        fd_limit = None if soft == resource.RLIM_INFINITY else soft
+        self.connection_limit = connection_limit(
+            fd_limit,
+            options.max_parallel or config.executor.max_parallel,
+            max_connections_from(os.environ),
+        )
+        _install_flood_filters(self.connection_limit, fd_limit)
+        self._fd_limit = fd_limit
         uv_config = uvicorn.Config(
             app,
+            limit_concurrency=self.connection_limit,
             log_level=options.log_level,
             access_log=False,
             lifespan="off",  # the host is started and stopped here, not by the app
@@ -133,6 +248,11 @@ class Service:
             while not self.server.started and not serving.done():
                 await asyncio.sleep(0.005)
             self.ready.set()
+            if self.server.started:
+                log.info(
+                    "serving %s at once; more get 503",
+                    limit_text(self.connection_limit, self._fd_limit),
+                )
             with contextlib.suppress(asyncio.CancelledError):
                 await serving
         finally:

@@ -94,6 +94,8 @@ class _FailureKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FailureKi
     FAILURE_KIND_BAD_RESULT: _FailureKind.ValueType  # 4
     FAILURE_KIND_PERMANENT: _FailureKind.ValueType  # 5
     FAILURE_KIND_LOST: _FailureKind.ValueType  # 6
+    FAILURE_KIND_NO_RESOURCES: _FailureKind.ValueType  # 7
+    """out of file descriptors, processes or memory at spawn"""
 
 class FailureKind(_FailureKind, metaclass=_FailureKindEnumTypeWrapper): ...
 
@@ -104,6 +106,8 @@ FAILURE_KIND_SPAWN_ERROR: FailureKind.ValueType  # 3
 FAILURE_KIND_BAD_RESULT: FailureKind.ValueType  # 4
 FAILURE_KIND_PERMANENT: FailureKind.ValueType  # 5
 FAILURE_KIND_LOST: FailureKind.ValueType  # 6
+FAILURE_KIND_NO_RESOURCES: FailureKind.ValueType  # 7
+"""out of file descriptors, processes or memory at spawn"""
 Global___FailureKind: _TypeAlias = FailureKind  # noqa: Y015
 
 class _WantFailureReason:
