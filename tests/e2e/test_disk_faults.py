@@ -8,12 +8,15 @@ is acknowledged is never lost, and each fault is a clear line naming the file.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -89,3 +92,88 @@ def test_a_result_file_on_a_full_disk_fails_the_run_naming_the_file(
     assert "Traceback" not in out
     runs = databuild(full_disk_graph, "runs", "--job", "picky")
     assert "failed" in runs.stdout
+
+
+BEL_CONFIG = """
+[graph]
+name = "fullbel"
+
+[jobs.local]
+outputs = ["local/{n}"]
+command = ["true"]
+
+[upstreams.up]
+url = "http://127.0.0.1:9"
+partitions = ["u/{n}"]
+"""
+
+
+def _serve(graph: Path, grace: str) -> tuple[subprocess.Popen[str], str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DATABUILD_")}
+    env["DATABUILD_STORAGE_GRACE"] = grace
+    proc = subprocess.Popen(
+        [DATABUILD, "serve", "--port", "0"],
+        cwd=graph,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    discovery = graph / ".databuild" / "service.json"
+    for _ in range(600):
+        if proc.poll() is not None:
+            raise AssertionError(f"serve exited: {proc.stdout.read() if proc.stdout else ''}")
+        try:
+            url = str(json.loads(discovery.read_text())["url"])
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return proc, url
+        except (OSError, ValueError, KeyError, httpx.HTTPError):
+            pass
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("serve did not come up")
+
+
+def test_a_full_disk_under_the_bel_ends_the_process_after_the_grace_and_nothing_acknowledged_is_lost(
+    tmp_path: Path,
+) -> None:
+    if os.geteuid() != 0:
+        if os.environ.get("DATABUILD_TEST_REQUIRE_ROOT") == "1":
+            pytest.fail("this test mounts a tmpfs and must run as root in CI")
+        pytest.skip("mounting a small tmpfs needs root (CI runs it)")
+    state = tmp_path / ".databuild"
+    state.mkdir()
+    (tmp_path / "databuild.toml").write_text(BEL_CONFIG)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(state)], check=True)
+    try:
+        proc, url = _serve(tmp_path, grace="3")
+        acknowledged = 0
+        refused = None
+        with httpx.Client(base_url=url, timeout=60) as client:
+            for i in range(5_000):
+                response = client.post(
+                    "/api/v1/wants", json={"partition_refs": [f"u/{i}-{'x' * 300}"]}
+                )
+                if response.status_code != 200:
+                    refused = response
+                    break
+                acknowledged += 1
+        assert refused is not None and refused.status_code == 503, "the disk never filled"
+        assert "disk is full" in refused.json()["error"]
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode != 0  # a supervisor restarts it
+        last = out.strip().splitlines()[-1]
+        assert last.startswith("error: the service stopped:") and "storage grace" in last, out
+        assert "Traceback" not in out
+
+        # space again: a restart recovers as after kill -9, with every acknowledged want
+        subprocess.run(["mount", "-o", "remount,size=8m", str(state)], check=True)
+        proc, url = _serve(tmp_path, grace="3")
+        try:
+            health = httpx.get(f"{url}/healthz", timeout=10).json()
+            assert health["status"] == "ok" and health["active_wants"] == acknowledged
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    finally:
+        subprocess.run(["umount", "-l", str(state)], check=False)
