@@ -95,6 +95,7 @@ class Watched:
     page: Page
     dialogs: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # page errors and CSP violations
+    answer: str | None = None  # what to type into a prompt (else dialogs are dismissed)
 
 
 def _watch(page: Page) -> Watched:
@@ -107,7 +108,10 @@ def _watch(page: Page) -> Watched:
 
     def on_dialog(dialog: object) -> None:
         watched.dialogs.append(str(getattr(dialog, "message", "")))
-        dialog.dismiss()  # type: ignore[attr-defined]
+        if watched.answer is not None:
+            dialog.accept(watched.answer)  # type: ignore[attr-defined]
+        else:
+            dialog.dismiss()  # type: ignore[attr-defined]
 
     page.on("console", on_console)
     page.on("pageerror", lambda error: watched.problems.append(str(error)))

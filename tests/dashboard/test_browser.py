@@ -238,3 +238,36 @@ def test_narrow_screen(page: Watched, service: Service) -> None:
     expect(p.locator("svg.graph")).to_be_visible()
     p.set_viewport_size({"width": 1280, "height": 800})
     screenshot(p, "graph")
+
+
+def test_a_token_protected_service_asks_once_and_keeps_it_in_session_storage(
+    page: Watched,
+    calendar_factory: Callable[[], Path],
+    launch_service: Launcher,
+    job_env: dict[str, str],
+) -> None:
+    directory = calendar_factory()
+    add_dashboard_jobs(directory)
+    proc, url = launch_service(directory, env={**job_env, "DATABUILD_TOKEN": "s3cret-token"})
+    p = page.page
+    p.goto(url + "/new")
+    page.answer = "wrong-token"
+    p.fill("textarea[name=refs]", "hold/id=token-1")
+    p.click("button[type=submit]")
+    expect(p.locator("#new-want-result")).to_contain_text("Not created: writes need the header")
+    assert p.evaluate("sessionStorage.getItem('databuild-token')") is None  # a bad one is forgotten
+    page.answer = "s3cret-token"
+    p.click("button[type=submit]")
+    expect(p.locator("#created a")).to_have_text("hold/id=token-1")
+    assert len(page.dialogs) == 2
+    assert p.evaluate("sessionStorage.getItem('databuild-token')") == "s3cret-token"
+    assert p.context.cookies() == [] and p.evaluate("document.cookie") == ""
+    p.fill("textarea[name=refs]", "hold/id=token-2")
+    p.click("button[type=submit]")
+    expect(p.locator("#created a")).to_have_text("hold/id=token-2")
+    assert len(page.dialogs) == 2, "the token was asked for again"
+    with httpx.Client(base_url=url, timeout=30) as api:
+        wants = api.get("/api/v1/wants", params={"prefix": "hold/id=token"}).json()["wants"]
+        assert {w["source"] for w in wants} == {"dashboard"} and len(wants) == 2
+    proc.terminate()
+    proc.wait(timeout=30)
