@@ -130,8 +130,16 @@ def page(browser: Browser) -> Iterator[Watched]:
     assert watched.problems == [], watched.problems
 
 
+DOC_IMAGES = REPO / "docs" / "images"
+DOC_SHOTS = frozenset({"overview", "want-tree", "sla", "run-log", "graph", "overview-narrow"})
+
+
 def screenshot(page: Page, name: str) -> Path:
+    """The whole page into the screenshot folder; with ``DATABUILD_UPDATE_DOCS=1`` also the
+    visible part (small) of the pages docs/dashboard.md shows, into docs/images/."""
     SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOT_DIR / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
+    if os.environ.get("DATABUILD_UPDATE_DOCS") == "1" and name in DOC_SHOTS:
+        page.screenshot(path=str(DOC_IMAGES / f"dashboard-{name}.png"), scale="css")
     return path
