@@ -38,6 +38,11 @@ outputs = ["hold/id={id}"]
 command = ["python", "-c", "import time; time.sleep(3600)"]
 timeout = "2h"
 
+# declared, never reachable: the pages show what the config declares
+[upstreams.peer]
+url = "http://127.0.0.1:9"
+partitions = ["peer/{x}"]
+
 [jobs.chatty]
 outputs = ["chatty/id={id}"]
 command = ["python", "-c", "import time\\nprint('<script>alert(1)</script> in a log', flush=True)\\nfor i in range(300):\\n    print(f'chatty line {i}', flush=True)\\n    time.sleep(0.2)"]

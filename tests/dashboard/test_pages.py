@@ -124,9 +124,11 @@ def test_pages_show_the_graphs_objects(api: httpx.Client, service: Service) -> N
     assert "hold/id=pages" in api.get("/wants", params={"prefix": "hold/"}).text
     assert "hold/id=pages" in api.get("/partitions", params={"prefix": "hold/"}).text
     assert api.get("/partitions/hold/id=pages").status_code == 200
+    overview = api.get("/").text
+    assert "<b>peer</b> at <code>http://127.0.0.1:9</code>: peer/{x}" in overview
     svg = api.get("/graph.svg")
     assert svg.headers["content-type"].startswith("image/svg+xml")
-    assert "hold/id={id}" in svg.text and "<svg" in svg.text
+    assert "hold/id={id}" in svg.text and "<svg" in svg.text and "upstream peer" in svg.text
     api.delete(f"/api/v1/wants/{want['want_id']}")
 
 
