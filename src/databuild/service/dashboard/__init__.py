@@ -11,14 +11,13 @@ a strict Content-Security-Policy (no inline script), ``nosniff`` and ``frame-anc
 from __future__ import annotations
 
 from fastapi import FastAPI
+from starlette.staticfiles import StaticFiles
 
 from databuild.service.dashboard.routes import STATIC_DIR, SecurityHeaders, router
 
 
 def mount(app: FastAPI) -> None:
     """Add the pages, the static files and the security headers to the app."""
-    from starlette.staticfiles import StaticFiles
-
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="dashboard-static")
     app.add_middleware(SecurityHeaders)

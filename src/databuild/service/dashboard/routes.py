@@ -464,11 +464,9 @@ async def sla_page(request: Request) -> HTMLResponse:
     return _page(request, "sla.html", build)
 
 
-def _graph_picture(host: GraphHost) -> str:
-    view = views.graph_view(
-        host.config.graph, host.config.digest, observed_edges(host.state.observed_needs)
-    )
-    return graph_svg(view)
+def _graph_view(host: GraphHost) -> schemas.GraphView:
+    needs = observed_edges(host.state.observed_needs)
+    return views.graph_view(host.config.graph, host.config.digest, needs)
 
 
 @router.get("/graph", response_class=HTMLResponse)
@@ -476,9 +474,7 @@ async def graph(request: Request) -> HTMLResponse:
     host = _host(request)
 
     def build() -> dict[str, Any]:
-        view = views.graph_view(
-            host.config.graph, host.config.digest, observed_edges(host.state.observed_needs)
-        )
+        view = _graph_view(host)
         return {"g": view, "svg": Markup(graph_svg(view))}
 
     return _page(request, "graph.html", build)
@@ -486,7 +482,7 @@ async def graph(request: Request) -> HTMLResponse:
 
 @router.get("/graph.svg")
 async def graph_image(request: Request) -> Response:
-    return Response(_graph_picture(_host(request)), media_type="image/svg+xml")
+    return Response(graph_svg(_graph_view(_host(request))), media_type="image/svg+xml")
 
 
 # --- headers --------------------------------------------------------------------------
