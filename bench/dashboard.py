@@ -39,11 +39,15 @@ max_batch = 64
 outputs = ["daily/day={i}"]
 command = ["true"]
 max_batch = 64
+
+[upstreams.up]
+url = "http://127.0.0.1:9"
+partitions = ["u/{n}"]
 """
 PAGES = ("/", "/wants", "/wants?status=satisfied&prefix=daily/", "/runs", "/partitions", "/sla")
 
 
-def run(events: int, requests: int) -> dict[str, Any]:
+def run(events: int, requests: int, sla_wants: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="databuild-dashboard-bench-") as tmp:
         graph = Path(tmp)
         (graph / "databuild.toml").write_text(GRAPH)
@@ -51,8 +55,13 @@ def run(events: int, requests: int) -> dict[str, Any]:
         made = generate_bel(graph / ".databuild" / "bel.sqlite", events)
         figures: dict[str, Any] = {"log": made}
         with ServeProcess(graph) as serve, httpx.Client(base_url=serve.url, timeout=60) as client:
+            for start in range(0, sla_wants, 1000):
+                refs = [f"u/{n}" for n in range(start, min(start + 1000, sla_wants))]
+                body = {"partition_refs": refs, "sla_seconds": 86400}
+                client.post("/api/v1/wants", json=body).raise_for_status()
             health = client.get("/healthz").json()
             figures["last_sequence"] = health["last_sequence"]
+            figures["active_wants_with_sla"] = health["active_wants"]
             for page in PAGES:
                 client.get(page).raise_for_status()  # warm-up
                 times = []
@@ -70,10 +79,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=30)
+    parser.add_argument(
+        "--sla-wants",
+        type=int,
+        default=0,
+        help="also this many active wants with a pending SLA (waiting on an upstream graph)",
+    )
     args = parser.parse_args()
     info = header("dashboard pages at scale")
-    figures = run(args.events, args.requests)
-    write_result("dashboard", figures, info)
+    figures = run(args.events, args.requests, args.sla_wants)
+    write_result("dashboard-sla" if args.sla_wants else "dashboard", figures, info)
     return 0
 
 
