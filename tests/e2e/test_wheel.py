@@ -118,6 +118,10 @@ def test_the_wheel_metadata(wheel: Path) -> None:
     assert "databuild/py.typed" in names
     assert "databuild/cli/scaffold/calendar/databuild.toml" in names
     assert any(n.startswith("databuild/log/migrations/sqlite/") for n in names)
+    # the dashboard's templates and vendored assets (with the license) ship in the wheel
+    for asset in ("templates/base.html", "static/htmx.min.js", "static/htmx.LICENSE"):
+        assert f"databuild/service/dashboard/{asset}" in names, asset
+    assert any(r.startswith("jinja2") for r in metadata.get_all("Requires-Dist") or [])
 
 
 def test_the_installed_cli_runs_without_this_checkout(

@@ -32,6 +32,7 @@ from databuild.core.errors import (
 from databuild.service import operations, schemas
 from databuild.service.admin_routes import router as admin_router
 from databuild.service.api import router
+from databuild.service.dashboard import mount as mount_dashboard
 from databuild.service.host import GraphHost
 from databuild.service.metrics import router as metrics_router
 from databuild.service.security import AccessPolicy, SecurityMiddleware
@@ -92,6 +93,7 @@ def create_app(
     app.include_router(sla_router)
     app.include_router(metrics_router)
     app.include_router(admin_router)
+    mount_dashboard(app)
 
     @app.exception_handler(DataBuildError)
     async def databuild_error(request: Request, exc: DataBuildError) -> JSONResponse:
