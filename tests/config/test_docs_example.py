@@ -51,6 +51,12 @@ def test_complete_example_loads_to_what_it_says(tmp_path: Path) -> None:
     assert customers.name == "customers"
     assert customers.url == "http://customers.internal:8080"
     assert [p.template for p in customers.partitions] == ["customers/date={date}"]
+    (vendor,) = config.externals
+    assert vendor.name == "vendor_files"
+    assert [p.template for p in vendor.partitions] == ["vendor/date={date}"]
+    assert vendor.check == ("python", "checks/vendor_files.py")
+    assert (vendor.check_interval_seconds, vendor.check_interval_max_seconds) == (300.0, 7200.0)
+    assert vendor.check_timeout_seconds == 30.0
     morning = config.schedule("morning_report")
     assert (morning.cron, morning.timezone) == ("0 6 * * *", "Europe/Berlin")
     assert morning.partition.template == "report/date={date}"

@@ -44,6 +44,7 @@ from databuild.cli.build import (
 )
 from databuild.cli.client import Client, Params, find_service_url
 from databuild.cli.config_commands import config
+from databuild.cli.partition_commands import partition
 from databuild.cli.sla import sla
 from databuild.config import GraphConfig, find_config, load_config, parse_duration
 from databuild.core.data_time import format_timestamp, parse_data_date
@@ -864,6 +865,7 @@ def reload() -> None:
 
 cli.add_command(sla)
 cli.add_command(config)
+cli.add_command(partition)
 
 
 def main() -> None:

@@ -249,6 +249,22 @@ class UpstreamTable(_Table):
     partitions: Annotated[list[Pattern], Field(min_length=1)]
 
 
+class ExternalTable(_Table):
+    """[externals.NAME]: partitions no job builds (landed from outside the graph); wants on
+    them wait until they are declared live, by hand or by the optional check command."""
+
+    partitions: Annotated[list[Pattern], Field(min_length=1)]
+    check: (
+        Annotated[
+            list[str], BeforeValidator(_command), Field(min_length=1), AfterValidator(_program)
+        ]
+        | None
+    ) = None
+    check_interval: Annotated[Duration, Field(gt=0)] = 60.0
+    check_interval_max: Annotated[Duration, Field(gt=0)] = 3600.0
+    check_timeout: Annotated[Duration, Field(gt=0)] = 60.0
+
+
 class ScheduleTable(_Table):
     """[schedules.NAME]: create wants on a cron schedule (docs/schedules.md)."""
 
@@ -284,6 +300,9 @@ class GraphFile(_Table):
     executor: ExecutorTable = Field(default_factory=ExecutorTable)
     service: ServiceTable = Field(default_factory=ServiceTable)
     upstreams: dict[Identifier, UpstreamTable] = Field(
+        default_factory=dict, json_schema_extra=_NAMES_ONLY
+    )
+    externals: dict[Identifier, ExternalTable] = Field(
         default_factory=dict, json_schema_extra=_NAMES_ONLY
     )
     schedules: dict[Identifier, ScheduleTable] = Field(

@@ -144,8 +144,9 @@ class PartitionBuilding:
 @dataclass(frozen=True, slots=True)
 class PartitionLive:
     partition_ref: PartitionRef
-    job_run_id: JobRunId | None  # None: made live by an upstream graph
+    job_run_id: JobRunId | None  # None: made live by an upstream graph or as an external
     upstream: str = ""
+    external: str = ""  # the external's name, when declared live (by hand or its check)
 
 
 @dataclass(frozen=True, slots=True)

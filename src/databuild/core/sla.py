@@ -7,7 +7,8 @@ reads the clock or does I/O.
 
 *Blame* walks the want's chain (its partition, then what that waits on, transitively, that
 is not live) and names the partition that holds it up most: a failed job first, then a
-job in retry back-off, an unbuildable partition, a cycle, an upstream graph, a queued
+job in retry back-off, an unbuildable partition, a cycle, an external partition not yet
+live (``waiting on external NAME: <ref>``), an upstream graph, a queued
 partition, a running one.
 
 *Prediction* (``predict``): predicted finish = ``now`` + the sum, over the partitions still
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from databuild.core.data_time import format_timestamp
+from databuild.core.externals import waiting_text
 from databuild.core.lifecycle import PartitionStatus
 from databuild.core.model import NO_DEADLINE, WantId, WantStatus
 from databuild.core.refs import PartitionRef
@@ -43,6 +45,7 @@ class BlameReason(StrEnum):
     RETRYING = "retrying"  # its job failed; a retry is scheduled
     UNBUILDABLE = "unbuildable"  # no job builds it and no upstream graph provides it
     CYCLE = "cycle"  # it waits (transitively) on itself
+    EXTERNAL = "external"  # waiting on an external partition to be declared live
     UPSTREAM_GRAPH = "upstream_graph"  # waiting on an upstream graph to provide it
     QUEUED = "queued"  # ready, waiting for a run slot of its job
     RUNNING = "running"  # its job is running now
@@ -135,6 +138,8 @@ def _leaf(state: BuildState, ref: PartitionRef, part: PartitionRecord | None) ->
     if status is PartitionStatus.LIVE:
         return Blame(ref, BlameReason.NOT_HELD, "live")
     route = state.graph.route(ref)
+    if route.external is not None:
+        return Blame(ref, BlameReason.EXTERNAL, waiting_text(route.external.name, ref))
     if route.upstream is not None:
         return Blame(
             ref, BlameReason.UPSTREAM_GRAPH, f"waiting on upstream graph {route.upstream.name!r}"

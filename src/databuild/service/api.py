@@ -113,6 +113,14 @@ async def list_partitions(
     )
 
 
+@router.post("/partitions/live", response_model=schemas.PartitionsLiveResponse, responses=_ERRORS)
+async def partitions_live(
+    body: schemas.PartitionsLiveRequest, request: Request
+) -> schemas.PartitionsLiveResponse:
+    """Declare external partitions live (idempotent): the wants waiting on them go on."""
+    return await operations.partitions_live(host_of(request), body)
+
+
 @router.get("/partitions/{ref:path}", response_model=schemas.PartitionView, responses=_ERRORS)
 async def get_partition(ref: str, request: Request) -> schemas.PartitionView:
     """One partition (the ref may contain '/')."""

@@ -20,10 +20,12 @@ from dataclasses import dataclass, field
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
 
+from databuild.core.externals import waiting_refs
 from databuild.core.lifecycle import JobRunStatus, PartitionStatus
-from databuild.core.model import WantStatus
+from databuild.core.model import ExternalSpec, WantStatus
 from databuild.core.state import BuildState
 from databuild.runtime.controller import ControllerStats
+from databuild.runtime.externals import ExternalCheckStats
 from databuild.service.host import GraphHost
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -173,6 +175,38 @@ def controller_families(stats: ControllerStats) -> list[Family]:
     return [steps, last, appended, started]
 
 
+def external_families(
+    state: BuildState, externals: Sequence[ExternalSpec], checks: dict[str, ExternalCheckStats]
+) -> list[Family]:
+    """Per external: refs some want waits on, and its check command's runs and failures."""
+    waiting = Family(
+        "databuild_external_refs_waiting",
+        "gauge",
+        "External partitions some active want waits on, not yet live.",
+    )
+    runs = Family(
+        "databuild_external_checks_total", "counter", "Runs of an external's check command."
+    )
+    failures = Family(
+        "databuild_external_check_failures_total",
+        "counter",
+        "Runs of an external's check command that failed (exit code, timeout, output).",
+    )
+    found = Family(
+        "databuild_external_refs_found_total",
+        "counter",
+        "External partitions an external's check command found and made live.",
+    )
+    for external in externals:
+        waiting.add(len(waiting_refs(state, external.name)), external=external.name)
+        stats = checks.get(external.name)
+        if stats is not None:
+            runs.add(stats.checks, external=external.name)
+            failures.add(stats.failures, external=external.name)
+            found.add(stats.found, external=external.name)
+    return [waiting, runs, failures, found]
+
+
 def render(families: Iterable[Family]) -> str:
     return "".join(f.render() for f in families)
 
@@ -217,4 +251,8 @@ async def metrics(request: Request) -> PlainTextResponse:
         text += storage.render() + retries.render()
     if controller is not None:
         text += render(controller_families(controller.stats))
+    if host.config.externals:
+        checker = host.external_checker
+        checks = checker.stats if checker is not None else {}
+        text += render(external_families(host.state, host.config.externals, checks))
     return PlainTextResponse(text, media_type=CONTENT_TYPE)

@@ -151,6 +151,14 @@ class PartitionView(BaseModel):
     job_name: str
 
 
+class PartitionsLiveRequest(BaseModel):
+    partition_refs: list[str] = Field(min_length=1, max_length=10_000)
+
+
+class PartitionsLiveResponse(BaseModel):
+    partitions: list[PartitionView]
+
+
 class ListPartitionsResponse(BaseModel):
     partitions: list[PartitionView]
     next_cursor: str

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TypeVar
 
+from databuild.core import sla
 from databuild.core.data_time import format_timestamp
 from databuild.core.errors import InvalidInput
 from databuild.core.lineage import ObservedNeed
@@ -28,6 +29,12 @@ def want_view(state: BuildState, record: WantRecord) -> schemas.WantView:
     want = record.want
     part = state.partitions.get(want.partition_ref)
     waiting: list[str] = sorted(part.waiting_on) if part is not None and record.active else []
+    message = record.message
+    if record.active and not message:
+        # held up by a partition from outside the graph: say which (``core.externals``)
+        held = sla.blame(state, want.want_id)
+        if held.reason is sla.BlameReason.EXTERNAL:
+            message = held.text
     return schemas.WantView(
         want_id=want.want_id,
         root_want_id=want.root_want_id,
@@ -38,7 +45,7 @@ def want_view(state: BuildState, record: WantRecord) -> schemas.WantView:
         sla_seconds=want.sla_seconds,
         source=want.source.value,
         status=record.status.value,
-        message=record.message,
+        message=message,
         created_at=record.created_at,
         updated_at=record.updated_at,
         finished_at=record.finished_at,

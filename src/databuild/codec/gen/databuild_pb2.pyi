@@ -602,21 +602,25 @@ class PartitionLive(_message.Message):
     PARTITION_REF_FIELD_NUMBER: _builtins.int
     JOB_RUN_ID_FIELD_NUMBER: _builtins.int
     UPSTREAM_FIELD_NUMBER: _builtins.int
+    EXTERNAL_FIELD_NUMBER: _builtins.int
     partition_ref: _builtins.str
     job_run_id: _builtins.str
     """"" when an upstream graph made it live"""
     upstream: _builtins.str
     """the upstream graph's name, if any"""
+    external: _builtins.str
+    """the external's name, when declared live (by hand or its check)"""
     def __init__(
         self,
         *,
         partition_ref: _builtins.str = ...,
         job_run_id: _builtins.str = ...,
         upstream: _builtins.str = ...,
+        external: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_run_id", b"job_run_id", "partition_ref", b"partition_ref", "upstream", b"upstream"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["external", b"external", "job_run_id", b"job_run_id", "partition_ref", b"partition_ref", "upstream", b"upstream"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1221,3 +1225,45 @@ class ErrorResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ErrorResponse: _TypeAlias = ErrorResponse  # noqa: Y015
+
+@_typing.final
+class PartitionsLiveRequest(_message.Message):
+    """POST /api/v1/partitions/live: declare external partitions live (idempotent)"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARTITION_REFS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def partition_refs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        partition_refs: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["partition_refs", b"partition_refs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PartitionsLiveRequest: _TypeAlias = PartitionsLiveRequest  # noqa: Y015
+
+@_typing.final
+class PartitionsLiveResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARTITIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def partitions(self) -> _containers.RepeatedCompositeFieldContainer[Global___PartitionView]: ...
+    def __init__(
+        self,
+        *,
+        partitions: _abc.Iterable[Global___PartitionView] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["partitions", b"partitions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PartitionsLiveResponse: _TypeAlias = PartitionsLiveResponse  # noqa: Y015
