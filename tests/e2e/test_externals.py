@@ -32,16 +32,7 @@ pytestmark = pytest.mark.slow
 
 Launcher = Callable[..., tuple["subprocess.Popen[bytes]", str]]
 
-EXTRA = """
-[externals.vendor]
-partitions = ["vendor/date={date}"]
-check = ["python", "checks/vendor_files.py"]
-check_interval = 0.2
-check_interval_max = 1
-
-[externals.signoff]
-partitions = ["signoff/date={date}"]
-
+JOBS = """
 [jobs.priced]
 outputs = ["priced/date={date}"]
 command = ["python", "jobs/priced.py"]
@@ -82,6 +73,15 @@ def build(ref):
 
 sdk.run(build)
 """
+
+
+def documented_externals() -> str:
+    """The externals of docs/concepts.md ("External partitions")."""
+    text = (REPO / "docs" / "concepts.md").read_text(encoding="utf-8")
+    section = text.split("## External partitions", 1)[1]
+    found = re.search(r"```toml\n(.*?)```", section, re.DOTALL)
+    assert found is not None, "docs/concepts.md shows no externals"
+    return found.group(1)
 
 
 def documented_check() -> str:
@@ -135,7 +135,7 @@ def test_a_want_waits_on_externals_that_land_later(
 ) -> None:
     graph = calendar_factory()
     config = graph / "databuild.toml"
-    config.write_text(config.read_text() + EXTRA)
+    config.write_text(config.read_text() + documented_externals() + JOBS)
     (graph / "jobs" / "priced.py").write_text(PRICED)
     (graph / "jobs" / "published.py").write_text(PUBLISHED)
     (graph / "checks").mkdir()
