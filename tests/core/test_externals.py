@@ -137,3 +137,23 @@ def test_check_output_is_the_asked_refs_that_exist() -> None:
     )
     assert answer.found == (ref("vendor/date=2024-01-02"),)
     assert answer.unknown == ("something else",)
+
+
+def test_a_diamond_waiting_on_one_external_is_blamed_on_it_not_a_cycle() -> None:
+    # tests/core (stateful): two inputs that both wait on one external ref were blamed as
+    # "waiting on its own inputs (cycle)": the second path met an already visited ref
+    spec = GraphSpec(
+        name="test",
+        jobs=(job("mid", "mid/{x}"), job("top", "top/{x}")),
+        externals=(vendor(),),
+    )
+    sim = Sim(spec)
+    root = sim.want("top/t")
+    sim.start(sim.run_of("top/t"))
+    sim.finish(sim.run_of("top/t"), missing(("top/t", ["mid/a", "mid/b"])))
+    for name in ("mid/a", "mid/b"):
+        sim.start(sim.run_of(name))
+        sim.finish(sim.run_of(name), missing((name, ["vendor/date=2024-01-01"])))
+    found = sla.blame(sim.state, root)
+    assert found.reason is sla.BlameReason.EXTERNAL, found
+    assert found.text == "waiting on external vendor: vendor/date=2024-01-01"

@@ -99,9 +99,14 @@ def blame(state: BuildState, want_id: WantId) -> Blame:
         return Blame(ref, BlameReason.EXPIRED, "the want expired (past its TTL) unbuilt")
     leaves: list[Blame] = []
     seen: set[PartitionRef] = set()
-    stack = [ref]
+    # each entry carries the path to it: a cycle is a ref met again on its own path, not
+    # one met again through another path (a diamond: two inputs that wait on one ref)
+    stack: list[tuple[PartitionRef, tuple[PartitionRef, ...]]] = [(ref, ())]
     while stack:
-        current = stack.pop()
+        current, path = stack.pop()
+        if current in path:
+            leaves.append(Blame(path[-1], BlameReason.CYCLE, "waiting on its own inputs (cycle)"))
+            continue
         if current in seen:
             continue
         seen.add(current)
@@ -110,16 +115,10 @@ def blame(state: BuildState, want_id: WantId) -> Blame:
             leaves.append(_leaf(state, current, part))
             continue
         pending = sorted((r for r in part.waiting_on if not state.is_live(r)), reverse=True)
-        fresh = [r for r in pending if r not in seen]
-        if not fresh:
-            if pending:  # everything it waits on is already on this path: a cycle
-                leaves.append(
-                    Blame(current, BlameReason.CYCLE, "waiting on its own inputs (cycle)")
-                )
-            else:
-                leaves.append(_leaf(state, current, None))
+        if not pending:
+            leaves.append(_leaf(state, current, None))
             continue
-        stack.extend(fresh)
+        stack.extend((r, (*path, current)) for r in pending)
     return min(leaves, key=lambda b: (SEVERITY.index(b.reason), b.ref))
 
 
