@@ -38,6 +38,7 @@ def test_complete_example_loads_to_what_it_says(tmp_path: Path) -> None:
     assert (ingest.retry_backoff_seconds, ingest.retry_backoff_max_seconds) == (2.0, 600.0)
     assert ingest.env == (("SALES_REGION", "eu"), ("SALES_API_KEY", "none"), ("PRICE", "$5"))
     assert ingest.expected_seconds == 90.0
+    assert ingest.version == "2024.06"
     report = config.graph.job("report")
     assert report.command == ("bin/report",)
     assert config.graph.route("report/date=2024-01-01").job == report

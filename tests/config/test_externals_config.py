@@ -100,3 +100,15 @@ def test_an_unknown_key_in_an_external_is_refused(tmp_path: Path) -> None:
         tmp_path, MINIMAL + '[externals.vendor]\npartitions = ["v/{d}"]\nchek = ["true"]\n'
     )
     assert error.key.startswith("externals.vendor")
+
+
+def test_a_job_version_is_loaded(tmp_path: Path) -> None:
+    config = load_text(tmp_path, MINIMAL + 'version = "2024.06-b"\n')
+    assert config.graph.job("ingest").version == "2024.06-b"
+    assert load_text(tmp_path, MINIMAL).graph.job("ingest").version == ""
+
+
+def test_a_bad_job_version_names_the_key(tmp_path: Path) -> None:
+    for bad in ('""', '" 1"', "3"):
+        error = load_error(tmp_path, MINIMAL + f"version = {bad}\n")
+        assert error.key == "jobs.ingest.version", bad

@@ -81,6 +81,14 @@ def _command(value: object) -> object:
     return value
 
 
+def _version(value: str) -> str:
+    if value != value.strip() or any(not c.isprintable() for c in value):
+        raise ValueError(
+            f"{value!r} is not a version: use printable characters, no surrounding spaces"
+        )
+    return value
+
+
 def _program(value: list[str]) -> list[str]:
     if value and not value[0]:
         raise ValueError("the first element (the program to run) must not be empty")
@@ -215,6 +223,9 @@ class JobTable(_Table):
     env: dict[EnvName, str] = Field(default_factory=dict)
     expected_duration: Duration = 0.0
     warm: bool = False
+    version: (
+        Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_version)] | None
+    ) = None
 
 
 class StorageTable(_Table):

@@ -190,6 +190,7 @@ class _Assembly:
             env=env,
             expected_seconds=table.expected_duration,
             warm=table.warm,
+            version=table.version or "",
         )
 
     def expand(self, value: str, loc: tuple[int | str, ...]) -> str:

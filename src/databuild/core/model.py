@@ -129,6 +129,7 @@ class JobSpec:
     env: tuple[tuple[str, str], ...] = ()
     expected_seconds: float = 0.0  # a hint for SLA prediction before runs are recorded
     warm: bool = False  # a Python script run in a reused interpreter (same job protocol)
+    version: str = ""  # recorded on each partition a run builds; "" none declared
 
     def builds(self, ref: str) -> bool:
         return any(p.match(ref) is not None for p in self.outputs)

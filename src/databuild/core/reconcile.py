@@ -249,7 +249,8 @@ class Reconciler:
         part = self.state.partition(ref)
         if part.status is PartitionStatus.LIVE:
             return
-        self._emit(ev.PartitionLive(ref, run_id, upstream, external), now)
+        version = self.state.runs[run_id].job_version if run_id is not None else ""
+        self._emit(ev.PartitionLive(ref, run_id, upstream, external, version), now)
         for want_id in sorted(part.active_wants):
             self._emit(ev.WantSatisfied(want_id, run_id), now)
 
@@ -608,7 +609,7 @@ class Reconciler:
                 continue
             run_id = job_run_id_for(state.run_count + 1)
             want_ids = tuple(w for ref in batch for w in sorted(state.partition(ref).active_wants))
-            self._emit(ev.JobRunQueued(run_id, job.name, tuple(batch), want_ids), now)
+            self._emit(ev.JobRunQueued(run_id, job.name, tuple(batch), want_ids, job.version), now)
             for ref in batch:
                 self._emit(ev.PartitionBuilding(ref, run_id), now)
             self.effects.append(StartRun(run_id, job.name, tuple(batch)))

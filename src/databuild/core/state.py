@@ -93,6 +93,7 @@ class PartitionRecord:
     updated_at: float = 0.0
     upstream: str = ""
     active_wants: AbstractSet[WantId] = _NO_REFS
+    job_version: str = ""  # the version of the job that built it (``PartitionLive``)
 
     def add_active_want(self, want_id: WantId) -> None:
         if isinstance(self.active_wants, set):
@@ -129,6 +130,7 @@ class JobRunRecord:
     failure_kind: ev.FailureKind | None = None
     message: str = ""
     missing: tuple[ev.MissingDeps, ...] = ()
+    job_version: str = ""  # the job's version when the run was dispatched
 
     @property
     def duration_seconds(self) -> float:
@@ -438,7 +440,13 @@ def _run_queued(state: BuildState, e: ev.JobRunQueued, now: float, seq: int) -> 
         raise IllegalTransition(f"job run {e.job_run_id} already exists")
     check_run(None, JobRunStatus.QUEUED)
     state.runs[e.job_run_id] = JobRunRecord(
-        e.job_run_id, e.job_name, e.partition_refs, e.want_ids, JobRunStatus.QUEUED, now
+        e.job_run_id,
+        e.job_name,
+        e.partition_refs,
+        e.want_ids,
+        JobRunStatus.QUEUED,
+        now,
+        job_version=e.job_version,
     )
     state.run_count += 1
     state.running_by_job[e.job_name].add(e.job_run_id)
@@ -537,6 +545,7 @@ def _partition_live(state: BuildState, e: ev.PartitionLive, now: float, seq: int
     part = state.partition(e.partition_ref)
     if e.job_run_id is not None:
         part.job_run_id = e.job_run_id
+    part.job_version = e.job_version
     part.upstream = e.upstream or (f"external {e.external}" if e.external else "")
     part.message = ""
     if e.external:

@@ -149,6 +149,8 @@ class PartitionView(BaseModel):
     want_ids: list[str]
     upstream: str
     job_name: str
+    job_version: str
+    stale: bool
 
 
 class PartitionsLiveRequest(BaseModel):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TypeVar
 
-from databuild.core import sla
+from databuild.core import sla, versions
 from databuild.core.data_time import format_timestamp
 from databuild.core.errors import InvalidInput
 from databuild.core.lineage import ObservedNeed
@@ -111,6 +111,8 @@ def partition_view(state: BuildState, part: PartitionRecord) -> schemas.Partitio
         want_ids=sorted(part.active_wants),
         upstream=part.upstream,
         job_name=state.job_of(part.ref) or "",
+        job_version=part.job_version,
+        stale=versions.is_stale(state, part),
     )
 
 
@@ -199,6 +201,7 @@ def list_partitions(
     status: str | None,
     cursor: str,
     limit: int,
+    stale: bool = False,
 ) -> schemas.ListPartitionsResponse:
     if refs:
         views = [
@@ -214,6 +217,7 @@ def list_partitions(
         for p in state.partitions.values()
         if (prefix is None or p.ref.startswith(prefix))
         and (statuses is None or p.status.value in statuses)
+        and (not stale or versions.is_stale(state, p))
     )
     page, next_cursor = _page(matching, cursor, limit)
     return schemas.ListPartitionsResponse(
