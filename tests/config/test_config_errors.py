@@ -117,7 +117,7 @@ CASES: list[tuple[str, str, str, list[str]]] = [
         "unknown top-level table",
         MINIMAL + "\n[job.other]\nx = 1\n",
         "job",
-        ["unknown key 'job'", "did you mean 'jobs'", "alerts, executor, graph, jobs"],
+        ["unknown key 'job'", "did you mean 'jobs'", "alerts, executor, externals, graph, jobs"],
     ),
     (
         "unknown storage key",

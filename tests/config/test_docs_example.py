@@ -38,6 +38,7 @@ def test_complete_example_loads_to_what_it_says(tmp_path: Path) -> None:
     assert (ingest.retry_backoff_seconds, ingest.retry_backoff_max_seconds) == (2.0, 600.0)
     assert ingest.env == (("SALES_REGION", "eu"), ("SALES_API_KEY", "none"), ("PRICE", "$5"))
     assert ingest.expected_seconds == 90.0
+    assert ingest.version == "2024.06"
     report = config.graph.job("report")
     assert report.command == ("bin/report",)
     assert config.graph.route("report/date=2024-01-01").job == report
@@ -51,6 +52,12 @@ def test_complete_example_loads_to_what_it_says(tmp_path: Path) -> None:
     assert customers.name == "customers"
     assert customers.url == "http://customers.internal:8080"
     assert [p.template for p in customers.partitions] == ["customers/date={date}"]
+    (vendor,) = config.externals
+    assert vendor.name == "vendor_files"
+    assert [p.template for p in vendor.partitions] == ["vendor/date={date}"]
+    assert vendor.check == ("python", "checks/vendor_files.py")
+    assert (vendor.check_interval_seconds, vendor.check_interval_max_seconds) == (300.0, 7200.0)
+    assert vendor.check_timeout_seconds == 30.0
     morning = config.schedule("morning_report")
     assert (morning.cron, morning.timezone) == ("0 6 * * *", "Europe/Berlin")
     assert morning.partition.template == "report/date={date}"

@@ -29,8 +29,17 @@ from hypothesis.stateful import (
 )
 
 from databuild.core import events as ev
+from databuild.core import sla
 from databuild.core.lifecycle import ACTIVE_WANT_STATUSES, PartitionStatus
-from databuild.core.model import GraphSpec, JobRunId, JobSpec, WantId, WantRequest, WantSource
+from databuild.core.model import (
+    ExternalSpec,
+    GraphSpec,
+    JobRunId,
+    JobSpec,
+    WantId,
+    WantRequest,
+    WantSource,
+)
 from databuild.core.model import WantStatus as W
 from databuild.core.outcomes import (
     OutputFailed,
@@ -47,6 +56,9 @@ from databuild.core.refs import PartitionPattern, PartitionRef, parse_ref
 from databuild.core.state import BuildState, canonical
 
 UNBUILDABLE = parse_ref("nojob/p=0")
+# partitions from outside the graph (issue 11): wants wait on them until declared live
+EXTERNAL = ExternalSpec("outside", (PartitionPattern.compile("ext/p={p}"),))
+EXTERNAL_REFS = (parse_ref("ext/p=0"), parse_ref("ext/p=1"))
 PARTITION_OF_WANT = {
     W.PENDING: {PartitionStatus.ABSENT},
     W.BUILDING: {PartitionStatus.BUILDING},
@@ -69,6 +81,9 @@ def models(draw: st.DrawFn) -> Model:
     names = [[parse_ref(f"l{layer}/p={i}") for i in range(n)] for layer, n in enumerate(sizes)]
     if draw(st.booleans()):
         names[0].append(UNBUILDABLE)  # an input no job builds
+    with_external = draw(st.booleans())
+    if with_external:
+        names[0].extend(EXTERNAL_REFS)  # inputs that land from outside
     deps: dict[PartitionRef, tuple[PartitionRef, ...]] = {}
     for layer in range(1, layers):
         below = names[layer - 1]
@@ -89,7 +104,8 @@ def models(draw: st.DrawFn) -> Model:
         for layer in range(layers)
     )
     every = tuple(p for layer in names for p in layer)
-    return Model(GraphSpec(name="random", jobs=jobs), deps, every)
+    externals = (EXTERNAL,) if with_external else ()
+    return Model(GraphSpec(name="random", jobs=jobs, externals=externals), deps, every)
 
 
 OUTCOMES = st.sampled_from(
@@ -269,6 +285,28 @@ class ReconcilerMachine(RuleBasedStateMachine):
         assert payloads == [] and effects == []
         assert canonical(self.state) == before
 
+    @precondition(lambda self: bool(self.m.spec.externals))
+    @rule(data=st.data(), tick=st.booleans())
+    def declare_external_live(self, data: st.DataObject, tick: bool) -> None:
+        """An external partition lands: every want on it, and every partition waiting only
+        on it, goes on in this same step. Declaring it again changes nothing."""
+        ref = data.draw(st.sampled_from(EXTERNAL_REFS), label="external")
+        was_live = self.state.is_live(ref)
+        waiting = [w for w in sorted(self.state.partition(ref).active_wants)]
+        waiters = sorted(self.state.waiters.get(ref, ()))
+        self.r.externals_live((ref,), self.now)
+        payloads, effects = self.take()
+        assert effects == []
+        if was_live:
+            assert payloads == []
+        assert self.state.is_live(ref)
+        for want_id in waiting:
+            assert self.state.wants[want_id].status is W.SATISFIED
+        for waiter in waiters:
+            assert ref not in self.state.partition(waiter).waiting_on
+        if tick:
+            self.do_tick(4)
+
     @rule(
         advance=st.sampled_from([0.0, 0.5, 1.0, 3.0, 60.0, 400.0, 3000.0]), slots=st.integers(0, 4)
     )
@@ -346,7 +384,19 @@ class ReconcilerMachine(RuleBasedStateMachine):
             assert want_id in part.active_wants
             assert part.status in PARTITION_OF_WANT[record.status], (record.status, part.status)
             if part.status is PartitionStatus.ABSENT:
-                assert state.job_of(part.ref) is not None, f"{part.ref} can never be dispatched"
+                external = state.graph.route(part.ref).external
+                assert state.job_of(part.ref) is not None or external is not None, (
+                    f"{part.ref} can never be dispatched"
+                )
+            # it ends, or it waits on a named partition: never "held by nothing"
+            held = sla.blame(state, want_id)
+            assert held.reason not in (sla.BlameReason.NOT_HELD, sla.BlameReason.UNBUILDABLE), (
+                want_id,
+                held,
+            )
+            if held.reason is sla.BlameReason.EXTERNAL:
+                assert held.ref in EXTERNAL_REFS and not state.is_live(held.ref)
+                assert held.text == f"waiting on external outside: {held.ref}"
             if part.status is PartitionStatus.BACKOFF:
                 assert part.retry_at > 0
             if part.status is PartitionStatus.WAITING:
@@ -415,9 +465,23 @@ class ReconcilerMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         """Drain: with honest jobs and a clock that moves only past retry backoffs, every
-        want ends terminal (nothing hangs)."""
+        want ends terminal or waits on an external partition; once those land, every want
+        ends terminal (nothing hangs)."""
         if self.rec is None:
             return
+        self.drain()
+        if self.m.spec.externals:
+            for want in self.state.active_wants():
+                held = sla.blame(self.state, want.want.want_id)
+                assert held.reason is sla.BlameReason.EXTERNAL, (want.want.partition_ref, held)
+            self.r.externals_live(EXTERNAL_REFS, self.now)
+            self.take()
+            self.drain()
+        stuck = [(w.want.partition_ref, w.status.value) for w in self.state.active_wants()]
+        assert not stuck, f"wants still active after draining: {stuck}"
+        self.replay_equals_incremental()
+
+    def drain(self) -> None:
         for _ in range(200):
             if not self.state.active_wants():
                 break
@@ -430,9 +494,6 @@ class ReconcilerMachine(RuleBasedStateMachine):
             self.live_partitions_are_never_queued_again()
             self.every_want_is_terminal_or_being_worked_on()
             self.a_tick_with_free_slots_leaves_no_dispatchable_work_behind()
-        stuck = [(w.want.partition_ref, w.status.value) for w in self.state.active_wants()]
-        assert not stuck, f"wants still active after draining: {stuck}"
-        self.replay_equals_incremental()
 
 
 ReconcilerMachine.TestCase.settings = settings(

@@ -15,7 +15,7 @@ from databuild.core.state import BuildState
 from databuild.runtime.scheduler import DEFAULT_CATCH_UP_SECONDS, firing_at
 from databuild.service.app import create_app
 from databuild.service.host import GraphHost
-from databuild.service.metrics import state_families
+from databuild.service.metrics import external_families, state_families
 
 from .helpers import DAY, HOUR, T0, Sim, graph, job
 from .test_service_sla import parse_exposition, write_config
@@ -112,6 +112,7 @@ def test_metrics_doc_example_parses_and_every_metric_is_documented() -> None:
         "databuild_storage_retries_total",
         "databuild_event_stream_subscriptions",  # followers of the event stream
     }
+    names |= {f.name for f in external_families(state, (), {})}  # per [externals.NAME]
     documented = set(re.findall(r"^\| `(databuild_[a-z_]+)`", text, re.M))
     assert documented == names
 

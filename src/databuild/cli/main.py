@@ -44,6 +44,7 @@ from databuild.cli.build import (
 )
 from databuild.cli.client import Client, Params, find_service_url
 from databuild.cli.config_commands import config
+from databuild.cli.partition_commands import partition
 from databuild.cli.sla import sla
 from databuild.config import GraphConfig, find_config, load_config, parse_duration
 from databuild.core.data_time import format_timestamp, parse_data_date
@@ -520,8 +521,13 @@ def want_cancel(want_id: str) -> None:
 @click.argument("refs", nargs=-1)
 @click.option("--prefix", help="partition ref prefix")
 @click.option("--status", help="comma-separated: absent,building,waiting,backoff,live,failed")
+@click.option(
+    "--stale", is_flag=True, help="only live partitions built by another version of their job"
+)
 @click.option("--limit", type=click.IntRange(1, None), default=200, show_default=True)
-def partitions(refs: tuple[str, ...], prefix: str | None, status: str | None, limit: int) -> None:
+def partitions(
+    refs: tuple[str, ...], prefix: str | None, status: str | None, stale: bool, limit: int
+) -> None:
     """Partitions and their state (or exactly REFS)."""
     ctx = _ctx()
     with ctx.service(write=False) as client:
@@ -530,7 +536,11 @@ def partitions(refs: tuple[str, ...], prefix: str | None, status: str | None, li
                 parse_ref(raw)
             found = client.get("/api/v1/partitions", {"ref": list(refs)})["partitions"]
         else:
-            params = {k: v for k, v in {"prefix": prefix, "status": status}.items() if v}
+            params: dict[str, str] = {
+                k: v for k, v in {"prefix": prefix, "status": status}.items() if v
+            }
+            if stale:
+                params["stale"] = "true"
             found = list(client.pages("/api/v1/partitions", "partitions", params, limit))
     if ctx.as_json:
         output.print_json({"partitions": found})
@@ -864,6 +874,7 @@ def reload() -> None:
 
 cli.add_command(sla)
 cli.add_command(config)
+cli.add_command(partition)
 
 
 def main() -> None:

@@ -131,6 +131,8 @@ def partitions_table(partitions: Iterable[dict[str, Any]]) -> Table:
         detail = p["message"] or (
             ("waiting on " + ", ".join(p["waiting_on"][:3])) if p["waiting_on"] else ""
         )
+        if p.get("stale"):
+            detail = f"stale: built by version {p['job_version'] or '(none)'}"
         table.add_row(
             escape(p["partition_ref"]),
             styled(p["status"]),

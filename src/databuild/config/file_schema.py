@@ -81,6 +81,14 @@ def _command(value: object) -> object:
     return value
 
 
+def _version(value: str) -> str:
+    if value != value.strip() or any(not c.isprintable() for c in value):
+        raise ValueError(
+            f"{value!r} is not a version: use printable characters, no surrounding spaces"
+        )
+    return value
+
+
 def _program(value: list[str]) -> list[str]:
     if value and not value[0]:
         raise ValueError("the first element (the program to run) must not be empty")
@@ -215,6 +223,9 @@ class JobTable(_Table):
     env: dict[EnvName, str] = Field(default_factory=dict)
     expected_duration: Duration = 0.0
     warm: bool = False
+    version: (
+        Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_version)] | None
+    ) = None
 
 
 class StorageTable(_Table):
@@ -247,6 +258,22 @@ class UpstreamTable(_Table):
 
     url: HttpUrl
     partitions: Annotated[list[Pattern], Field(min_length=1)]
+
+
+class ExternalTable(_Table):
+    """[externals.NAME]: partitions no job builds (landed from outside the graph); wants on
+    them wait until they are declared live, by hand or by the optional check command."""
+
+    partitions: Annotated[list[Pattern], Field(min_length=1)]
+    check: (
+        Annotated[
+            list[str], BeforeValidator(_command), Field(min_length=1), AfterValidator(_program)
+        ]
+        | None
+    ) = None
+    check_interval: Annotated[Duration, Field(gt=0)] = 60.0
+    check_interval_max: Annotated[Duration, Field(gt=0)] = 3600.0
+    check_timeout: Annotated[Duration, Field(gt=0)] = 60.0
 
 
 class ScheduleTable(_Table):
@@ -284,6 +311,9 @@ class GraphFile(_Table):
     executor: ExecutorTable = Field(default_factory=ExecutorTable)
     service: ServiceTable = Field(default_factory=ServiceTable)
     upstreams: dict[Identifier, UpstreamTable] = Field(
+        default_factory=dict, json_schema_extra=_NAMES_ONLY
+    )
+    externals: dict[Identifier, ExternalTable] = Field(
         default_factory=dict, json_schema_extra=_NAMES_ONLY
     )
     schedules: dict[Identifier, ScheduleTable] = Field(

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from databuild.config.schedule import ScheduleSpec
-from databuild.core.model import GraphSpec, JobSpec, UpstreamSpec
+from databuild.core.model import ExternalSpec, GraphSpec, JobSpec, UpstreamSpec
 
 CONFIG_FILENAME = "databuild.toml"
 EXECUTOR_KINDS = ("local",)
@@ -70,6 +70,10 @@ class GraphConfig:
     @property
     def upstreams(self) -> tuple[UpstreamSpec, ...]:
         return self.graph.upstreams
+
+    @property
+    def externals(self) -> tuple[ExternalSpec, ...]:
+        return self.graph.externals
 
     @property
     def runs_dir(self) -> Path:

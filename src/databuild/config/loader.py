@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from databuild.config.externals import external_spec
 from databuild.config.file_schema import GraphFile, JobTable, StorageTable
 from databuild.config.graph_config import (
     CONFIG_FILENAME,
@@ -114,9 +115,14 @@ class _Assembly:
             UpstreamSpec(name=name, url=table.url, partitions=tuple(table.partitions))
             for name, table in parsed.upstreams.items()
         )
+        externals = tuple(
+            external_spec(self.path, name, table) for name, table in parsed.externals.items()
+        )
         self.check_unique_patterns(parsed)
         try:
-            graph = GraphSpec(name=parsed.graph.name, jobs=jobs, upstreams=upstreams)
+            graph = GraphSpec(
+                name=parsed.graph.name, jobs=jobs, upstreams=upstreams, externals=externals
+            )
         except InvalidInput as exc:
             raise self.error(("jobs",), str(exc)) from None
         schedules = tuple(
@@ -184,6 +190,7 @@ class _Assembly:
             env=env,
             expected_seconds=table.expected_duration,
             warm=table.warm,
+            version=table.version or "",
         )
 
     def expand(self, value: str, loc: tuple[int | str, ...]) -> str:
@@ -221,9 +228,13 @@ class _Assembly:
             ("upstreams", name, table.partitions, "partitions")
             for name, table in parsed.upstreams.items()
         ]
+        sections += [
+            ("externals", name, table.partitions, "partitions")
+            for name, table in parsed.externals.items()
+        ]
         seen: list[tuple[str, tuple[int | str, ...], PartitionPattern]] = []
         for section, name, patterns, key in sections:
-            owner = f"{'job' if section == 'jobs' else 'upstream'} {name!r}"
+            owner = f"{_OWNER_KIND[section]} {name!r}"
             for index, pattern in enumerate(patterns):
                 loc: tuple[int | str, ...] = (section, name, key, index)
                 if patterns.index(pattern) != index:
@@ -292,6 +303,9 @@ class _Assembly:
             f"{where} is {shown}; use sqlite:///path/to/file.sqlite (relative to the graph "
             "directory) or postgresql://user@host/database",
         )
+
+
+_OWNER_KIND = {"jobs": "job", "upstreams": "upstream", "externals": "external"}
 
 
 def _python_script(command: list[str]) -> bool:

@@ -96,6 +96,7 @@ class JobRunQueued:
     job_name: str
     partition_refs: tuple[PartitionRef, ...]
     want_ids: tuple[WantId, ...]
+    job_version: str = ""  # the job's ``version`` in the config the run was dispatched under
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,8 +152,10 @@ class PartitionBuilding:
 @dataclass(frozen=True, slots=True)
 class PartitionLive:
     partition_ref: PartitionRef
-    job_run_id: JobRunId | None  # None: made live by an upstream graph
+    job_run_id: JobRunId | None  # None: made live by an upstream graph or as an external
     upstream: str = ""
+    external: str = ""  # the external's name, when declared live (by hand or its check)
+    job_version: str = ""  # the version of the job whose run built it ("" none declared)
 
 
 @dataclass(frozen=True, slots=True)

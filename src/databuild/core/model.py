@@ -129,6 +129,7 @@ class JobSpec:
     env: tuple[tuple[str, str], ...] = ()
     expected_seconds: float = 0.0  # a hint for SLA prediction before runs are recorded
     warm: bool = False  # a Python script run in a reused interpreter (same job protocol)
+    version: str = ""  # recorded on each partition a run builds; "" none declared
 
     def builds(self, ref: str) -> bool:
         return any(p.match(ref) is not None for p in self.outputs)
@@ -147,12 +148,31 @@ class UpstreamSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class ExternalSpec:
+    """Partitions no job builds (files a vendor lands, another team's tables): wants on them
+    wait until they are declared live, by hand or by the optional ``check`` command, which
+    the service runs on the refs waiting (``runtime.externals``)."""
+
+    name: str
+    partitions: tuple[PartitionPattern, ...]
+    check: tuple[str, ...] = ()  # argv; empty: only `databuild partition live` makes them live
+    check_interval_seconds: float = 60.0
+    check_interval_max_seconds: float = 3600.0
+    check_timeout_seconds: float = 60.0
+
+    def provides(self, ref: str) -> bool:
+        return any(p.match(ref) is not None for p in self.partitions)
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
-    """Who makes a partition: a local job, an upstream graph, or nobody (with why)."""
+    """Who makes a partition: a local job, an upstream graph, the outside world (an
+    external), or nobody (with why)."""
 
     job: JobSpec | None = None
     upstream: UpstreamSpec | None = None
     problem: str = ""
+    external: ExternalSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +180,7 @@ class GraphSpec:
     name: str
     jobs: tuple[JobSpec, ...]
     upstreams: tuple[UpstreamSpec, ...] = ()
+    externals: tuple[ExternalSpec, ...] = ()
     _by_name: dict[str, JobSpec] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -175,8 +196,13 @@ class GraphSpec:
     def route(self, ref: str) -> Route:
         jobs = [j for j in self.jobs if j.builds(ref)]
         upstreams = [u for u in self.upstreams if u.provides(ref)]
-        if len(jobs) + len(upstreams) > 1:
-            owners = [f"job {j.name!r}" for j in jobs] + [f"upstream {u.name!r}" for u in upstreams]
+        externals = [x for x in self.externals if x.provides(ref)]
+        if len(jobs) + len(upstreams) + len(externals) > 1:
+            owners = (
+                [f"job {j.name!r}" for j in jobs]
+                + [f"upstream {u.name!r}" for u in upstreams]
+                + [f"external {x.name!r}" for x in externals]
+            )
             return Route(
                 problem=f"partition {ref!r} is ambiguous: {' and '.join(owners)} all match it"
             )
@@ -184,8 +210,10 @@ class GraphSpec:
             return Route(job=jobs[0])
         if upstreams:
             return Route(upstream=upstreams[0])
+        if externals:
+            return Route(external=externals[0])
         patterns = ", ".join(p.template for j in self.jobs for p in j.outputs) or "none"
         return Route(
-            problem=f"no job builds partition {ref!r} and no upstream graph provides it "
-            f"(job output patterns: {patterns})"
+            problem=f"no job builds partition {ref!r}, no upstream graph provides it and "
+            f"it is declared no external (job output patterns: {patterns})"
         )

@@ -16,7 +16,7 @@ import heapq
 from dataclasses import dataclass
 
 from databuild.core import events as ev
-from databuild.core import sla
+from databuild.core import externals, sla
 from databuild.core.errors import NotFound
 from databuild.core.lifecycle import JobRunStatus, PartitionStatus
 from databuild.core.model import (
@@ -247,18 +247,33 @@ class Reconciler:
             self._make_live(ref, run_id, "", now)
 
     def _make_live(
-        self, ref: PartitionRef, run_id: JobRunId | None, upstream: str, now: float
+        self,
+        ref: PartitionRef,
+        run_id: JobRunId | None,
+        upstream: str,
+        now: float,
+        external: str = "",
     ) -> None:
         part = self.state.partition(ref)
         if part.status is PartitionStatus.LIVE:
             return
-        self._emit(ev.PartitionLive(ref, run_id, upstream), now)
+        version = self.state.runs[run_id].job_version if run_id is not None else ""
+        self._emit(ev.PartitionLive(ref, run_id, upstream, external, version), now)
         for want_id in sorted(part.active_wants):
             self._emit(ev.WantSatisfied(want_id, run_id), now)
 
     def partition_live_upstream(self, ref: PartitionRef, upstream: str, now: float) -> None:
         """An upstream graph reports ``ref`` live (cross-graph coordination)."""
         self._make_live(ref, None, upstream, now)
+
+    def externals_live(self, refs: tuple[PartitionRef, ...], now: float) -> None:
+        """Declare external partitions live (by hand, or their check found them): the wants
+        waiting on them are woken in this same step. Idempotent: a live one stays as it
+        is. Refs that are not an external's are refused (InvalidInput), and then none is
+        made live."""
+        names = externals.check_live_refs(self.graph, refs)
+        for ref, name in zip(refs, names, strict=True):
+            self._make_live(ref, None, "", now, external=name)
 
     def _missing(self, run_id: JobRunId, outcome: RunMissingDeps, now: float) -> None:
         self._emit(ev.JobRunMissingDeps(run_id, outcome.missing, outcome.duration_seconds), now)
@@ -602,7 +617,7 @@ class Reconciler:
                 continue
             run_id = job_run_id_for(state.run_count + 1)
             want_ids = tuple(w for ref in batch for w in sorted(state.partition(ref).active_wants))
-            self._emit(ev.JobRunQueued(run_id, job.name, tuple(batch), want_ids), now)
+            self._emit(ev.JobRunQueued(run_id, job.name, tuple(batch), want_ids, job.version), now)
             for ref in batch:
                 self._emit(ev.PartitionBuilding(ref, run_id), now)
             self.effects.append(StartRun(run_id, job.name, tuple(batch)))

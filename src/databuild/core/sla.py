@@ -7,7 +7,8 @@ reads the clock or does I/O.
 
 *Blame* walks the want's chain (its partition, then what that waits on, transitively, that
 is not live) and names the partition that holds it up most: a failed job first, then a
-job in retry back-off, an unbuildable partition, a cycle, an upstream graph, a queued
+job in retry back-off, an unbuildable partition, a cycle, an external partition not yet
+live (``waiting on external NAME: <ref>``), an upstream graph, a queued
 partition, a running one.
 
 *Prediction* (``predict``): predicted finish = ``now`` + the sum, over the partitions still
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from databuild.core.data_time import format_timestamp
+from databuild.core.externals import waiting_text
 from databuild.core.lifecycle import PartitionStatus
 from databuild.core.model import NO_DEADLINE, WantId, WantStatus
 from databuild.core.refs import PartitionRef
@@ -43,6 +45,7 @@ class BlameReason(StrEnum):
     RETRYING = "retrying"  # its job failed; a retry is scheduled
     UNBUILDABLE = "unbuildable"  # no job builds it and no upstream graph provides it
     CYCLE = "cycle"  # it waits (transitively) on itself
+    EXTERNAL = "external"  # waiting on an external partition to be declared live
     UPSTREAM_GRAPH = "upstream_graph"  # waiting on an upstream graph to provide it
     QUEUED = "queued"  # ready, waiting for a run slot of its job
     RUNNING = "running"  # its job is running now
@@ -96,9 +99,14 @@ def blame(state: BuildState, want_id: WantId) -> Blame:
         return Blame(ref, BlameReason.EXPIRED, "the want expired (past its TTL) unbuilt")
     leaves: list[Blame] = []
     seen: set[PartitionRef] = set()
-    stack = [ref]
+    # each entry carries the path to it: a cycle is a ref met again on its own path, not
+    # one met again through another path (a diamond: two inputs that wait on one ref)
+    stack: list[tuple[PartitionRef, tuple[PartitionRef, ...]]] = [(ref, ())]
     while stack:
-        current = stack.pop()
+        current, path = stack.pop()
+        if current in path:
+            leaves.append(Blame(path[-1], BlameReason.CYCLE, "waiting on its own inputs (cycle)"))
+            continue
         if current in seen:
             continue
         seen.add(current)
@@ -107,16 +115,10 @@ def blame(state: BuildState, want_id: WantId) -> Blame:
             leaves.append(_leaf(state, current, part))
             continue
         pending = sorted((r for r in part.waiting_on if not state.is_live(r)), reverse=True)
-        fresh = [r for r in pending if r not in seen]
-        if not fresh:
-            if pending:  # everything it waits on is already on this path: a cycle
-                leaves.append(
-                    Blame(current, BlameReason.CYCLE, "waiting on its own inputs (cycle)")
-                )
-            else:
-                leaves.append(_leaf(state, current, None))
+        if not pending:
+            leaves.append(_leaf(state, current, None))
             continue
-        stack.extend(fresh)
+        stack.extend((r, (*path, current)) for r in pending)
     return min(leaves, key=lambda b: (SEVERITY.index(b.reason), b.ref))
 
 
@@ -135,6 +137,8 @@ def _leaf(state: BuildState, ref: PartitionRef, part: PartitionRecord | None) ->
     if status is PartitionStatus.LIVE:
         return Blame(ref, BlameReason.NOT_HELD, "live")
     route = state.graph.route(ref)
+    if route.external is not None:
+        return Blame(ref, BlameReason.EXTERNAL, waiting_text(route.external.name, ref))
     if route.upstream is not None:
         return Blame(
             ref, BlameReason.UPSTREAM_GRAPH, f"waiting on upstream graph {route.upstream.name!r}"

@@ -93,6 +93,7 @@ class PartitionRecord:
     updated_at: float = 0.0
     upstream: str = ""
     active_wants: AbstractSet[WantId] = _NO_REFS
+    job_version: str = ""  # the version of the job that built it (``PartitionLive``)
 
     def add_active_want(self, want_id: WantId) -> None:
         if isinstance(self.active_wants, set):
@@ -129,6 +130,7 @@ class JobRunRecord:
     failure_kind: ev.FailureKind | None = None
     message: str = ""
     missing: tuple[ev.MissingDeps, ...] = ()
+    job_version: str = ""  # the job's version when the run was dispatched
 
     @property
     def duration_seconds(self) -> float:
@@ -166,6 +168,9 @@ class BuildState:
         # partitions made ready that no local job builds (an upstream's, or a job a reload
         # removed): the reconciler fails those whose route has a problem
         self.orphaned: list[PartitionRef] = []
+        # partitions made ready that an external provides, by external name: the refs its
+        # check command is asked about (``core.externals`` prunes the live and unwanted)
+        self.awaiting_external: dict[str, set[PartitionRef]] = defaultdict(set)
         # which inputs runs of each job were found to lack (``lineage``): observed edges
         self.observed_needs: dict[NeedKey, ObservedNeed] = {}
 
@@ -238,7 +243,10 @@ class BuildState:
         self.graph = graph
         self._route_cache = {}
         queued = [ref for queue in self.ready.values() for _, _, ref in queue]
+        # an external's refs are routed again too: a job may build them now, or no one
+        queued += sorted(ref for refs in self.awaiting_external.values() for ref in refs)
         self.ready = defaultdict(list)
+        self.awaiting_external = defaultdict(set)
         for ref in dict.fromkeys(queued):
             part = self.partitions.get(ref)
             if part is not None and part.active_wants and part.status in _QUEUED:
@@ -287,7 +295,11 @@ class BuildState:
     def _enqueue(self, part: PartitionRecord) -> None:
         job = self.job_of(part.ref)
         if job is None:
-            self.orphaned.append(part.ref)
+            external = self.graph.route(part.ref).external
+            if external is not None:
+                self.awaiting_external[external.name].add(part.ref)
+            else:
+                self.orphaned.append(part.ref)
             return
         self._ready_counter += 1
         heapq.heappush(self.ready[job], (self.deadline_of(part.ref), self._ready_counter, part.ref))
@@ -428,7 +440,13 @@ def _run_queued(state: BuildState, e: ev.JobRunQueued, now: float, seq: int) -> 
         raise IllegalTransition(f"job run {e.job_run_id} already exists")
     check_run(None, JobRunStatus.QUEUED)
     state.runs[e.job_run_id] = JobRunRecord(
-        e.job_run_id, e.job_name, e.partition_refs, e.want_ids, JobRunStatus.QUEUED, now
+        e.job_run_id,
+        e.job_name,
+        e.partition_refs,
+        e.want_ids,
+        JobRunStatus.QUEUED,
+        now,
+        job_version=e.job_version,
     )
     state.run_count += 1
     state.running_by_job[e.job_name].add(e.job_run_id)
@@ -527,8 +545,11 @@ def _partition_live(state: BuildState, e: ev.PartitionLive, now: float, seq: int
     part = state.partition(e.partition_ref)
     if e.job_run_id is not None:
         part.job_run_id = e.job_run_id
-    part.upstream = e.upstream
+    part.job_version = e.job_version
+    part.upstream = e.upstream or (f"external {e.external}" if e.external else "")
     part.message = ""
+    if e.external:
+        state.awaiting_external[e.external].discard(part.ref)
     state._clear_waiting(part)
     part.status = PartitionStatus.LIVE
     part.updated_at = now

@@ -120,6 +120,12 @@ class _UpstreamLiveInput:
 
 
 @dataclass
+class _ExternalLiveInput:
+    refs: tuple[PartitionRef, ...]
+    done: asyncio.Future[None]
+
+
+@dataclass
 class _Poke:
     done: asyncio.Future[None]
 
@@ -131,7 +137,15 @@ class _ReloadInput:
     done: asyncio.Future[ReloadSummary]
 
 
-_Input = _WantInput | _CancelInput | _UpstreamLiveInput | _Poke | _ReloadInput | ExecutorReport
+_Input = (
+    _WantInput
+    | _CancelInput
+    | _UpstreamLiveInput
+    | _ExternalLiveInput
+    | _Poke
+    | _ReloadInput
+    | ExecutorReport
+)
 
 
 @dataclass
@@ -313,6 +327,13 @@ class Controller:
         self._inbox.put_nowait(_UpstreamLiveInput(refs, upstream, done))
         await done
 
+    async def externals_live(self, refs: Sequence[PartitionRef]) -> None:
+        """Declare external partitions live; returns once that is durable (and the wants
+        waiting on them are woken in the same step). InvalidInput: a ref is no external's."""
+        done: asyncio.Future[None] = self._future()  # type: ignore[assignment]
+        self._inbox.put_nowait(_ExternalLiveInput(tuple(refs), done))
+        await done
+
     async def reload(self, graph: GraphSpec, config_digest: str) -> ReloadSummary:
         """Route new runs by ``graph`` (between two steps; runs in flight go on); returns
         once the ``config_reloaded`` event and the wants it reopened are durable."""
@@ -460,6 +481,9 @@ class Controller:
                 elif isinstance(item, _UpstreamLiveInput):
                     for ref in item.refs:
                         rec.partition_live_upstream(ref, item.upstream, now)
+                    replies.append((item.done, None))  # type: ignore[arg-type]
+                elif isinstance(item, _ExternalLiveInput):
+                    rec.externals_live(item.refs, now)
                     replies.append((item.done, None))  # type: ignore[arg-type]
                 else:
                     replies.append((item.done, None))  # type: ignore[arg-type]

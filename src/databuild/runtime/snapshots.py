@@ -40,9 +40,10 @@ from databuild.core.state import BuildState
 
 log = logging.getLogger("databuild.snapshots")
 
-FORMAT = 7  # 2: records pickle positionally (core.pickling); 3: equal strings shared;
+FORMAT = 8  # 2: records pickle positionally (core.pickling); 3: equal strings shared;
 # 4: empty sets written as one empty frozenset; 5: the tables written as columns;
-# 6: the fold's count of active wants; 7: unbuildable wants, orphans, observed needs
+# 6: the fold's count of active wants; 7: unbuildable wants, orphans, observed needs;
+# 8: partitions awaiting an external (and externals in the graph)
 _KEEP = 2
 _EMPTY_SET: frozenset[Any] = frozenset()
 _TABLES = ("wants", "partitions", "runs")
@@ -73,6 +74,10 @@ def graph_fingerprint(graph: GraphSpec) -> str:
     for upstream in graph.upstreams:
         parts.append(
             f"upstream {upstream.name} " + " ".join(p.template for p in upstream.partitions)
+        )
+    for external in graph.externals:
+        parts.append(
+            f"external {external.name} " + " ".join(p.template for p in external.partitions)
         )
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 

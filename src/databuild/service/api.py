@@ -112,12 +112,29 @@ async def list_partitions(
     status: Annotated[str | None, Query(max_length=200)] = None,
     cursor: Annotated[str, Query(max_length=600)] = "",
     limit: Annotated[int, Query(ge=1, le=views.MAX_LIMIT)] = views.DEFAULT_LIMIT,
+    stale: Annotated[
+        bool, Query(description="only live partitions built by another job version")
+    ] = False,
 ) -> schemas.ListPartitionsResponse:
     """Partitions and their state; with ``ref=`` (repeatable), exactly those (jobs use this)."""
     refs = operations.valid_refs(ref, "ref")
     return views.list_partitions(
-        host_of(request).state, refs=refs, prefix=prefix, status=status, cursor=cursor, limit=limit
+        host_of(request).state,
+        refs=refs,
+        prefix=prefix,
+        status=status,
+        cursor=cursor,
+        limit=limit,
+        stale=stale,
     )
+
+
+@router.post("/partitions/live", response_model=schemas.PartitionsLiveResponse, responses=_ERRORS)
+async def partitions_live(
+    body: schemas.PartitionsLiveRequest, request: Request
+) -> schemas.PartitionsLiveResponse:
+    """Declare external partitions live (idempotent): the wants waiting on them go on."""
+    return await operations.partitions_live(host_of(request), body)
 
 
 @router.get("/partitions/{ref:path}", response_model=schemas.PartitionView, responses=_ERRORS)

@@ -25,6 +25,7 @@ from databuild.log import open_log
 from databuild.log.port import BuildEventLog
 from databuild.runtime.clock import Clock, SystemClock
 from databuild.runtime.controller import Controller
+from databuild.runtime.externals import ExternalChecker
 from databuild.runtime.scheduler import Scheduler
 from databuild.runtime.snapshots import SnapshotStore
 from databuild.service.discovery import discovery_path, read_discovery
@@ -56,6 +57,7 @@ class GraphHost:
         self._max_parallel = max_parallel
         self.controller: Controller | None = None
         self.scheduler: Scheduler | None = None
+        self.external_checker: ExternalChecker | None = None
         self.alerts: AlertDispatcher | None = None
         self._executor = executor
         # Off for the embedded service of one CLI command: a `databuild build` must not
@@ -132,9 +134,16 @@ class GraphHost:
         if config.schedules and self.run_schedules:
             self.scheduler = Scheduler(config.schedules, self.controller, self.clock)
             await self.scheduler.start()
+        if any(x.check for x in config.externals):
+            self.external_checker = ExternalChecker(
+                config.externals, self.controller, config.root_dir
+            )
+            await self.external_checker.start()
         self._write_discovery()
 
     async def stop(self) -> None:
+        if self.external_checker is not None:
+            await self.external_checker.stop()
         if self.scheduler is not None:
             await self.scheduler.stop()
         if self.alerts is not None:

@@ -37,10 +37,12 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from databuild.core.externals import waiting_refs
 from databuild.core.lifecycle import JobRunStatus, PartitionStatus
-from databuild.core.model import WantStatus
+from databuild.core.model import ExternalSpec, WantStatus
 from databuild.core.state import BuildState
 from databuild.runtime.controller import ControllerStats
+from databuild.runtime.externals import ExternalCheckStats
 from databuild.service.host import GraphHost
 
 # The classic text format: every name here is a legacy Prometheus name, so 0.0.4 is exact.
@@ -167,6 +169,40 @@ def controller_families(stats: ControllerStats) -> list[Metric]:
     return [steps, last, appended, started]
 
 
+def external_families(
+    state: BuildState, externals: Sequence[ExternalSpec], checks: dict[str, ExternalCheckStats]
+) -> list[Metric]:
+    """Per external: refs some want waits on, and its check command's runs and failures."""
+    waiting = GaugeMetricFamily(
+        "databuild_external_refs_waiting",
+        "External partitions some active want waits on, not yet live.",
+        labels=["external"],
+    )
+    runs = CounterMetricFamily(
+        "databuild_external_checks_total",
+        "Runs of an external's check command.",
+        labels=["external"],
+    )
+    failures = CounterMetricFamily(
+        "databuild_external_check_failures_total",
+        "Runs of an external's check command that failed (exit code, timeout, output).",
+        labels=["external"],
+    )
+    found = CounterMetricFamily(
+        "databuild_external_refs_found_total",
+        "External partitions an external's check command found and made live.",
+        labels=["external"],
+    )
+    for external in externals:
+        waiting.add_metric([external.name], len(waiting_refs(state, external.name)))
+        stats = checks.get(external.name)
+        if stats is not None:
+            runs.add_metric([external.name], stats.checks)
+            failures.add_metric([external.name], stats.failures)
+            found.add_metric([external.name], stats.found)
+    return [waiting, runs, failures, found]
+
+
 class GraphCollector(Collector):
     """The graph's metrics, read from the host at each scrape. The state scan is redone
     only when the log has moved (or the queue's time has: retry back-offs make partitions
@@ -210,6 +246,10 @@ class GraphCollector(Collector):
                 value=controller.stats.storage_retries,
             )
             yield from controller_families(controller.stats)
+        if host.config.externals:
+            checker = host.external_checker
+            checks = checker.stats if checker is not None else {}
+            yield from external_families(state, host.config.externals, checks)
 
 
 def registry_for(host: GraphHost) -> CollectorRegistry:

@@ -150,6 +150,20 @@ def valid_refs(raw_refs: Sequence[str], name: str) -> list[PartitionRef]:
     return refs
 
 
+async def partitions_live(
+    host: GraphHost, body: schemas.PartitionsLiveRequest
+) -> schemas.PartitionsLiveResponse:
+    """Declare external partitions live (idempotent); the wants waiting on them are woken
+    in the same step. A ref that is not an external's is refused, and none is made live."""
+    controller = controller_of(host)
+    refs = valid_refs(body.partition_refs, "partition_refs")
+    await controller.externals_live(refs)
+    state = controller.state
+    return schemas.PartitionsLiveResponse(
+        partitions=[views.partition_view(state, state.partition(r)) for r in refs]
+    )
+
+
 def partitions_by_ref(host: GraphHost, raw_refs: Sequence[str]) -> schemas.ListPartitionsResponse:
     """Exactly these partitions, in the order asked (the question every job asks)."""
     return views.list_partitions(

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from databuild.config import GraphConfig, load_config
 from databuild.core.errors import ConfigError
 from databuild.core.model import WantId
+from databuild.runtime.externals import ExternalChecker
 from databuild.runtime.scheduler import Scheduler
 from databuild.service.host import GraphHost
 from databuild.service.operations import controller_of
@@ -121,6 +122,13 @@ async def reload_config(host: GraphHost) -> ReloadResult:
             if new.schedules:
                 host.scheduler = Scheduler(new.schedules, controller, host.clock)
                 await host.scheduler.start()
+        if new.externals != running.externals:
+            if host.external_checker is not None:
+                await host.external_checker.stop()
+                host.external_checker = None
+            if any(x.check for x in new.externals):
+                host.external_checker = ExternalChecker(new.externals, controller, new.root_dir)
+                await host.external_checker.start()
         host.config = new
         result = ReloadResult(
             config_path=str(new.path),

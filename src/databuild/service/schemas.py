@@ -149,6 +149,16 @@ class PartitionView(BaseModel):
     want_ids: list[str]
     upstream: str
     job_name: str
+    job_version: str
+    stale: bool
+
+
+class PartitionsLiveRequest(BaseModel):
+    partition_refs: list[str] = Field(min_length=1, max_length=10_000)
+
+
+class PartitionsLiveResponse(BaseModel):
+    partitions: list[PartitionView]
 
 
 class ListPartitionsResponse(BaseModel):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TypeVar
 
+from databuild.core import sla, versions
 from databuild.core.data_time import format_timestamp
 from databuild.core.errors import InvalidInput
 from databuild.core.lineage import ObservedNeed
@@ -28,6 +29,12 @@ def want_view(state: BuildState, record: WantRecord) -> schemas.WantView:
     want = record.want
     part = state.partitions.get(want.partition_ref)
     waiting: list[str] = sorted(part.waiting_on) if part is not None and record.active else []
+    message = record.message
+    if record.active and not message:
+        # held up by a partition from outside the graph: say which (``core.externals``)
+        held = sla.blame(state, want.want_id)
+        if held.reason is sla.BlameReason.EXTERNAL:
+            message = held.text
     return schemas.WantView(
         want_id=want.want_id,
         root_want_id=want.root_want_id,
@@ -38,7 +45,7 @@ def want_view(state: BuildState, record: WantRecord) -> schemas.WantView:
         sla_seconds=want.sla_seconds,
         source=want.source.value,
         status=record.status.value,
-        message=record.message,
+        message=message,
         created_at=record.created_at,
         updated_at=record.updated_at,
         finished_at=record.finished_at,
@@ -104,6 +111,8 @@ def partition_view(state: BuildState, part: PartitionRecord) -> schemas.Partitio
         want_ids=sorted(part.active_wants),
         upstream=part.upstream,
         job_name=state.job_of(part.ref) or "",
+        job_version=part.job_version,
+        stale=versions.is_stale(state, part),
     )
 
 
@@ -192,6 +201,7 @@ def list_partitions(
     status: str | None,
     cursor: str,
     limit: int,
+    stale: bool = False,
 ) -> schemas.ListPartitionsResponse:
     if refs:
         views = [
@@ -207,6 +217,7 @@ def list_partitions(
         for p in state.partitions.values()
         if (prefix is None or p.ref.startswith(prefix))
         and (statuses is None or p.status.value in statuses)
+        and (not stale or versions.is_stale(state, p))
     )
     page, next_cursor = _page(matching, cursor, limit)
     return schemas.ListPartitionsResponse(

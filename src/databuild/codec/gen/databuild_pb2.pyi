@@ -402,8 +402,11 @@ class JobRunQueued(_message.Message):
     JOB_NAME_FIELD_NUMBER: _builtins.int
     PARTITION_REFS_FIELD_NUMBER: _builtins.int
     WANT_IDS_FIELD_NUMBER: _builtins.int
+    JOB_VERSION_FIELD_NUMBER: _builtins.int
     job_run_id: _builtins.str
     job_name: _builtins.str
+    job_version: _builtins.str
+    """the job's version in the config the run was dispatched under"""
     @_builtins.property
     def partition_refs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -415,10 +418,11 @@ class JobRunQueued(_message.Message):
         job_name: _builtins.str = ...,
         partition_refs: _abc.Iterable[_builtins.str] | None = ...,
         want_ids: _abc.Iterable[_builtins.str] | None = ...,
+        job_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_name", b"job_name", "job_run_id", b"job_run_id", "partition_refs", b"partition_refs", "want_ids", b"want_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_name", b"job_name", "job_run_id", b"job_run_id", "job_version", b"job_version", "partition_refs", b"partition_refs", "want_ids", b"want_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -606,21 +610,29 @@ class PartitionLive(_message.Message):
     PARTITION_REF_FIELD_NUMBER: _builtins.int
     JOB_RUN_ID_FIELD_NUMBER: _builtins.int
     UPSTREAM_FIELD_NUMBER: _builtins.int
+    EXTERNAL_FIELD_NUMBER: _builtins.int
+    JOB_VERSION_FIELD_NUMBER: _builtins.int
     partition_ref: _builtins.str
     job_run_id: _builtins.str
     """"" when an upstream graph made it live"""
     upstream: _builtins.str
     """the upstream graph's name, if any"""
+    external: _builtins.str
+    """the external's name, when declared live (by hand or its check)"""
+    job_version: _builtins.str
+    """the version of the job whose run built it ("" none declared)"""
     def __init__(
         self,
         *,
         partition_ref: _builtins.str = ...,
         job_run_id: _builtins.str = ...,
         upstream: _builtins.str = ...,
+        external: _builtins.str = ...,
+        job_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_run_id", b"job_run_id", "partition_ref", b"partition_ref", "upstream", b"upstream"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["external", b"external", "job_run_id", b"job_run_id", "job_version", b"job_version", "partition_ref", b"partition_ref", "upstream", b"upstream"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1041,6 +1053,8 @@ class PartitionView(_message.Message):
     WANT_IDS_FIELD_NUMBER: _builtins.int
     UPSTREAM_FIELD_NUMBER: _builtins.int
     JOB_NAME_FIELD_NUMBER: _builtins.int
+    JOB_VERSION_FIELD_NUMBER: _builtins.int
+    STALE_FIELD_NUMBER: _builtins.int
     partition_ref: _builtins.str
     status: Global___PartitionStatus.ValueType
     job_run_id: _builtins.str
@@ -1050,6 +1064,10 @@ class PartitionView(_message.Message):
     retry_at: _builtins.float
     upstream: _builtins.str
     job_name: _builtins.str
+    job_version: _builtins.str
+    """the job version that built it ("" none declared)"""
+    stale: _builtins.bool
+    """live, but built by another version than the job's current one"""
     @_builtins.property
     def waiting_on(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -1068,10 +1086,12 @@ class PartitionView(_message.Message):
         want_ids: _abc.Iterable[_builtins.str] | None = ...,
         upstream: _builtins.str = ...,
         job_name: _builtins.str = ...,
+        job_version: _builtins.str = ...,
+        stale: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["failures", b"failures", "job_name", b"job_name", "job_run_id", b"job_run_id", "message", b"message", "partition_ref", b"partition_ref", "retry_at", b"retry_at", "status", b"status", "updated_at", b"updated_at", "upstream", b"upstream", "waiting_on", b"waiting_on", "want_ids", b"want_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failures", b"failures", "job_name", b"job_name", "job_run_id", b"job_run_id", "job_version", b"job_version", "message", b"message", "partition_ref", b"partition_ref", "retry_at", b"retry_at", "stale", b"stale", "status", b"status", "updated_at", b"updated_at", "upstream", b"upstream", "waiting_on", b"waiting_on", "want_ids", b"want_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1225,3 +1245,45 @@ class ErrorResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ErrorResponse: _TypeAlias = ErrorResponse  # noqa: Y015
+
+@_typing.final
+class PartitionsLiveRequest(_message.Message):
+    """POST /api/v1/partitions/live: declare external partitions live (idempotent)"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARTITION_REFS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def partition_refs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        partition_refs: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["partition_refs", b"partition_refs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PartitionsLiveRequest: _TypeAlias = PartitionsLiveRequest  # noqa: Y015
+
+@_typing.final
+class PartitionsLiveResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARTITIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def partitions(self) -> _containers.RepeatedCompositeFieldContainer[Global___PartitionView]: ...
+    def __init__(
+        self,
+        *,
+        partitions: _abc.Iterable[Global___PartitionView] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["partitions", b"partitions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PartitionsLiveResponse: _TypeAlias = PartitionsLiveResponse  # noqa: Y015
