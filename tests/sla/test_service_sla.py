@@ -233,8 +233,8 @@ def test_cli_shows_sla_violations_at_risk_expiry_and_satisfaction(
         assert controller is not None
         try:
 
-            def req(ref: str, **kw: int) -> WantRequest:
-                return WantRequest(parse_ref(ref), T0, WantSource.CLI, **kw)
+            def req(ref: str, ttl_seconds: int = 0, sla_seconds: int = 0) -> WantRequest:
+                return WantRequest(parse_ref(ref), T0, WantSource.CLI, ttl_seconds, sla_seconds)
 
             (ids["done"], ids["late"], ids["expired"]) = await controller.create_wants(
                 [

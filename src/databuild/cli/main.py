@@ -47,6 +47,7 @@ from databuild.cli.config_commands import config
 from databuild.cli.partition_commands import partition
 from databuild.cli.sla import sla
 from databuild.config import GraphConfig, find_config, load_config, parse_duration
+from databuild.core import backfill
 from databuild.core.data_time import format_timestamp, parse_data_date
 from databuild.core.errors import ConfigError, DataBuildError, InvalidInput, ServiceError
 from databuild.core.refs import parse_ref
@@ -443,19 +444,96 @@ def want() -> None:
 @click.option("--data-date", help="business date of the data (YYYY-MM-DD)")
 @click.option("--sla", help="ready within this long after the data date, e.g. 9h")
 @click.option("--ttl", help="give up this long after the data date, e.g. 30d")
+@click.option("--from", "from_date", help="a backfill: REF is a pattern; first date (YYYY-MM-DD)")
+@click.option("--to", "to_date", help="a backfill: last date, included (YYYY-MM-DD)")
+@click.option("--week", "step", flag_value="week", help="a backfill: one date every 7 days")
+@click.option("--month", "step", flag_value="month", help="a backfill: one date a month")
 def want_create(
-    refs: tuple[str, ...], data_date: str | None, sla: str | None, ttl: str | None
+    refs: tuple[str, ...],
+    data_date: str | None,
+    sla: str | None,
+    ttl: str | None,
+    from_date: str | None,
+    to_date: str | None,
+    step: str | None,
 ) -> None:
-    """Declare that partitions should exist (idempotent)."""
+    """Declare that partitions should exist (idempotent).
+
+    With --from/--to, REF is a pattern such as 'daily/date={date}' and one want is made for
+    each partition of the range (a backfill; follow it with `databuild backfill status ID`).
+    """
     ctx = _ctx()
-    body = _want_body(refs, data_date, sla, ttl)
+    if any("{" in r for r in refs) or from_date or to_date or step:
+        body = _backfill_body(refs, data_date, sla, ttl, from_date, to_date, step)
+    else:
+        body = _want_body(refs, data_date, sla, ttl)
     with ctx.service(write=True) as client:
         created = client.post("/api/v1/wants", body)
     print_notices(created)
     if ctx.as_json:
         output.print_json(created)
+    elif created.get("backfill"):
+        _print_backfill(created["backfill"])
     else:
         output.console.print(output.wants_table(created["wants"]))
+
+
+def _backfill_body(
+    refs: tuple[str, ...],
+    data_date: str | None,
+    sla: str | None,
+    ttl: str | None,
+    from_date: str | None,
+    to_date: str | None,
+    step: str | None,
+) -> dict[str, Any]:
+    if len(refs) != 1:
+        raise InvalidInput(f"a backfill takes one partition pattern; {len(refs)} were given")
+    if data_date:
+        raise InvalidInput(
+            "--data-date does not go with a backfill: each want has its partition's date"
+        )
+    spec = backfill.parse_backfill(refs[0], from_date, to_date, step or "day")
+    return {
+        "partition_pattern": spec.pattern,
+        "from_date": spec.start.isoformat(),
+        "to_date": spec.end.isoformat(),
+        "step": spec.step.value,
+        "sla_seconds": _duration(sla, "--sla"),
+        "ttl_seconds": _duration(ttl, "--ttl"),
+        "source": "cli",
+    }
+
+
+def _print_backfill(status: dict[str, Any]) -> None:
+    counts = ", ".join(f"{n} {s}" for s, n in status["by_status"].items())
+    state = "done" if status["done"] else "in progress"
+    output.console.print(
+        f"backfill {status['backfill_id']}: {status['wants']} wants ({counts}); {state}",
+        highlight=False,
+    )
+    if status["derived_wants"]:
+        output.console.print(
+            f"  and {status['derived_wants']} wants for their missing inputs", highlight=False
+        )
+
+
+@cli.group("backfill")
+def backfill_group() -> None:
+    """Follow backfills (made by `want create PATTERN --from ... --to ...`)."""
+
+
+@backfill_group.command("status")
+@click.argument("backfill_id")
+def backfill_status(backfill_id: str) -> None:
+    """A backfill's wants counted by status."""
+    ctx = _ctx()
+    with ctx.service(write=False) as client:
+        status = client.get(f"/api/v1/backfills/{backfill_id}")
+    if ctx.as_json:
+        output.print_json(status)
+    else:
+        _print_backfill(status)
 
 
 @want.command("list")

@@ -99,6 +99,7 @@ class WantRequest:
     source: WantSource
     ttl_seconds: int = 0
     sla_seconds: int = 0
+    root_want_id: WantId | None = None  # a backfill's id: the set this want belongs to
 
     def __post_init__(self) -> None:
         if self.data_timestamp < 0:

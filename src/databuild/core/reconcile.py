@@ -121,7 +121,7 @@ class Reconciler:
         if record is None:
             want = Want(
                 want_id=want_id,
-                root_want_id=want_id,
+                root_want_id=request.root_want_id or want_id,
                 parent_want_id=None,
                 partition_ref=request.partition_ref,
                 data_timestamp=request.data_timestamp,
@@ -587,7 +587,7 @@ class Reconciler:
         while free_slots > 0:
             best: tuple[float, str] | None = None
             for job_name, queue in state.ready.items():
-                while queue and not self._dispatchable(queue[0][2], now):
+                while queue and not self._dispatchable(queue[0][-1], now):
                     heapq.heappop(queue)
                 if not queue:
                     continue
@@ -609,7 +609,7 @@ class Reconciler:
             batch: list[PartitionRef] = []
             chosen: set[PartitionRef] = set()
             while queue and len(batch) < size:
-                _, _, ref = heapq.heappop(queue)
+                ref = heapq.heappop(queue)[-1]
                 if ref not in chosen and self._dispatchable(ref, now):
                     batch.append(ref)
                     chosen.add(ref)

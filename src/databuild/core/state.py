@@ -155,7 +155,11 @@ class BuildState:
         # indexes (derived; rebuilt by replay, never compared)
         self.waiters: dict[PartitionRef, set[PartitionRef]] = defaultdict(set)
         self.running_by_job: dict[str, set[JobRunId]] = defaultdict(set)
-        self.ready: dict[str, list[tuple[float, int, PartitionRef]]] = defaultdict(list)
+        # per job: (SLA deadline, fair rank, counter, ref); the rank takes turns between
+        # roots (a backfill's wants share one root), so a big set does not starve others
+        self.ready: dict[str, list[tuple[float, int, int, PartitionRef]]] = defaultdict(list)
+        self.root_next_rank: dict[WantId, int] = {}
+        self.dispatched_count = 0  # partitions that started building: the fair clock
         self.retry_timers: list[tuple[float, PartitionRef]] = []
         self.ttl_timers: list[tuple[float, WantId]] = []
         self.sla_timers: list[tuple[float, WantId]] = []
@@ -242,7 +246,7 @@ class BuildState:
         queues are rebuilt; records, statuses and timers are history and stay."""
         self.graph = graph
         self._route_cache = {}
-        queued = [ref for queue in self.ready.values() for _, _, ref in queue]
+        queued = [entry[-1] for queue in self.ready.values() for entry in queue]
         # an external's refs are routed again too: a job may build them now, or no one
         queued += sorted(ref for refs in self.awaiting_external.values() for ref in refs)
         self.ready = defaultdict(list)
@@ -302,7 +306,23 @@ class BuildState:
                 self.orphaned.append(part.ref)
             return
         self._ready_counter += 1
-        heapq.heappush(self.ready[job], (self.deadline_of(part.ref), self._ready_counter, part.ref))
+        rank = self._fair_rank(part)
+        heapq.heappush(
+            self.ready[job], (self.deadline_of(part.ref), rank, self._ready_counter, part.ref)
+        )
+
+    def _fair_rank(self, part: PartitionRecord) -> int:
+        """Virtual-time fair queuing between roots: a root's next partition ranks after
+        its previous one, but never before the clock (partitions dispatched so far), so a
+        root that arrives late takes turns with a long backfill instead of waiting for all
+        of it, and a backfill is not starved by a stream of new roots either."""
+        roots = {self.wants[w].want.root_want_id for w in part.active_wants}
+        if not roots:
+            return self.dispatched_count
+        root = min(roots, key=lambda r: (self.root_next_rank.get(r, 0), r))
+        rank = max(self.root_next_rank.get(root, 0), self.dispatched_count)
+        self.root_next_rank[root] = rank + 1
+        return rank
 
     def _activate(self, record: WantRecord, now: float, *, new: bool) -> None:
         """A want became active (created or reopened): attach it to its partition."""
@@ -538,6 +558,7 @@ def _partition_building(state: BuildState, e: ev.PartitionBuilding, now: float, 
     state._check_partition(part, PartitionStatus.BUILDING)  # tests/core: check first
     part.job_run_id = e.job_run_id
     part.message = ""
+    state.dispatched_count += 1
     state._set_partition(part, PartitionStatus.BUILDING, now)
 
 

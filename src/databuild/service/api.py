@@ -104,6 +104,12 @@ async def cancel_want(want_id: str, request: Request) -> schemas.WantView:
     return await operations.cancel_want(host_of(request), want_id)
 
 
+@router.get("/backfills/{backfill_id}", response_model=schemas.BackfillStatus, responses=_ERRORS)
+async def get_backfill(backfill_id: str, request: Request) -> schemas.BackfillStatus:
+    """A backfill's progress: its wants counted by status."""
+    return operations.backfill_status(host_of(request), backfill_id)
+
+
 @router.get("/partitions", response_model=schemas.ListPartitionsResponse, responses=_ERRORS)
 async def list_partitions(
     request: Request,

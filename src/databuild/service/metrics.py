@@ -75,7 +75,7 @@ def _queue_depth(state: BuildState, now: float) -> Counter[str]:
     depth: Counter[str] = Counter()
     for job_name, queue in state.ready.items():
         refs = set()
-        for _, _, ref in queue:
+        for *_, ref in queue:
             part = state.partitions.get(ref)
             if part is None or not part.active_wants:
                 continue

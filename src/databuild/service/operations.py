@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections import Counter
 from collections.abc import Sequence
 
 from databuild import __version__
 from databuild.codec import event_to_dict
+from databuild.core import backfill
 from databuild.core.data_time import default_data_timestamp, format_timestamp, parse_data_date
 from databuild.core.errors import InvalidInput, NotFound, ServiceError
 from databuild.core.events import EVENT_TYPE_NAMES, Event, event_type_name
-from databuild.core.model import WantId, WantRequest, WantSource
+from databuild.core.model import WantId, WantRequest, WantSource, WantStatus
 from databuild.core.refs import PartitionPattern, PartitionRef, parse_ref
 from databuild.core.state import BuildState
 from databuild.runtime.controller import Controller
@@ -47,6 +49,12 @@ async def create_wants(
     one for a new want that would expire at once is refused, and nothing is created."""
     controller = controller_of(host)
     now = host.clock.now()
+    if body.partition_pattern:
+        return await _create_backfill(host, controller, body, now)
+    if body.from_date is not None or body.to_date is not None:
+        raise InvalidInput("from_date and to_date go with partition_pattern (a backfill)")
+    if not body.partition_refs:
+        raise InvalidInput("give partition_refs (at least one) or a partition_pattern with a range")
     if body.data_timestamp is not None and body.data_date:
         raise InvalidInput("give data_timestamp or data_date, not both")
     explicit = parse_data_date(body.data_date) if body.data_date else body.data_timestamp
@@ -77,6 +85,52 @@ async def create_wants(
     ]
     return schemas.CreateWantsResponse(
         wants=[views.want_view(state, state.wants[i]) for i in ids], notices=notices
+    )
+
+
+async def _create_backfill(
+    host: GraphHost, controller: Controller, body: schemas.CreateWantsRequest, now: float
+) -> schemas.CreateWantsResponse:
+    """A backfill: one want per partition of the range, each with its own data timestamp,
+    all rooted at the backfill id, created in one step (one append to the log)."""
+    if body.partition_refs:
+        raise InvalidInput("give partition_refs or partition_pattern, not both")
+    if body.data_timestamp is not None or body.data_date:
+        raise InvalidInput(
+            "a backfill gives each want the date of its partition: drop data_timestamp/data_date"
+        )
+    spec = backfill.parse_backfill(
+        body.partition_pattern, body.from_date, body.to_date, body.step, names="from_date"
+    )
+    requests = backfill.requests(spec, WantSource(body.source), body.ttl_seconds, body.sla_seconds)
+    for index, request in enumerate(requests):
+        if request.want_id not in controller.state.wants:
+            _refuse_expired_at_once(index, request, now, from_ref=True)
+    await controller.create_wants(requests)
+    return schemas.CreateWantsResponse(wants=[], backfill=backfill_status(host, spec.backfill_id))
+
+
+def backfill_status(host: GraphHost, backfill_id: str) -> schemas.BackfillStatus:
+    """A backfill's wants counted by status, and the wants created on their behalf."""
+    counts: Counter[str] = Counter()
+    derived = 0
+    for record in host.state.wants.values():
+        if record.want.root_want_id != backfill_id:
+            continue
+        if record.want.parent_want_id is None:
+            counts[record.status.value] += 1
+        else:
+            derived += 1
+    total = sum(counts.values())
+    if not total:
+        raise NotFound(f"no backfill with id {backfill_id!r}")
+    active = sum(n for status, n in counts.items() if not WantStatus(status).terminal)
+    return schemas.BackfillStatus(
+        backfill_id=backfill_id,
+        wants=total,
+        by_status=dict(sorted(counts.items())),
+        derived_wants=derived,
+        done=active == 0,
     )
 
 

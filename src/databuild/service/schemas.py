@@ -36,7 +36,7 @@ MAX_SECONDS = 100 * 365 * 86_400
 class CreateWantsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    partition_refs: list[str] = Field(min_length=1, max_length=MAX_REFS_PER_REQUEST)
+    partition_refs: list[str] = Field(default=[], max_length=MAX_REFS_PER_REQUEST)
     data_timestamp: int | None = Field(
         default=None, ge=0, le=4_102_444_800, description="seconds since the epoch (UTC)"
     )
@@ -46,6 +46,22 @@ class CreateWantsRequest(BaseModel):
     ttl_seconds: int = Field(default=0, ge=0, le=MAX_SECONDS)
     sla_seconds: int = Field(default=0, ge=0, le=MAX_SECONDS)
     source: Literal["cli", "api", "dashboard", "scheduled"] = "api"
+    partition_pattern: str = Field(
+        default="", max_length=512, description="a backfill: one want per partition of the range"
+    )
+    from_date: str | None = Field(default=None, max_length=64, description="YYYY-MM-DD, included")
+    to_date: str | None = Field(default=None, max_length=64, description="YYYY-MM-DD, included")
+    step: Literal["day", "week", "month"] = "day"
+
+
+class BackfillStatus(BaseModel):
+    """A backfill's progress: its wants (and the wants they caused) counted by status."""
+
+    backfill_id: str
+    wants: int  # the backfill's own wants, one per partition
+    by_status: dict[str, int]
+    derived_wants: int  # wants created for missing inputs on the backfill's behalf
+    done: bool  # every one of its wants is terminal
 
 
 class WantView(BaseModel):
@@ -85,6 +101,9 @@ class CreateWantsResponse(BaseModel):
     wants: list[WantView]
     notices: list[WantNotice] = Field(
         default_factory=list, description="what the request asked that the existing wants differ in"
+    )
+    backfill: BackfillStatus | None = Field(
+        default=None, description="a backfill request: its id and progress (wants is then empty)"
     )
 
 

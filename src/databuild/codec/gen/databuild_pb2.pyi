@@ -817,6 +817,10 @@ class CreateWantsRequest(_message.Message):
     TTL_SECONDS_FIELD_NUMBER: _builtins.int
     SLA_SECONDS_FIELD_NUMBER: _builtins.int
     SOURCE_FIELD_NUMBER: _builtins.int
+    PARTITION_PATTERN_FIELD_NUMBER: _builtins.int
+    FROM_DATE_FIELD_NUMBER: _builtins.int
+    TO_DATE_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
     data_timestamp: _builtins.int
     """optional: derived from the ref, else today (UTC)"""
     data_date: _builtins.str
@@ -824,6 +828,13 @@ class CreateWantsRequest(_message.Message):
     ttl_seconds: _builtins.int
     sla_seconds: _builtins.int
     source: Global___WantSource.ValueType
+    partition_pattern: _builtins.str
+    """a backfill, instead of partition_refs: one {date}/{week}/{month} field"""
+    from_date: _builtins.str
+    """the backfill's range, YYYY-MM-DD, both included"""
+    to_date: _builtins.str
+    step: _builtins.str
+    """"day" (default), "week" or "month" """
     @_builtins.property
     def partition_refs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -835,14 +846,72 @@ class CreateWantsRequest(_message.Message):
         ttl_seconds: _builtins.int = ...,
         sla_seconds: _builtins.int = ...,
         source: Global___WantSource.ValueType = ...,
+        partition_pattern: _builtins.str = ...,
+        from_date: _builtins.str = ...,
+        to_date: _builtins.str = ...,
+        step: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_date", b"data_date", "data_timestamp", b"data_timestamp", "partition_refs", b"partition_refs", "sla_seconds", b"sla_seconds", "source", b"source", "ttl_seconds", b"ttl_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_date", b"data_date", "data_timestamp", b"data_timestamp", "from_date", b"from_date", "partition_pattern", b"partition_pattern", "partition_refs", b"partition_refs", "sla_seconds", b"sla_seconds", "source", b"source", "step", b"step", "to_date", b"to_date", "ttl_seconds", b"ttl_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CreateWantsRequest: _TypeAlias = CreateWantsRequest  # noqa: Y015
+
+@_typing.final
+class BackfillStatus(_message.Message):
+    """A backfill's progress: its own wants counted by status (GET /api/v1/backfills/{id})."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ByStatusEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    BACKFILL_ID_FIELD_NUMBER: _builtins.int
+    WANTS_FIELD_NUMBER: _builtins.int
+    BY_STATUS_FIELD_NUMBER: _builtins.int
+    DERIVED_WANTS_FIELD_NUMBER: _builtins.int
+    DONE_FIELD_NUMBER: _builtins.int
+    backfill_id: _builtins.str
+    wants: _builtins.int
+    derived_wants: _builtins.int
+    done: _builtins.bool
+    @_builtins.property
+    def by_status(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        backfill_id: _builtins.str = ...,
+        wants: _builtins.int = ...,
+        by_status: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        derived_wants: _builtins.int = ...,
+        done: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backfill_id", b"backfill_id", "by_status", b"by_status", "derived_wants", b"derived_wants", "done", b"done", "wants", b"wants"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BackfillStatus: _TypeAlias = BackfillStatus  # noqa: Y015
 
 @_typing.final
 class WantView(_message.Message):
@@ -965,19 +1034,25 @@ class CreateWantsResponse(_message.Message):
 
     WANTS_FIELD_NUMBER: _builtins.int
     NOTICES_FIELD_NUMBER: _builtins.int
+    BACKFILL_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def wants(self) -> _containers.RepeatedCompositeFieldContainer[Global___WantView]: ...
     @_builtins.property
     def notices(self) -> _containers.RepeatedCompositeFieldContainer[Global___WantNotice]: ...
+    @_builtins.property
+    def backfill(self) -> Global___BackfillStatus:
+        """a backfill request: its id and progress (wants is empty)"""
+
     def __init__(
         self,
         *,
         wants: _abc.Iterable[Global___WantView] | None = ...,
         notices: _abc.Iterable[Global___WantNotice] | None = ...,
+        backfill: Global___BackfillStatus | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["backfill", b"backfill"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["notices", b"notices", "wants", b"wants"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backfill", b"backfill", "notices", b"notices", "wants", b"wants"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
