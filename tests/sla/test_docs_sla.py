@@ -100,8 +100,7 @@ def test_metrics_doc_example_parses_and_every_metric_is_documented() -> None:
     state = BuildState(spec)
     # a counter family is named without _total; its samples (what a user sees) with it
     names = {
-        f.name + ("_total" if f.type == "counter" else "")
-        for f in state_families(state, float(T0))
+        f.name + ("_total" if f.type == "counter" else "") for f in state_families(state, float(T0))
     }
     names |= {
         "databuild_up",

@@ -288,12 +288,11 @@ def serve(host: str | None, port: int | None, log_level: str, log_format: str) -
         )
         for upstream in config.upstreams:
             announcer.add(
-                logging.WARNING,
-                f"[yellow]note:[/yellow] upstream graph {escape(upstream.name)!r} only routes "
-                "its partitions for now: wants for them wait; following it is not built yet "
-                "(docs/config.md)",
-                "upstream graph only routes its partitions for now: wants for them wait",
+                logging.INFO,
+                f"following upstream graph {escape(upstream.name)!r} at {escape(upstream.url)}",
+                "following upstream graph",
                 upstream=upstream.name,
+                url=upstream.url,
             )
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(announcer.serve(service))

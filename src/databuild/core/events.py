@@ -146,6 +146,8 @@ class PartitionLive:
     partition_ref: PartitionRef
     job_run_id: JobRunId | None  # None: made live by an upstream graph
     upstream: str = ""
+    # the upstream's event sequence it was learned from: the follower's durable cursor
+    upstream_sequence: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -239,18 +239,40 @@ class Reconciler:
             self._make_live(ref, run_id, "", now)
 
     def _make_live(
-        self, ref: PartitionRef, run_id: JobRunId | None, upstream: str, now: float
+        self,
+        ref: PartitionRef,
+        run_id: JobRunId | None,
+        upstream: str,
+        now: float,
+        upstream_sequence: int = 0,
     ) -> None:
         part = self.state.partition(ref)
         if part.status is PartitionStatus.LIVE:
             return
-        self._emit(ev.PartitionLive(ref, run_id, upstream), now)
+        self._emit(ev.PartitionLive(ref, run_id, upstream, upstream_sequence), now)
         for want_id in sorted(part.active_wants):
             self._emit(ev.WantSatisfied(want_id, run_id), now)
 
-    def partition_live_upstream(self, ref: PartitionRef, upstream: str, now: float) -> None:
-        """An upstream graph reports ``ref`` live (cross-graph coordination)."""
-        self._make_live(ref, None, upstream, now)
+    def partition_live_upstream(
+        self, ref: PartitionRef, upstream: str, now: float, upstream_sequence: int = 0
+    ) -> None:
+        """An upstream graph reports ``ref`` live (cross-graph coordination), learned from
+        its event ``upstream_sequence`` (recorded: the follower's cursor). Once live
+        here, hearing it again records nothing (the runtime passes only refs the upstream
+        provides: ``core.federation.provided_by``)."""
+        self._make_live(ref, None, upstream, now, upstream_sequence)
+
+    def upstream_failed(self, ref: PartitionRef, upstream: str, message: str, now: float) -> None:
+        """The want forwarded to ``upstream`` for ``ref`` failed, expired or was canceled
+        there: the local wants on ``ref`` (and those waiting on it) fail as
+        upstream-failed, with the upstream's message. Nothing when none is active."""
+        part = self.state.partition(ref)
+        if part.status is PartitionStatus.LIVE or not part.active_wants:
+            return
+        text = f"upstream graph {upstream}: {message}"
+        self._emit(ev.PartitionFailed(ref, None, text), now)
+        self._fail_partition_wants(part, ev.WantFailureReason.UPSTREAM_FAILED, text, now, ref)
+        self._cascade_upstream_failure(ref, text, now)
 
     def _missing(self, run_id: JobRunId, outcome: RunMissingDeps, now: float) -> None:
         self._emit(ev.JobRunMissingDeps(run_id, outcome.missing, outcome.duration_seconds), now)

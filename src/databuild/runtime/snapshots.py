@@ -40,9 +40,10 @@ from databuild.core.state import BuildState
 
 log = logging.getLogger("databuild.snapshots")
 
-FORMAT = 7  # 2: records pickle positionally (core.pickling); 3: equal strings shared;
+FORMAT = 8  # 2: records pickle positionally (core.pickling); 3: equal strings shared;
 # 4: empty sets written as one empty frozenset; 5: the tables written as columns;
-# 6: the fold's count of active wants; 7: unbuildable wants, orphans, observed needs
+# 6: the fold's count of active wants; 7: unbuildable wants, orphans, observed needs;
+# 8: upstream graphs' cursors (issue 9)
 _KEEP = 2
 _EMPTY_SET: frozenset[Any] = frozenset()
 _TABLES = ("wants", "partitions", "runs")

@@ -22,8 +22,9 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from databuild.codec import event_to_dict
 from databuild.core.errors import InvalidInput, NotFound
 from databuild.core.events import Event
+from databuild.core.federation import PatternSet
 from databuild.core.lineage import observed_edges
-from databuild.core.refs import PartitionPattern, parse_ref
+from databuild.core.refs import parse_ref
 from databuild.executors.protocol import LOG_FILE_NAME
 from databuild.service import operations, schemas, views
 from databuild.service.host import GraphHost
@@ -221,7 +222,8 @@ async def list_events(
         str | None, Query(max_length=1000, description="comma-separated event types")
     ] = None,
     partition: Annotated[
-        str | None, Query(max_length=512, description="a partition pattern")
+        list[str] | None,
+        Query(description="a partition pattern; repeat it for several (any one matches)"),
     ] = None,
     wait: Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS, description="long-poll seconds")] = 0,
 ) -> schemas.EventsResponse:
@@ -241,7 +243,10 @@ async def stream_events(
     request: Request,
     after: Annotated[int, Query(ge=0, le=MAX_INT64)] = 0,
     types: Annotated[str | None, Query(max_length=1000)] = None,
-    partition: Annotated[str | None, Query(max_length=512)] = None,
+    partition: Annotated[
+        list[str] | None,
+        Query(description="a partition pattern; repeat it for several (any one matches)"),
+    ] = None,
     last_event_id: Annotated[str | None, Header(max_length=32)] = None,
 ) -> EventSourceResponse:
     """Server-Sent Events; resumable with the Last-Event-ID header (nothing lost or
@@ -297,7 +302,7 @@ async def stream(
     host: GraphHost,
     start: int,
     wanted: frozenset[str] | None,
-    pattern: PartitionPattern | None,
+    pattern: PatternSet | None,
 ) -> AsyncIterator[bytes]:
     """The events after ``start`` that pass the filter, then each new one as it commits.
     Sleeps on the controller's commit signal between commits: an idle stream costs nothing,

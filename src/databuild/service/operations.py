@@ -20,6 +20,7 @@ from databuild.codec import event_to_dict
 from databuild.core.data_time import default_data_timestamp, format_timestamp, parse_data_date
 from databuild.core.errors import InvalidInput, NotFound, ServiceError
 from databuild.core.events import EVENT_TYPE_NAMES, Event, event_type_name
+from databuild.core.federation import PatternSet
 from databuild.core.model import WantId, WantRequest, WantSource
 from databuild.core.refs import PartitionPattern, PartitionRef, parse_ref
 from databuild.core.state import BuildState
@@ -163,8 +164,10 @@ def partitions_by_ref(host: GraphHost, raw_refs: Sequence[str]) -> schemas.ListP
 
 
 def event_filter(
-    types: str | None, partition: str | None
-) -> tuple[frozenset[str] | None, PartitionPattern | None]:
+    types: str | None, partition: str | Sequence[str] | None
+) -> tuple[frozenset[str] | None, PatternSet | None]:
+    """The filter of an event query: its types, and its partition pattern(s) (given more
+    than once, an event matches when it is about a partition one of them matches)."""
     wanted = None
     if types:
         wanted = frozenset(t.strip() for t in types.split(",") if t.strip())
@@ -173,15 +176,23 @@ def event_filter(
             raise InvalidInput(
                 f"unknown event type(s) {', '.join(unknown)}; known: {', '.join(sorted(EVENT_TYPE_NAMES))}"
             )
-    pattern = PartitionPattern.compile(partition) if partition else None
-    return wanted, pattern
+    texts = [partition] if isinstance(partition, str) else list(partition or ())
+    if len(texts) > MAX_PATTERNS:
+        raise InvalidInput(f"at most {MAX_PATTERNS} partition patterns; got {len(texts)}")
+    for text in texts:
+        if len(text) > 512:
+            raise InvalidInput("a partition pattern must be at most 512 characters")
+    patterns = tuple(PartitionPattern.compile(t) for t in texts if t)
+    return wanted, PatternSet(patterns) if patterns else None
 
+
+MAX_PATTERNS = 64  # partition patterns one event query may name
 
 _SCAN_PER_CALL = 5_000  # events one in-memory selection looks at before it yields
 
 
 def event_matches(
-    event: Event, types: frozenset[str] | None, pattern: PartitionPattern | None, state: BuildState
+    event: Event, types: frozenset[str] | None, pattern: PatternSet | None, state: BuildState
 ) -> bool:
     """Whether ``event`` passes a stream's filter: its type is one of ``types`` and it is
     about a partition that ``pattern`` matches (runs are about the partitions they build)."""
@@ -197,7 +208,7 @@ def select_events(
     after: int,
     limit: int,
     types: frozenset[str] | None,
-    pattern: PartitionPattern | None,
+    pattern: PatternSet | None,
 ) -> tuple[list[Event], int]:
     """Up to ``limit`` matching events after ``after``, read from the log; and the sequence
     scanned up to. The cursor passes events the filter drops: once a read comes back short,
@@ -229,7 +240,7 @@ def recent_events(
     after: int,
     limit: int,
     types: frozenset[str] | None,
-    pattern: PartitionPattern | None,
+    pattern: PatternSet | None,
 ) -> tuple[list[Event], int] | None:
     """As ``select_events``, from the controller's newest committed events in memory (no
     read, no thread); None when they do not reach back to ``after``. Scans at most a few
@@ -257,7 +268,7 @@ async def next_events(
     after: int,
     limit: int,
     types: frozenset[str] | None,
-    pattern: PartitionPattern | None,
+    pattern: PatternSet | None,
 ) -> tuple[list[Event], int]:
     """Matching events after ``after``: from memory when the controller still holds them,
     else from the log on a worker thread. Returns them and the sequence scanned up to."""
@@ -273,7 +284,7 @@ async def events_page(
     after: int,
     limit: int,
     types: str | None = None,
-    partition: str | None = None,
+    partition: str | Sequence[str] | None = None,
     wait: float = 0.0,
 ) -> schemas.EventsResponse:
     """Events after a sequence, filtered; with ``wait``, long-poll until one comes.

@@ -45,7 +45,7 @@ class CreateWantsRequest(BaseModel):
     )
     ttl_seconds: int = Field(default=0, ge=0, le=MAX_SECONDS)
     sla_seconds: int = Field(default=0, ge=0, le=MAX_SECONDS)
-    source: Literal["cli", "api", "dashboard", "scheduled"] = "api"
+    source: Literal["cli", "api", "dashboard", "scheduled", "upstream_graph"] = "api"
 
 
 class WantView(BaseModel):

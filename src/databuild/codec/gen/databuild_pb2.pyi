@@ -602,21 +602,27 @@ class PartitionLive(_message.Message):
     PARTITION_REF_FIELD_NUMBER: _builtins.int
     JOB_RUN_ID_FIELD_NUMBER: _builtins.int
     UPSTREAM_FIELD_NUMBER: _builtins.int
+    UPSTREAM_SEQUENCE_FIELD_NUMBER: _builtins.int
     partition_ref: _builtins.str
     job_run_id: _builtins.str
     """"" when an upstream graph made it live"""
     upstream: _builtins.str
     """the upstream graph's name, if any"""
+    upstream_sequence: _builtins.int
+    """the upstream graph's event sequence this was learned from: the follower's durable
+    cursor (0 for a partition built here, or learned by a relist)
+    """
     def __init__(
         self,
         *,
         partition_ref: _builtins.str = ...,
         job_run_id: _builtins.str = ...,
         upstream: _builtins.str = ...,
+        upstream_sequence: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_run_id", b"job_run_id", "partition_ref", b"partition_ref", "upstream", b"upstream"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_run_id", b"job_run_id", "partition_ref", b"partition_ref", "upstream", b"upstream", "upstream_sequence", b"upstream_sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
