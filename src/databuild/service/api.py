@@ -331,4 +331,9 @@ async def get_graph(request: Request) -> schemas.GraphView:
     databuild.toml it runs, and the job -> job edges observed in recorded missing inputs."""
     host = host_of(request)
     needs = observed_edges(host.state.observed_needs)
-    return views.graph_view(host.config.graph, host.config.digest, needs)
+    view = views.graph_view(host.config.graph, host.config.digest, needs)
+    for upstream in view.upstreams:
+        follower = host.followers.get(upstream.name)
+        if follower is not None:
+            views.fill_upstream(upstream, follower.status)
+    return view

@@ -106,7 +106,19 @@ def want(host: GraphHost, want_id: str) -> schemas.WantView:
     record = state.wants.get(WantId(want_id))
     if record is None:
         raise NotFound(f"no want with id {want_id!r}")
-    return views.want_view(state, record)
+    return with_upstream_note(host, views.want_view(state, record))
+
+
+def with_upstream_note(host: GraphHost, view: schemas.WantView) -> schemas.WantView:
+    """An active want on an upstream graph's partition says what that graph does with the
+    want forwarded to it: ``waiting on upstream graph NAME: want ID STATUS``."""
+    if view.status in ("satisfied", "failed", "upstream_failed", "expired", "canceled"):
+        return view
+    route = host.config.graph.route(view.partition_ref)
+    follower = host.followers.get(route.upstream.name) if route.upstream else None
+    if follower is not None:
+        view.message = follower.note(PartitionRef(view.partition_ref))
+    return view
 
 
 async def want_detail(host: GraphHost, want_id: str) -> schemas.WantDetail:
@@ -118,7 +130,7 @@ async def want_detail(host: GraphHost, want_id: str) -> schemas.WantDetail:
     sequences = list(record.events)
     timeline = await asyncio.to_thread(_read_sequences, host, sequences)
     return schemas.WantDetail(
-        want=views.want_view(state, record),
+        want=with_upstream_note(host, views.want_view(state, record)),
         timeline=[schemas.BuildEvent.model_validate(event_to_dict(e)) for e in timeline],
         children=[views.want_view(state, state.wants[c]) for c in record.children],
         job_runs=[views.job_run_view(state.runs[r]) for r in record.job_run_ids if r in state.runs],

@@ -189,6 +189,17 @@ class UpstreamView(BaseModel):
     name: str
     url: str
     partitions: list[str]
+    # the follower's state, when this service follows it (``databuild serve``)
+    following: bool = False
+    connected: bool = False
+    cursor: int = Field(default=0, description="the newest upstream event sequence read")
+    lag: int = Field(default=0, description="upstream events not yet read, as last seen")
+    upstream_graph: str = ""
+    last_error: str = ""
+    last_error_at: float = 0.0
+    reconnects: int = 0
+    relists: int = 0
+    forwarded_wants: int = Field(default=0, description="wants forwarded, not yet ended")
 
 
 class ObservedEdgeView(BaseModel):
