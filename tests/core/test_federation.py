@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 
+from core_helpers import DAY, T0, Sim, job, missing, ref
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -26,7 +27,6 @@ from databuild.core.federation import (
 from databuild.core.model import GraphSpec, UpstreamSpec, WantSource, want_id_for
 from databuild.core.refs import PartitionPattern
 from databuild.core.state import BuildState, canonical
-from tests.core.core_helpers import DAY, T0, Sim, job, missing, ref
 
 RAW = "raw/date=2024-01-02"
 REPORT = "report/date=2024-01-02"
