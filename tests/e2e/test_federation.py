@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -77,6 +78,19 @@ class Federation:
 
     def start_reports(self) -> None:
         self.reports, self.reports_url = self.launch_service(self.reports_dir, env=self.env)
+
+    def cli(self, *args: str) -> str:
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "databuild"), *args],
+            cwd=self.reports_dir,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=GUARD_SECONDS,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
 
     def kill9(self, proc: subprocess.Popen[bytes] | None) -> None:
         assert proc is not None
@@ -214,6 +228,44 @@ def test_want_forwarded_built_upstream_then_downstream(federation: Federation) -
     state = follower(fed.reports_url)
     assert state["connected"] and state["following"] and state["relists"] == 0
     assert state["cursor"] >= learned[0]["upstream_sequence"]
+    # the example README's commands, in the reports folder
+    shown = fed.cli("upstreams")
+    assert shown.startswith(f"ingest at {fed.ingest_url}: connected, cursor {state['cursor']}")
+    assert f"upstream ingest at {fed.ingest_url}" in fed.cli("graph")
+    fed.cli("want", "create", f"report/date={day(3)}", "--data-date", day(3))
+    wanted = json.loads(fed.cli("--json", "want", "list"))
+    assert f"report/date={day(3)}" in {w["partition_ref"] for w in wanted["wants"]}
+
+
+def test_token_protected_upstream(federation: Federation) -> None:
+    fed = federation
+    fed.start_ingest(DATABUILD_TOKEN="s3cret-upstream-token")
+    toml = fed.reports_dir / "databuild.toml"
+    toml.write_text(
+        toml.read_text().replace(
+            'partitions = ["raw/date={date}"]',
+            'partitions = ["raw/date={date}"]\ntoken_env = "INGEST_TOKEN"',
+        )
+    )
+    fed.env["INGEST_TOKEN"] = "wrong"
+    fed.start_reports()
+    want_id = want(fed.reports_url, f"report/date={day(8)}", JAN)
+    state = wait_until(
+        lambda: "token" in (s := follower(fed.reports_url))["last_error"] and s,
+        "the refused token is shown",
+    )
+    assert "401" in state["last_error"] and "wrong" not in state["last_error"]
+    assert fed.reports is not None
+    stop_process(fed.reports)
+    fed.env["INGEST_TOKEN"] = "s3cret-upstream-token"
+    fed.start_reports()
+    done = wait_until(lambda: ended(fed.reports_url, want_id), "the report with the token")
+    assert done["status"] == "satisfied", done
+    # the token is in no log and no event
+    for folder in (fed.reports_dir, fed.ingest_dir):
+        for path in folder.rglob("*"):
+            if path.is_file():
+                assert b"s3cret-upstream-token" not in path.read_bytes(), path
 
 
 def test_kill9_downstream_resumes_without_gap_or_repeat(federation: Federation) -> None:

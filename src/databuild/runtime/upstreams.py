@@ -241,6 +241,14 @@ class UpstreamFollower:
         status = str(want.get("status", "")) if isinstance(want, dict) else ""
         if status not in _UNSATISFIED:
             return
+        if status == "canceled":
+            # canceled there by someone else (another downstream sharing the want, a
+            # person): while wants here need it, it is asked for again, which reopens it
+            for ref in refs:
+                self.status.forwarded[ref].status = status
+            await self._forward_once(client)
+            if all(self.status.forwarded.get(r, Forwarded("", "")).status != status for r in refs):
+                return
         message = str(want.get("message", "")) if isinstance(want, dict) else ""
         text = f"want {want_id} {status.replace('_', '-')}" + (f": {message}" if message else "")
         for ref in refs:
