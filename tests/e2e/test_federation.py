@@ -364,3 +364,70 @@ def test_replaced_upstream_log_is_relisted(federation: Federation) -> None:
     assert state["cursor"] < cursor  # it follows the new log, from where it was relisted
     learned = Counter(p["partition_ref"] for p in upstream_lives(fed.reports_url))
     assert learned[f"raw/date={day(7)}"] == 1 and all(n == 1 for n in learned.values())
+
+
+DIGEST_TOML = """
+[graph]
+name = "digest"
+
+[upstreams.reports]
+url = "URL"
+partitions = ["report/date={date}"]
+
+[jobs.digest]
+outputs = ["digest/date={date}"]
+command = ["python", "-c", '''
+import sys
+from databuild import sdk
+def build(ref):
+    day = ref.removeprefix("digest/date=")
+    sdk.require_for(ref, "report/date=" + day)
+sdk.run(build)
+''']
+timeout = "1m"
+"""
+
+
+def test_chain_and_diamond(federation: Federation, tmp_path: Path) -> None:
+    """ingest -> reports -> digest (a chain), and a second reports graph following the
+    same ingest (a diamond): one upstream want serves both, each learns the day once."""
+    fed = federation
+    fed.start_ingest()
+    fed.start_reports()
+    twin_dir = tmp_path / "reports-twin"
+    shutil.copytree(fed.reports_dir, twin_dir, ignore=shutil.ignore_patterns(".databuild"))
+    twin, twin_url = fed.launch_service(twin_dir, env=fed.env)
+    digest_dir = tmp_path / "digest"
+    digest_dir.mkdir()
+    (digest_dir / "databuild.toml").write_text(DIGEST_TOML.replace("URL", fed.reports_url))
+    digest, digest_url = fed.launch_service(digest_dir, env=fed.env)
+    try:
+        top = want(digest_url, f"digest/date={day(9)}", JAN)
+        side = want(twin_url, f"report/date={day(9)}", JAN)
+        assert wait_until(lambda: ended(digest_url, top), "digest")["status"] == "satisfied"
+        assert wait_until(lambda: ended(twin_url, side), "twin")["status"] == "satisfied"
+        # ingest built the raw day once, for one want asked by both downstreams
+        runs = get(fed.ingest_url, "/api/v1/job-runs")["job_runs"]
+        assert [r["partition_refs"] for r in runs] == [[f"raw/date={day(9)}"]]
+        ups = get(fed.ingest_url, "/api/v1/wants")["wants"]
+        assert [(w["partition_ref"], w["source"]) for w in ups] == [
+            (f"raw/date={day(9)}", "upstream_graph")
+        ]
+        # reports built the report once; digest learned it from reports, once
+        report_runs = [
+            r
+            for r in get(fed.reports_url, "/api/v1/job-runs")["job_runs"]
+            if r["status"] == "succeeded"
+        ]
+        assert len(report_runs) == 1
+        learned = [
+            e["partition_live"]
+            for e in all_events(digest_url, "partition_live")
+            if e["partition_live"]["upstream"] == "reports"
+        ]
+        assert [p["partition_ref"] for p in learned] == [f"report/date={day(9)}"]
+        for url in (fed.reports_url, twin_url):
+            assert [p["partition_ref"] for p in upstream_lives(url)] == [f"raw/date={day(9)}"]
+    finally:
+        stop_process(digest)
+        stop_process(twin)
