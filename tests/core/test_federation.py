@@ -100,6 +100,9 @@ def test_forwards_one_per_wanted_upstream_partition() -> None:
     # a child want never expires on its own (it is released): nor does the forwarded one
     assert item.sla_seconds == 2 * DAY and item.ttl_seconds == 0
     assert item.upstream_want_id == want_id_for(ref(RAW), T0, WantSource.UPSTREAM_GRAPH)
+    # looking only at some refs: those the latest events were about
+    assert forwards(sim.state, upstream(), [ref(RAW)]) == items
+    assert forwards(sim.state, upstream(), [ref(REPORT), ref("raw/date=2024-01-09")]) == []
     # nothing for another upstream, and nothing once it is live here
     assert forwards(sim.state, upstream("other", "other/{x}")) == []
     sim.rec.partition_live_upstream(ref(RAW), "ingest", sim.now, 7)

@@ -129,14 +129,22 @@ def _seconds_from(anchor: int, at: float) -> int:
     return max(1, math.ceil(at - anchor))
 
 
-def forwards(state: BuildState, upstream: UpstreamSpec) -> list[Forward]:
+def forwards(
+    state: BuildState, upstream: UpstreamSpec, among: Iterable[PartitionRef] | None = None
+) -> list[Forward]:
     """The wants this graph needs from ``upstream``: one per partition it provides that
-    has active local wants and is not live here. Its data timestamp is the earliest of
+    has active local wants and is not live here (of ``among`` only, when given: the refs
+    the events since the last look were about, so a look costs what changed). Its data timestamp is the earliest of
     those wants'; its SLA and TTL reach the earliest SLA deadline and the latest expiry
     among them (0: none of them has one), so the upstream works for the most urgent
     want and keeps working while any still needs it."""
     out: list[Forward] = []
-    for ref, part in state.partitions.items():
+    if among is None:
+        candidates = list(state.partitions.items())
+    else:
+        found = ((r, state.partitions.get(r)) for r in set(among))
+        candidates = [(r, p) for r, p in found if p is not None]
+    for ref, part in candidates:
         if not part.active_wants or state.is_live(ref) or not upstream.provides(ref):
             continue
         wants = [state.wants[w].want for w in part.active_wants]

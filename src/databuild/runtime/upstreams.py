@@ -281,15 +281,19 @@ class UpstreamFollower:
     # ---- forwarding ----------------------------------------------------------------
     async def _forward_forever(self) -> None:
         attempt = 0
-        seen = -1
         while not self.controller.stopping:
             try:
                 async with self._client() as client:
+                    # ``seen`` is read before each look, so that events committed while a
+                    # look awaits the upstream are looked at by the next one
+                    seen = self.controller.last_committed
+                    await self._forward_once(client)  # a full look once per connection
+                    attempt = 0
                     while not self.controller.stopping:
-                        await self._forward_once(client)
-                        attempt = 0
-                        seen = self.controller.last_committed
                         await self.controller.wait_for_events(seen, 30.0)
+                        changed = self._changed_since(seen)
+                        seen = self.controller.last_committed
+                        await self._forward_once(client, changed)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -299,10 +303,24 @@ class UpstreamFollower:
             await asyncio.sleep(backoff(attempt, self._rng.random()))
             attempt += 1
 
-    async def _forward_once(self, client: httpx.AsyncClient) -> None:
+    def _changed_since(self, seen: int) -> list[PartitionRef] | None:
+        """The refs of the events committed after ``seen`` that this upstream provides, from
+        the controller's recent events in memory; None (look at all) if they are gone."""
+        controller = self.controller
+        if seen < controller.recent_base:
+            return None
+        state = controller.state
+        refs: list[PartitionRef] = []
+        for event in controller.recent[seen - controller.recent_base :]:
+            refs.extend(r for r in state.partitions_of(event.payload) if self.spec.provides(r))
+        return refs
+
+    async def _forward_once(
+        self, client: httpx.AsyncClient, among: list[PartitionRef] | None = None
+    ) -> None:
         state = self.controller.state
         forwarded = self.status.forwarded
-        for item in forwards(state, self.spec):
+        for item in forwards(state, self.spec, among):
             known = forwarded.get(item.ref)
             if (
                 known is not None
