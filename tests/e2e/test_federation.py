@@ -431,3 +431,22 @@ def test_chain_and_diamond(federation: Federation, tmp_path: Path) -> None:
     finally:
         stop_process(digest)
         stop_process(twin)
+
+
+def test_kill9_upstream_resumes_from_the_cursor(federation: Federation) -> None:
+    """The upstream killed -9 and restarted on its own log: the follower resumes after its
+    cursor (no relist), the want forwarded meanwhile is acknowledged once it is back."""
+    fed = federation
+    fed.start_ingest()
+    fed.start_reports()
+    first = want(fed.reports_url, f"report/date={day(11)}", JAN)
+    wait_until(lambda: ended(fed.reports_url, first), "the first report")
+    fed.kill9(fed.ingest)
+    wait_until(lambda: not follower(fed.reports_url)["connected"], "the follower notices")
+    late = want(fed.reports_url, f"report/date={day(12)}", JAN)
+    fed.start_ingest()
+    done = wait_until(lambda: ended(fed.reports_url, late), "the report after the restart")
+    assert done["status"] == "satisfied", done
+    state = follower(fed.reports_url)
+    assert state["relists"] == 0 and state["connected"]
+    check_exactly_once(fed)
