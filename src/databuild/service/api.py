@@ -222,9 +222,12 @@ async def list_events(
         str | None, Query(max_length=1000, description="comma-separated event types")
     ] = None,
     partition: Annotated[
-        list[str] | None,
-        Query(description="a partition pattern; repeat it for several (any one matches)"),
-    ] = None,
+        list[str],
+        Query(
+            max_length=operations.MAX_PATTERNS,
+            description="a partition pattern; repeat it for several (any one matches)",
+        ),
+    ] = [],  # noqa: B006
     wait: Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS, description="long-poll seconds")] = 0,
 ) -> schemas.EventsResponse:
     """The event stream other graphs follow: events after a sequence, filtered; long-poll
@@ -244,9 +247,12 @@ async def stream_events(
     after: Annotated[int, Query(ge=0, le=MAX_INT64)] = 0,
     types: Annotated[str | None, Query(max_length=1000)] = None,
     partition: Annotated[
-        list[str] | None,
-        Query(description="a partition pattern; repeat it for several (any one matches)"),
-    ] = None,
+        list[str],
+        Query(
+            max_length=operations.MAX_PATTERNS,
+            description="a partition pattern; repeat it for several (any one matches)",
+        ),
+    ] = [],  # noqa: B006
     last_event_id: Annotated[str | None, Header(max_length=32)] = None,
 ) -> EventSourceResponse:
     """Server-Sent Events; resumable with the Last-Event-ID header (nothing lost or
