@@ -290,12 +290,11 @@ def serve(host: str | None, port: int | None, log_level: str, log_format: str) -
         )
         for upstream in config.upstreams:
             announcer.add(
-                logging.WARNING,
-                f"[yellow]note:[/yellow] upstream graph {escape(upstream.name)!r} only routes "
-                "its partitions for now: wants for them wait; following it is not built yet "
-                "(docs/config.md)",
-                "upstream graph only routes its partitions for now: wants for them wait",
+                logging.INFO,
+                f"following upstream graph {escape(upstream.name)!r} at {escape(upstream.url)}",
+                "following upstream graph",
                 upstream=upstream.name,
+                url=upstream.url,
             )
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(announcer.serve(service))
@@ -773,6 +772,46 @@ def _json_line(data: object) -> str:
     return json.dumps(data, separators=(",", ":")) + "\n"
 
 
+def _merge_upstream_state(view: dict[str, Any], served: dict[str, Any]) -> None:
+    """The service's follower state (connected, cursor, lag, ...) into the file's view."""
+    by_name = {u.get("name"): u for u in served.get("upstreams", []) if isinstance(u, dict)}
+    for up in view["upstreams"]:
+        found = by_name.get(up["name"])
+        if found is not None:
+            up.update({k: v for k, v in found.items() if k not in ("url", "partitions")})
+
+
+def _upstream_state(up: dict[str, Any]) -> str:
+    if not up.get("following"):
+        return "not followed: no `databuild serve` runs"
+    state = "connected" if up.get("connected") else "UNREACHABLE"
+    text = f"{state}, cursor {up.get('cursor', 0)}, lag {up.get('lag', 0)}"
+    text += f", {up.get('forwarded_wants', 0)} want(s) forwarded"
+    if up.get("last_error"):
+        text += f", last error: {up['last_error']}"
+    return text
+
+
+@cli.command()
+def upstreams() -> None:
+    """The upstream graphs this graph follows, with their state: connected, cursor, lag,
+    wants forwarded, last error (docs/federation.md)."""
+    ctx = _ctx()
+    config = ctx.config()
+    view = graph_view(config.graph, config.digest).model_dump()
+    with ctx.service(write=False) as client:
+        _merge_upstream_state(view, client.get("/api/v1/graph"))
+    if ctx.as_json:
+        output.print_json({"upstreams": view["upstreams"]})
+        return
+    if not view["upstreams"]:
+        output.console.print("no upstream graphs ([upstreams.NAME] in databuild.toml)")
+    for up in view["upstreams"]:
+        output.console.print(
+            f"{escape(up['name'])} at {escape(up['url'])}: {escape(_upstream_state(up))}"
+        )
+
+
 @cli.command()
 @click.option(
     "--format",
@@ -791,6 +830,7 @@ def graph(fmt: str) -> None:
         served = client.get("/api/v1/graph")
         url = client.base_url
     view["observed_edges"] = served.get("observed_edges", [])
+    _merge_upstream_state(view, served)
     differs = served.get("config_digest", "") != config.digest
     if differs:
         output.err_console.print(
@@ -817,6 +857,7 @@ def graph(fmt: str) -> None:
         for up in view["upstreams"]:
             output.console.print(
                 f"  upstream {escape(up['name'])} at {escape(up['url'])}: {escape(', '.join(up['partitions']))}"
+                f"  [dim]({escape(_upstream_state(up))})[/dim]"
             )
         if view["observed_edges"]:
             output.console.print("[bold]observed[/bold] (from recorded missing inputs)")

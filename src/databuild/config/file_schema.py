@@ -258,6 +258,7 @@ class UpstreamTable(_Table):
 
     url: HttpUrl
     partitions: Annotated[list[Pattern], Field(min_length=1)]
+    token_env: EnvName | None = None
 
 
 class ExternalTable(_Table):

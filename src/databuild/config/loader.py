@@ -112,7 +112,12 @@ class _Assembly:
     def config(self, parsed: GraphFile, path: Path) -> GraphConfig:
         jobs = tuple(self.job(name, table) for name, table in parsed.jobs.items())
         upstreams = tuple(
-            UpstreamSpec(name=name, url=table.url, partitions=tuple(table.partitions))
+            UpstreamSpec(
+                name=name,
+                url=table.url,
+                partitions=tuple(table.partitions),
+                token_env=table.token_env or "",
+            )
             for name, table in parsed.upstreams.items()
         )
         externals = tuple(

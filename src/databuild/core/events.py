@@ -156,6 +156,8 @@ class PartitionLive:
     upstream: str = ""
     external: str = ""  # the external's name, when declared live (by hand or its check)
     job_version: str = ""  # the version of the job whose run built it ("" none declared)
+    # the upstream's event sequence it was learned from: the follower's durable cursor
+    upstream_sequence: int = 0
 
 
 @dataclass(frozen=True, slots=True)

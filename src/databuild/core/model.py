@@ -143,6 +143,7 @@ class UpstreamSpec:
     name: str
     url: str
     partitions: tuple[PartitionPattern, ...]
+    token_env: str = ""  # the environment variable holding its bearer token ("" = none)
 
     def provides(self, ref: str) -> bool:
         return any(p.match(ref) is not None for p in self.partitions)

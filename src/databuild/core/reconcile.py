@@ -253,18 +253,38 @@ class Reconciler:
         upstream: str,
         now: float,
         external: str = "",
+        upstream_sequence: int = 0,
     ) -> None:
         part = self.state.partition(ref)
         if part.status is PartitionStatus.LIVE:
             return
         version = self.state.runs[run_id].job_version if run_id is not None else ""
-        self._emit(ev.PartitionLive(ref, run_id, upstream, external, version), now)
+        self._emit(
+            ev.PartitionLive(ref, run_id, upstream, external, version, upstream_sequence), now
+        )
         for want_id in sorted(part.active_wants):
             self._emit(ev.WantSatisfied(want_id, run_id), now)
 
-    def partition_live_upstream(self, ref: PartitionRef, upstream: str, now: float) -> None:
-        """An upstream graph reports ``ref`` live (cross-graph coordination)."""
-        self._make_live(ref, None, upstream, now)
+    def partition_live_upstream(
+        self, ref: PartitionRef, upstream: str, now: float, upstream_sequence: int = 0
+    ) -> None:
+        """An upstream graph reports ``ref`` live (cross-graph coordination), learned from
+        its event ``upstream_sequence`` (recorded: the follower's cursor). Once live
+        here, hearing it again records nothing (the runtime passes only refs the upstream
+        provides: ``core.federation.provided_by``)."""
+        self._make_live(ref, None, upstream, now, upstream_sequence=upstream_sequence)
+
+    def upstream_failed(self, ref: PartitionRef, upstream: str, message: str, now: float) -> None:
+        """The want forwarded to ``upstream`` for ``ref`` failed, expired or was canceled
+        there: the local wants on ``ref`` (and those waiting on it) fail as
+        upstream-failed, with the upstream's message. Nothing when none is active."""
+        part = self.state.partition(ref)
+        if part.status is PartitionStatus.LIVE or not part.active_wants:
+            return
+        text = f"upstream graph {upstream}: {message}"
+        self._emit(ev.PartitionFailed(ref, None, text), now)
+        self._fail_partition_wants(part, ev.WantFailureReason.UPSTREAM_FAILED, text, now, ref)
+        self._cascade_upstream_failure(ref, text, now)
 
     def externals_live(self, refs: tuple[PartitionRef, ...], now: float) -> None:
         """Declare external partitions live (by hand, or their check found them): the wants

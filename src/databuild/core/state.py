@@ -177,6 +177,9 @@ class BuildState:
         self.awaiting_external: dict[str, set[PartitionRef]] = defaultdict(set)
         # which inputs runs of each job were found to lack (``lineage``): observed edges
         self.observed_needs: dict[NeedKey, ObservedNeed] = {}
+        # per upstream graph: the newest of its event sequences recorded here (the
+        # follower resumes after it: core.federation)
+        self.upstream_cursors: dict[str, int] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled (a snapshot) without the route cache: it is derived from the graph alone,
@@ -568,6 +571,8 @@ def _partition_live(state: BuildState, e: ev.PartitionLive, now: float, seq: int
         part.job_run_id = e.job_run_id
     part.job_version = e.job_version
     part.upstream = e.upstream or (f"external {e.external}" if e.external else "")
+    if e.upstream and e.upstream_sequence > state.upstream_cursors.get(e.upstream, 0):
+        state.upstream_cursors[e.upstream] = e.upstream_sequence
     part.message = ""
     if e.external:
         state.awaiting_external[e.external].discard(part.ref)
@@ -645,6 +650,7 @@ def canonical(state: BuildState) -> dict[str, object]:
         "waiters": {k: tuple(sorted(v)) for k, v in sorted(state.waiters.items()) if v},
         "running": {k: tuple(sorted(v)) for k, v in sorted(state.running_by_job.items()) if v},
         "active_want_count": state.active_want_count,
+        "upstream_cursors": dict(sorted(state.upstream_cursors.items())),
     }
 
 

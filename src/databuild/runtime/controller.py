@@ -117,6 +117,15 @@ class _UpstreamLiveInput:
     refs: Sequence[PartitionRef]
     upstream: str
     done: asyncio.Future[None]
+    sequences: Sequence[int] = ()  # per ref: the upstream event it was learned from
+
+
+@dataclass
+class _UpstreamFailedInput:
+    refs: Sequence[PartitionRef]
+    upstream: str
+    message: str
+    done: asyncio.Future[None]
 
 
 @dataclass
@@ -142,6 +151,7 @@ _Input = (
     | _CancelInput
     | _UpstreamLiveInput
     | _ExternalLiveInput
+    | _UpstreamFailedInput
     | _Poke
     | _ReloadInput
     | ExecutorReport
@@ -322,9 +332,21 @@ class Controller:
         self._inbox.put_nowait(_CancelInput(want_id, reason, done))
         return await done
 
-    async def upstream_live(self, refs: Sequence[PartitionRef], upstream: str) -> None:
+    async def upstream_live(
+        self, refs: Sequence[PartitionRef], upstream: str, sequences: Sequence[int] = ()
+    ) -> None:
+        """``upstream`` made ``refs`` live, learned from its events ``sequences`` (one per
+        ref; recorded in the same append, as the follower's cursor). Returns once durable."""
         done: asyncio.Future[None] = self._future()  # type: ignore[assignment]
-        self._inbox.put_nowait(_UpstreamLiveInput(refs, upstream, done))
+        self._inbox.put_nowait(_UpstreamLiveInput(refs, upstream, done, sequences))
+        await done
+
+    async def upstream_failed(
+        self, refs: Sequence[PartitionRef], upstream: str, message: str
+    ) -> None:
+        """The wants forwarded to ``upstream`` for ``refs`` ended unsatisfied there."""
+        done: asyncio.Future[None] = self._future()  # type: ignore[assignment]
+        self._inbox.put_nowait(_UpstreamFailedInput(refs, upstream, message, done))
         await done
 
     async def externals_live(self, refs: Sequence[PartitionRef]) -> None:
@@ -479,8 +501,13 @@ class Controller:
                     self._use_graph(item.graph, {*summary.jobs_added, *summary.jobs_changed})
                     replies.append((item.done, summary))  # type: ignore[arg-type]
                 elif isinstance(item, _UpstreamLiveInput):
+                    sequences = item.sequences or [0] * len(item.refs)
+                    for ref, sequence in zip(item.refs, sequences, strict=True):
+                        rec.partition_live_upstream(ref, item.upstream, now, sequence)
+                    replies.append((item.done, None))  # type: ignore[arg-type]
+                elif isinstance(item, _UpstreamFailedInput):
                     for ref in item.refs:
-                        rec.partition_live_upstream(ref, item.upstream, now)
+                        rec.upstream_failed(ref, item.upstream, item.message, now)
                     replies.append((item.done, None))  # type: ignore[arg-type]
                 elif isinstance(item, _ExternalLiveInput):
                     rec.externals_live(item.refs, now)

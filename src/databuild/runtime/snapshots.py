@@ -40,11 +40,12 @@ from databuild.core.state import BuildState
 
 log = logging.getLogger("databuild.snapshots")
 
-FORMAT = 9  # 2: records pickle positionally (core.pickling); 3: equal strings shared;
+FORMAT = 10  # 2: records pickle positionally (core.pickling); 3: equal strings shared;
 # 4: empty sets written as one empty frozenset; 5: the tables written as columns;
 # 6: the fold's count of active wants; 7: unbuildable wants, orphans, observed needs;
 # 8: partitions awaiting an external (and externals in the graph);
-# 9: fair dispatch between roots (ready entries carry a rank; per-root next ranks)
+# 9: fair dispatch between roots (ready entries carry a rank; per-root next ranks);
+# 10: upstream graphs' cursors (issue 9)
 _KEEP = 2
 _EMPTY_SET: frozenset[Any] = frozenset()
 _TABLES = ("wants", "partitions", "runs")

@@ -22,8 +22,9 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from databuild.codec import event_to_dict
 from databuild.core.errors import InvalidInput, NotFound
 from databuild.core.events import Event
+from databuild.core.federation import PatternSet
 from databuild.core.lineage import observed_edges
-from databuild.core.refs import PartitionPattern, parse_ref
+from databuild.core.refs import parse_ref
 from databuild.executors.protocol import LOG_FILE_NAME
 from databuild.service import operations, schemas, views
 from databuild.service.host import GraphHost
@@ -244,8 +245,12 @@ async def list_events(
         str | None, Query(max_length=1000, description="comma-separated event types")
     ] = None,
     partition: Annotated[
-        str | None, Query(max_length=512, description="a partition pattern")
-    ] = None,
+        list[str],
+        Query(
+            max_length=operations.MAX_PATTERNS,
+            description="a partition pattern; repeat it for several (any one matches)",
+        ),
+    ] = [],  # noqa: B006
     wait: Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS, description="long-poll seconds")] = 0,
 ) -> schemas.EventsResponse:
     """The event stream other graphs follow: events after a sequence, filtered; long-poll
@@ -264,7 +269,13 @@ async def stream_events(
     request: Request,
     after: Annotated[int, Query(ge=0, le=MAX_INT64)] = 0,
     types: Annotated[str | None, Query(max_length=1000)] = None,
-    partition: Annotated[str | None, Query(max_length=512)] = None,
+    partition: Annotated[
+        list[str],
+        Query(
+            max_length=operations.MAX_PATTERNS,
+            description="a partition pattern; repeat it for several (any one matches)",
+        ),
+    ] = [],  # noqa: B006
     last_event_id: Annotated[str | None, Header(max_length=32)] = None,
 ) -> EventSourceResponse:
     """Server-Sent Events; resumable with the Last-Event-ID header (nothing lost or
@@ -320,7 +331,7 @@ async def stream(
     host: GraphHost,
     start: int,
     wanted: frozenset[str] | None,
-    pattern: PartitionPattern | None,
+    pattern: PatternSet | None,
 ) -> AsyncIterator[bytes]:
     """The events after ``start`` that pass the filter, then each new one as it commits.
     Sleeps on the controller's commit signal between commits: an idle stream costs nothing,
@@ -349,4 +360,9 @@ async def get_graph(request: Request) -> schemas.GraphView:
     databuild.toml it runs, and the job -> job edges observed in recorded missing inputs."""
     host = host_of(request)
     needs = observed_edges(host.state.observed_needs)
-    return views.graph_view(host.config.graph, host.config.digest, needs)
+    view = views.graph_view(host.config.graph, host.config.digest, needs)
+    for upstream in view.upstreams:
+        follower = host.followers.get(upstream.name)
+        if follower is not None:
+            views.fill_upstream(upstream, follower.status)
+    return view

@@ -32,6 +32,7 @@ from databuild.service.discovery import discovery_path, read_discovery
 
 if TYPE_CHECKING:  # webhooks need httpx (~16 ms to import): loaded only when configured
     from databuild.runtime.alerts import AlertDispatcher
+    from databuild.runtime.upstreams import UpstreamFollower
 
 
 class GraphHost:
@@ -59,6 +60,7 @@ class GraphHost:
         self.scheduler: Scheduler | None = None
         self.external_checker: ExternalChecker | None = None
         self.alerts: AlertDispatcher | None = None
+        self.followers: dict[str, UpstreamFollower] = {}  # [upstreams.NAME], when serving
         self._executor = executor
         # Off for the embedded service of one CLI command: a `databuild build` must not
         # create the graph's scheduled wants; `databuild serve` runs them.
@@ -131,6 +133,8 @@ class GraphHost:
                 config.name, config.alerts.webhooks, self._log, self.controller, config.state_dir
             )
             await self.alerts.start()
+        if config.upstreams and self.run_schedules:
+            self._start_followers()
         if config.schedules and self.run_schedules:
             self.scheduler = Scheduler(config.schedules, self.controller, self.clock)
             await self.scheduler.start()
@@ -141,9 +145,22 @@ class GraphHost:
             await self.external_checker.start()
         self._write_discovery()
 
+    def _start_followers(self) -> None:
+        """One follower per upstream graph (runtime.upstreams), with its token if any."""
+        from databuild.runtime.upstreams import UpstreamFollower
+
+        assert self.controller is not None
+        for spec in self.config.upstreams:
+            token = os.environ.get(spec.token_env, "") if spec.token_env else ""
+            follower = UpstreamFollower(spec, self.controller, token=token)
+            follower.start()
+            self.followers[spec.name] = follower
+
     async def stop(self) -> None:
         if self.external_checker is not None:
             await self.external_checker.stop()
+        for follower in self.followers.values():
+            await follower.stop()
         if self.scheduler is not None:
             await self.scheduler.stop()
         if self.alerts is not None:

@@ -250,6 +250,37 @@ class GraphCollector(Collector):
             checker = host.external_checker
             checks = checker.stats if checker is not None else {}
             yield from external_families(state, host.config.externals, checks)
+        if host.followers:
+            yield from upstream_families(host)
+
+
+def upstream_families(host: GraphHost) -> Iterator[Metric]:
+    """Per upstream graph followed (issue 9): connected, lag, reconnects, relists."""
+    connected = GaugeMetricFamily(
+        "databuild_upstream_connected",
+        "1 while the upstream graph's event stream is followed, 0 while unreachable.",
+        labels=["upstream"],
+    )
+    lag = GaugeMetricFamily(
+        "databuild_upstream_lag_events",
+        "Upstream events not yet read by this graph (as last seen).",
+        labels=["upstream"],
+    )
+    reconnects = CounterMetricFamily(
+        "databuild_upstream_reconnects", "Reconnects to the upstream graph.", labels=["upstream"]
+    )
+    relists = CounterMetricFamily(
+        "databuild_upstream_relists",
+        "Relists after a gap that could not be resumed.",
+        labels=["upstream"],
+    )
+    for name, follower in sorted(host.followers.items()):
+        status = follower.status
+        connected.add_metric([name], 1 if status.connected else 0)
+        lag.add_metric([name], status.lag)
+        reconnects.add_metric([name], status.reconnects)
+        relists.add_metric([name], status.relists)
+    yield from (connected, lag, reconnects, relists)
 
 
 def registry_for(host: GraphHost) -> CollectorRegistry:

@@ -22,6 +22,7 @@ from databuild.core import backfill
 from databuild.core.data_time import default_data_timestamp, format_timestamp, parse_data_date
 from databuild.core.errors import InvalidInput, NotFound, ServiceError
 from databuild.core.events import EVENT_TYPE_NAMES, Event, event_type_name
+from databuild.core.federation import PatternSet
 from databuild.core.model import WantId, WantRequest, WantSource, WantStatus
 from databuild.core.refs import PartitionPattern, PartitionRef, parse_ref
 from databuild.core.state import BuildState
@@ -159,7 +160,19 @@ def want(host: GraphHost, want_id: str) -> schemas.WantView:
     record = state.wants.get(WantId(want_id))
     if record is None:
         raise NotFound(f"no want with id {want_id!r}")
-    return views.want_view(state, record)
+    return with_upstream_note(host, views.want_view(state, record))
+
+
+def with_upstream_note(host: GraphHost, view: schemas.WantView) -> schemas.WantView:
+    """An active want on an upstream graph's partition says what that graph does with the
+    want forwarded to it: ``waiting on upstream graph NAME: want ID STATUS``."""
+    if view.status in ("satisfied", "failed", "upstream_failed", "expired", "canceled"):
+        return view
+    route = host.config.graph.route(view.partition_ref)
+    follower = host.followers.get(route.upstream.name) if route.upstream else None
+    if follower is not None:
+        view.message = follower.note(PartitionRef(view.partition_ref))
+    return view
 
 
 async def want_detail(host: GraphHost, want_id: str) -> schemas.WantDetail:
@@ -171,7 +184,7 @@ async def want_detail(host: GraphHost, want_id: str) -> schemas.WantDetail:
     sequences = list(record.events)
     timeline = await asyncio.to_thread(_read_sequences, host, sequences)
     return schemas.WantDetail(
-        want=views.want_view(state, record),
+        want=with_upstream_note(host, views.want_view(state, record)),
         timeline=[schemas.BuildEvent.model_validate(event_to_dict(e)) for e in timeline],
         children=[views.want_view(state, state.wants[c]) for c in record.children],
         job_runs=[views.job_run_view(state.runs[r]) for r in record.job_run_ids if r in state.runs],
@@ -231,8 +244,10 @@ def partitions_by_ref(host: GraphHost, raw_refs: Sequence[str]) -> schemas.ListP
 
 
 def event_filter(
-    types: str | None, partition: str | None
-) -> tuple[frozenset[str] | None, PartitionPattern | None]:
+    types: str | None, partition: str | Sequence[str] | None
+) -> tuple[frozenset[str] | None, PatternSet | None]:
+    """The filter of an event query: its types, and its partition pattern(s) (given more
+    than once, an event matches when it is about a partition one of them matches)."""
     wanted = None
     if types:
         wanted = frozenset(t.strip() for t in types.split(",") if t.strip())
@@ -241,15 +256,23 @@ def event_filter(
             raise InvalidInput(
                 f"unknown event type(s) {', '.join(unknown)}; known: {', '.join(sorted(EVENT_TYPE_NAMES))}"
             )
-    pattern = PartitionPattern.compile(partition) if partition else None
-    return wanted, pattern
+    texts = [partition] if isinstance(partition, str) else list(partition or ())
+    if len(texts) > MAX_PATTERNS:
+        raise InvalidInput(f"at most {MAX_PATTERNS} partition patterns; got {len(texts)}")
+    for text in texts:
+        if len(text) > 512:
+            raise InvalidInput("a partition pattern must be at most 512 characters")
+    patterns = tuple(PartitionPattern.compile(t) for t in texts if t)
+    return wanted, PatternSet(patterns) if patterns else None
 
+
+MAX_PATTERNS = 64  # partition patterns one event query may name
 
 _SCAN_PER_CALL = 5_000  # events one in-memory selection looks at before it yields
 
 
 def event_matches(
-    event: Event, types: frozenset[str] | None, pattern: PartitionPattern | None, state: BuildState
+    event: Event, types: frozenset[str] | None, pattern: PatternSet | None, state: BuildState
 ) -> bool:
     """Whether ``event`` passes a stream's filter: its type is one of ``types`` and it is
     about a partition that ``pattern`` matches (runs are about the partitions they build)."""
@@ -265,7 +288,7 @@ def select_events(
     after: int,
     limit: int,
     types: frozenset[str] | None,
-    pattern: PartitionPattern | None,
+    pattern: PatternSet | None,
 ) -> tuple[list[Event], int]:
     """Up to ``limit`` matching events after ``after``, read from the log; and the sequence
     scanned up to. The cursor passes events the filter drops: once a read comes back short,
@@ -297,7 +320,7 @@ def recent_events(
     after: int,
     limit: int,
     types: frozenset[str] | None,
-    pattern: PartitionPattern | None,
+    pattern: PatternSet | None,
 ) -> tuple[list[Event], int] | None:
     """As ``select_events``, from the controller's newest committed events in memory (no
     read, no thread); None when they do not reach back to ``after``. Scans at most a few
@@ -325,7 +348,7 @@ async def next_events(
     after: int,
     limit: int,
     types: frozenset[str] | None,
-    pattern: PartitionPattern | None,
+    pattern: PatternSet | None,
 ) -> tuple[list[Event], int]:
     """Matching events after ``after``: from memory when the controller still holds them,
     else from the log on a worker thread. Returns them and the sequence scanned up to."""
@@ -341,7 +364,7 @@ async def events_page(
     after: int,
     limit: int,
     types: str | None = None,
-    partition: str | None = None,
+    partition: str | Sequence[str] | None = None,
     wait: float = 0.0,
 ) -> schemas.EventsResponse:
     """Events after a sequence, filtered; with ``wait``, long-poll until one comes.

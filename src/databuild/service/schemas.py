@@ -45,7 +45,7 @@ class CreateWantsRequest(BaseModel):
     )
     ttl_seconds: int = Field(default=0, ge=0, le=MAX_SECONDS)
     sla_seconds: int = Field(default=0, ge=0, le=MAX_SECONDS)
-    source: Literal["cli", "api", "dashboard", "scheduled"] = "api"
+    source: Literal["cli", "api", "dashboard", "scheduled", "upstream_graph"] = "api"
     partition_pattern: str = Field(
         default="", max_length=512, description="a backfill: one want per partition of the range"
     )
@@ -218,6 +218,17 @@ class UpstreamView(BaseModel):
     name: str
     url: str
     partitions: list[str]
+    # the follower's state, when this service follows it (``databuild serve``)
+    following: bool = False
+    connected: bool = False
+    cursor: int = Field(default=0, description="the newest upstream event sequence read")
+    lag: int = Field(default=0, description="upstream events not yet read, as last seen")
+    upstream_graph: str = ""
+    last_error: str = ""
+    last_error_at: float = 0.0
+    reconnects: int = 0
+    relists: int = 0
+    forwarded_wants: int = Field(default=0, description="wants forwarded, not yet ended")
 
 
 class ObservedEdgeView(BaseModel):

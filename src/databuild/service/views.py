@@ -8,7 +8,7 @@ thin. Must not change state or touch the log (the timeline's events are passed i
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from databuild.core import sla, versions
 from databuild.core.data_time import format_timestamp
@@ -18,6 +18,9 @@ from databuild.core.model import NO_DEADLINE, GraphSpec, Want, WantRequest
 from databuild.core.refs import PartitionRef
 from databuild.core.state import BuildState, JobRunRecord, PartitionRecord, WantRecord
 from databuild.service import schemas
+
+if TYPE_CHECKING:
+    from databuild.runtime.upstreams import UpstreamStatus
 
 T = TypeVar("T")
 
@@ -278,4 +281,22 @@ def graph_view(
             )
             for u in graph.upstreams
         ],
+    )
+
+
+def fill_upstream(view: schemas.UpstreamView, status: UpstreamStatus) -> None:
+    """The follower's state into the graph view of its upstream."""
+    view.following = True
+    view.connected = status.connected
+    view.cursor = status.cursor
+    view.lag = status.lag
+    view.upstream_graph = status.upstream_graph
+    view.last_error = status.last_error
+    view.last_error_at = status.last_error_at
+    view.reconnects = status.reconnects
+    view.relists = status.relists
+    view.forwarded_wants = sum(
+        1
+        for f in status.forwarded.values()
+        if f.status not in ("satisfied", "failed", "upstream_failed", "expired", "canceled")
     )

@@ -612,6 +612,7 @@ class PartitionLive(_message.Message):
     UPSTREAM_FIELD_NUMBER: _builtins.int
     EXTERNAL_FIELD_NUMBER: _builtins.int
     JOB_VERSION_FIELD_NUMBER: _builtins.int
+    UPSTREAM_SEQUENCE_FIELD_NUMBER: _builtins.int
     partition_ref: _builtins.str
     job_run_id: _builtins.str
     """"" when an upstream graph made it live"""
@@ -621,6 +622,10 @@ class PartitionLive(_message.Message):
     """the external's name, when declared live (by hand or its check)"""
     job_version: _builtins.str
     """the version of the job whose run built it ("" none declared)"""
+    upstream_sequence: _builtins.int
+    """the upstream graph's event sequence this was learned from: the follower's durable
+    cursor (0 for a partition built here, or learned by a relist)
+    """
     def __init__(
         self,
         *,
@@ -629,10 +634,11 @@ class PartitionLive(_message.Message):
         upstream: _builtins.str = ...,
         external: _builtins.str = ...,
         job_version: _builtins.str = ...,
+        upstream_sequence: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["external", b"external", "job_run_id", b"job_run_id", "job_version", b"job_version", "partition_ref", b"partition_ref", "upstream", b"upstream"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["external", b"external", "job_run_id", b"job_run_id", "job_version", b"job_version", "partition_ref", b"partition_ref", "upstream", b"upstream", "upstream_sequence", b"upstream_sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
