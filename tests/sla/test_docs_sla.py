@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 from databuild.cli.sla import sla
 from databuild.config import load_config
@@ -15,7 +17,7 @@ from databuild.core.state import BuildState
 from databuild.runtime.scheduler import DEFAULT_CATCH_UP_SECONDS, firing_at
 from databuild.service.app import create_app
 from databuild.service.host import GraphHost
-from databuild.service.metrics import external_families, state_families
+from databuild.service.metrics import external_families, state_families, upstream_families
 
 from .helpers import DAY, HOUR, T0, Sim, graph, job
 from .test_service_sla import parse_exposition, write_config
@@ -114,6 +116,10 @@ def test_metrics_doc_example_parses_and_every_metric_is_documented() -> None:
     }
     names |= {  # per [externals.NAME]
         f.name + ("_total" if f.type == "counter" else "") for f in external_families(state, (), {})
+    }
+    no_followers = cast(GraphHost, SimpleNamespace(followers={}))
+    names |= {  # per [upstreams.NAME] followed (issue 9)
+        f.name + ("_total" if f.type == "counter" else "") for f in upstream_families(no_followers)
     }
     documented = set(re.findall(r"^\| `(databuild_[a-z_]+)`", text, re.M))
     assert documented == names
