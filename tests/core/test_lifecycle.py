@@ -67,7 +67,8 @@ def test_tables_cover_every_status_and_agree_with_terminal() -> None:
     for status in WantStatus:
         assert status not in WANT_TRANSITIONS[status], "no self-transitions"
         assert status.terminal == (status not in ACTIVE_WANT_STATUSES)
-    assert WANT_TRANSITIONS[W.SATISFIED] == frozenset()
+    # a satisfied want reopens only after its partition was invalidated (the fold checks)
+    assert WANT_TRANSITIONS[W.SATISFIED] == ACTIVE_WANT_STATUSES
     assert WANT_TRANSITIONS[W.EXPIRED] == frozenset()
     for run_status in JobRunStatus:
         assert run_status.terminal == (JOB_RUN_TRANSITIONS[run_status] == frozenset())
@@ -455,6 +456,16 @@ def _scenario_reopen_canceled() -> Sim:
     return sim
 
 
+def _scenario_reopen_invalidated() -> Sim:
+    """A satisfied want whose partition is invalidated is reopened in the same step."""
+    sim = _graph_sim()
+    sim.want(A)
+    sim.finish(sim.run_of(A), ok())
+    sim.rec.invalidate((ref(A),), "wrong", "tests", sim.now)
+    sim.take()
+    return sim
+
+
 def _to_waiting(sim: Sim) -> None:
     sim.finish(sim.run_of(A), missing((A, [DEP])))
 
@@ -502,6 +513,7 @@ WANT_SCENARIOS: dict[WantEdge, Callable[[], Sim]] = {
     (W.UPSTREAM_FAILED, W.PENDING): _scenario_reopen_upstream_failed,
     (W.UPSTREAM_FAILED, W.BUILDING): lambda: _two_sources_share(_upstream_fail),
     (W.CANCELED, W.PENDING): _scenario_reopen_canceled,
+    (W.SATISFIED, W.PENDING): _scenario_reopen_invalidated,
     (W.CANCELED, W.BUILDING): lambda: _two_sources_share(_cancel_a),
 }
 
@@ -509,6 +521,13 @@ WANT_SCENARIOS: dict[WantEdge, Callable[[], Sim]] = {
 WANT_EDGES_NOT_DRIVEN: dict[WantEdge, str] = {
     (W.PENDING, W.UPSTREAM_FAILED): "only wants of waiting partitions become upstream-failed; "
     "a pending want's partition is absent, so nothing it waits on can fail",
+    **{
+        (W.SATISFIED, new): "a satisfied want reopens only once its partition was invalidated "
+        "(absent: pending); into building, waiting or retrying only when discovery reopens a "
+        "derived want whose invalidated partition another want already builds, waits on or "
+        "retries (tests/core/test_stateful.py reaches it)"
+        for new in (W.BUILDING, W.WAITING, W.RETRYING)
+    },
 }
 
 

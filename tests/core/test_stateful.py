@@ -30,6 +30,7 @@ from hypothesis.stateful import (
 
 from databuild.core import events as ev
 from databuild.core import sla
+from databuild.core import invalidation
 from databuild.core.lifecycle import ACTIVE_WANT_STATUSES, PartitionStatus
 from databuild.core.model import (
     ExternalSpec,
@@ -123,6 +124,7 @@ class ReconcilerMachine(RuleBasedStateMachine):
         self.want_ids: list[WantId] = []
         self.started: list[StartRun] = []
         self.live_seen: set[PartitionRef] = set()
+        self.invalidated: set[PartitionRef] = set()  # since invalidated, not live again
         self.sla_missed: set[WantId] = set()
         self.checked_upto = 0
         self.last_tick: tuple[float, int, int] | None = None  # (now, free_slots, started)
@@ -331,6 +333,33 @@ class ReconcilerMachine(RuleBasedStateMachine):
         if tick:
             self.do_tick(4)
 
+    @precondition(lambda self: any(self.state.is_live(r) for r in self.state.partitions))
+    @rule(data=st.data(), downstream=st.booleans(), tick=st.booleans())
+    def invalidate(self, data: st.DataObject, downstream: bool, tick: bool) -> None:
+        """A live partition turns out wrong: it (and, asked, what was built from it) is
+        absent at once, never served live until a new build; its client wants reopen."""
+        live = sorted(r for r, p in self.state.partitions.items() if self.state.is_live(r))
+        ref = data.draw(st.sampled_from(live), label="invalidate")
+        if self.state.partitions[ref].upstream and not self.state.partitions[
+            ref
+        ].upstream.startswith("external "):
+            return
+        refs = invalidation.plan(self.state, (ref,), downstream=downstream)
+        assert refs[0] == ref and len(set(refs)) == len(refs)
+        if not downstream:
+            assert refs == (ref,)
+        chosen, reopened = self.r.invalidate(refs, "wrong", "tests", self.now)
+        payloads, effects = self.take()
+        assert effects == []
+        assert payloads[0] == ev.PartitionsInvalidated(chosen, "wrong", "tests")
+        for r in chosen:
+            assert not self.state.is_live(r)
+        for want_id in reopened:
+            assert self.state.wants[want_id].active
+        self.invalidated.update(chosen)
+        if tick:
+            self.do_tick(4)
+
     @rule(
         advance=st.sampled_from([0.0, 0.5, 1.0, 3.0, 60.0, 400.0, 3000.0]), slots=st.integers(0, 4)
     )
@@ -380,6 +409,10 @@ class ReconcilerMachine(RuleBasedStateMachine):
             if isinstance(payload, ev.PartitionLive):
                 assert payload.partition_ref not in self.live_seen, "made live twice"
                 self.live_seen.add(payload.partition_ref)
+                self.invalidated.discard(payload.partition_ref)
+            elif isinstance(payload, ev.PartitionsInvalidated):
+                # an invalidated partition is live no more: rebuilt only from here on
+                self.live_seen.difference_update(payload.partition_refs)
             elif isinstance(payload, ev.JobRunQueued):
                 rebuilt = set(payload.partition_refs) & self.live_seen
                 assert not rebuilt, f"live partitions queued again: {rebuilt}"
@@ -400,7 +433,12 @@ class ReconcilerMachine(RuleBasedStateMachine):
         for want_id, record in state.wants.items():
             part = state.partitions[record.want.partition_ref]
             if record.status is W.SATISFIED:
-                assert part.status is PartitionStatus.LIVE, (want_id, part.status)
+                # or its partition was invalidated since (a derived want: rebuilt when
+                # a rebuild discovers it again, or an expired one)
+                assert part.status is PartitionStatus.LIVE or part.ref in self.invalidated, (
+                    want_id,
+                    part.status,
+                )
                 continue
             if not record.active:
                 assert want_id not in part.active_wants

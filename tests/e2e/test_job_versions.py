@@ -1,6 +1,7 @@
 """End to end through the real CLI: a job's version is recorded on what it builds, and a new
 version deployed by ``databuild reload`` makes those partitions stale, listed by
-``databuild partitions --stale`` and rebuilt by nothing."""
+``databuild partitions --stale`` and rebuilt by nothing until ``databuild partition
+invalidate --job NAME --older-than-version`` asks for it."""
 
 from __future__ import annotations
 
@@ -88,5 +89,22 @@ def test_a_new_job_version_makes_its_old_partitions_stale(
         raw = client.get("/api/v1/partitions/raw/date=2024-01-02").json()
         assert (raw["status"], raw["stale"]) == ("live", False)
         assert len(client.get("/api/v1/job-runs").json()["job_runs"]) == runs_before
+
+        # asked for explicitly: the old version's partitions are invalidated in one step,
+        # their want reopened, and rebuilt under version 2 (raw, of no version, stays)
+        done = cli(
+            databuild_bin, graph, job_env, "--json", "partition", "invalidate",
+            "--job", "clean", "--older-than-version", "--reason", "clean v2 deployed",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        answer = json.loads(done.stdout)
+        assert [p["partition_ref"] for p in answer["partitions"]] == ["daily/date=2024-01-02"]
+        (reopened,) = answer["reopened_want_ids"]
+        assert wait_satisfied(client, reopened)["status"] == "satisfied"
+        daily = client.get("/api/v1/partitions/daily/date=2024-01-02").json()
+        assert (daily["status"], daily["job_version"], daily["stale"]) == ("live", "2", False)
+        assert client.get("/api/v1/partitions/raw/date=2024-01-02").json()["status"] == "live"
+        none = cli(databuild_bin, graph, job_env, "--json", "partitions", "--stale")
+        assert json.loads(none.stdout) == {"partitions": []}
     proc.terminate()
     proc.wait(timeout=30)

@@ -173,6 +173,19 @@ class PartitionFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class PartitionsInvalidated:
+    """Live partitions that turned out wrong become absent again (``databuild partition
+    invalidate``): not live to any job or want, rebuilt when wanted (the satisfied wants
+    this event names are reopened in the same step). ``partition_refs`` is the whole set
+    decided, the downstream partitions included when asked for; ``requested_by`` and
+    ``reason`` say who and why."""
+
+    partition_refs: tuple[PartitionRef, ...]
+    reason: str
+    requested_by: str
+
+
+@dataclass(frozen=True, slots=True)
 class ConfigReloaded:
     """The service applied a new configuration; new runs use it (in-flight runs finish)."""
 
@@ -199,6 +212,7 @@ EventPayload = (
     | PartitionBuilding
     | PartitionLive
     | PartitionFailed
+    | PartitionsInvalidated
     | ConfigReloaded
 )
 
@@ -219,6 +233,7 @@ PAYLOAD_TYPES: tuple[type[EventPayload], ...] = (
     PartitionBuilding,
     PartitionLive,
     PartitionFailed,
+    PartitionsInvalidated,
     ConfigReloaded,
 )
 
@@ -251,6 +266,8 @@ def partition_refs_of(payload: EventPayload) -> tuple[PartitionRef, ...]:
         return payload.partition_refs
     if isinstance(payload, JobRunMissingDeps):
         return tuple(m.partition_ref for m in payload.missing)
+    if isinstance(payload, PartitionsInvalidated):
+        return payload.partition_refs
     return ()
 
 

@@ -33,7 +33,8 @@ WANT_TRANSITIONS: dict[WantStatus | None, frozenset[WantStatus]] = {
     W.FAILED: ACTIVE_WANT_STATUSES,
     W.UPSTREAM_FAILED: ACTIVE_WANT_STATUSES,
     W.CANCELED: ACTIVE_WANT_STATUSES,
-    W.SATISFIED: frozenset(),
+    # satisfied -> active: only once its partition was invalidated (the fold checks that)
+    W.SATISFIED: ACTIVE_WANT_STATUSES,
     W.EXPIRED: frozenset(),
 }
 

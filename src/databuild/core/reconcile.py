@@ -42,7 +42,7 @@ from databuild.core.outcomes import (
 )
 from databuild.core.refs import PartitionRef
 from databuild.core.retry import decide_retry
-from databuild.core.state import BuildState, PartitionRecord
+from databuild.core.state import BuildState, PartitionRecord, WantRecord
 
 _REOPENABLE = frozenset({WantStatus.FAILED, WantStatus.UPSTREAM_FAILED, WantStatus.CANCELED})
 _RETRIED_AFTER_RELOAD = frozenset({WantStatus.FAILED, WantStatus.UPSTREAM_FAILED})
@@ -130,12 +130,45 @@ class Reconciler:
                 source=request.source,
             )
             self._emit(ev.WantCreated(want), now)
-        elif record.status in _REOPENABLE:
+        elif self._reopenable(record):
             self._emit(ev.WantReopened(want_id, None), now)
         else:
             return want_id
         self._examine_new(want_id, now)
         return want_id
+
+    def _reopenable(self, record: WantRecord) -> bool:
+        """Failed, upstream-failed and canceled wants reopen when asked again; a satisfied
+        one too once its partition is no longer live (it was invalidated)."""
+        if record.status in _REOPENABLE:
+            return True
+        return record.status is WantStatus.SATISFIED and not self.state.is_live(
+            record.want.partition_ref
+        )
+
+    def invalidate(
+        self, refs: tuple[PartitionRef, ...], reason: str, requested_by: str, now: float
+    ) -> tuple[tuple[PartitionRef, ...], tuple[WantId, ...]]:
+        """Make live ``refs`` absent (one ``PartitionsInvalidated``; ``core.invalidation``
+        decides the set) and reopen, in the same step, the satisfied wants asked for them
+        by a client (not derived ones: a rebuild discovers those again) that have not
+        expired. Returns the refs and the reopened want ids."""
+        if not refs:
+            return (), ()
+        self._emit(ev.PartitionsInvalidated(refs, reason, requested_by), now)
+        chosen = set(refs)
+        reopen = sorted(
+            record.want.want_id
+            for record in self.state.wants.values()
+            if record.status is WantStatus.SATISFIED
+            and record.want.source is not WantSource.DERIVED
+            and record.want.partition_ref in chosen
+            and record.want.expires_at > now
+        )
+        for want_id in reopen:
+            self._emit(ev.WantReopened(want_id, None), now)
+            self._examine_new(want_id, now)
+        return refs, tuple(reopen)
 
     def _examine_new(self, want_id: WantId, now: float) -> None:
         record = self.state.wants[want_id]
@@ -339,7 +372,7 @@ class Reconciler:
                 source=WantSource.DERIVED,
             )
             self._emit(ev.WantCreated(child), now)
-        elif existing.status in _REOPENABLE:
+        elif self._reopenable(existing):
             self._emit(ev.WantReopened(child_id, parent.want_id), now)
         else:
             return

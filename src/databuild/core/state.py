@@ -241,6 +241,8 @@ class BuildState:
             return run.partition_refs if run is not None else ev.partition_refs_of(payload)
         if isinstance(payload, ev.ConfigReloaded):
             return ()
+        if isinstance(payload, ev.PartitionsInvalidated):
+            return payload.partition_refs
         want = self.wants.get(payload.want_id)
         return (want.want.partition_ref,) if want is not None else ()
 
@@ -338,6 +340,11 @@ class BuildState:
                 PartitionStatus.ABSENT if part.status is PartitionStatus.FAILED else part.status
             )
             check_want(record.status, _WANT_STATUS_OF_PARTITION[status])
+            if record.status is WantStatus.SATISFIED and part.status is PartitionStatus.LIVE:
+                # a satisfied want reopens only once its partition was invalidated
+                raise IllegalTransition(
+                    f"want {want.want_id} is satisfied and {part.ref} is live: nothing to reopen"
+                )
         if part.status is PartitionStatus.FAILED:
             part.failures = 0
             part.message = ""
@@ -601,6 +608,26 @@ def _partition_failed(state: BuildState, e: ev.PartitionFailed, now: float, seq:
     part.updated_at = now
 
 
+def _partitions_invalidated(
+    state: BuildState, e: ev.PartitionsInvalidated, now: float, seq: int
+) -> None:
+    # check all before changing any: an illegal event leaves the state as it was
+    for ref in e.partition_refs:
+        part = state.partitions.get(ref)
+        if part is None or part.status is not PartitionStatus.LIVE:
+            status = part.status.value if part is not None else "unknown"
+            raise IllegalTransition(f"cannot invalidate {ref}: it is {status}, not live")
+    for ref in e.partition_refs:
+        part = state.partitions[ref]
+        part.status = PartitionStatus.ABSENT
+        part.message = f"invalidated by {e.requested_by or 'unknown'}: {e.reason or 'no reason'}"
+        part.failures = 0
+        part.updated_at = now
+        part.upstream = ""
+        if part.active_wants:  # none should be (a live partition's wants are satisfied)
+            state._enqueue(part)
+
+
 _Handler = Callable[[BuildState, Any, float, int], None]
 
 _HANDLERS: dict[type, _Handler] = {
@@ -620,6 +647,7 @@ _HANDLERS: dict[type, _Handler] = {
     ev.PartitionBuilding: _partition_building,
     ev.PartitionLive: _partition_live,
     ev.PartitionFailed: _partition_failed,
+    ev.PartitionsInvalidated: _partitions_invalidated,
     ev.ConfigReloaded: _config_reloaded,
 }
 

@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from databuild.core import invalidation
 from databuild.core.errors import (
     DataBuildError,
     InvalidInput,
@@ -134,6 +135,30 @@ class _ExternalLiveInput:
     done: asyncio.Future[None]
 
 
+@dataclass(frozen=True)
+class Invalidation:
+    """What ``databuild partition invalidate`` asks: ``refs`` (and, with ``downstream``,
+    what was built from them), or the partitions of ``job`` built by an older version."""
+
+    refs: tuple[PartitionRef, ...] = ()
+    downstream: bool = False
+    job: str = ""
+    reason: str = ""
+    requested_by: str = ""
+
+
+@dataclass(frozen=True)
+class InvalidationResult:
+    partition_refs: tuple[PartitionRef, ...]
+    reopened_want_ids: tuple[WantId, ...]
+
+
+@dataclass
+class _InvalidateInput:
+    request: Invalidation
+    done: asyncio.Future[InvalidationResult]
+
+
 @dataclass
 class _Poke:
     done: asyncio.Future[None]
@@ -151,6 +176,7 @@ _Input = (
     | _CancelInput
     | _UpstreamLiveInput
     | _ExternalLiveInput
+    | _InvalidateInput
     | _UpstreamFailedInput
     | _Poke
     | _ReloadInput
@@ -356,6 +382,14 @@ class Controller:
         self._inbox.put_nowait(_ExternalLiveInput(tuple(refs), done))
         await done
 
+    async def invalidate(self, request: Invalidation) -> InvalidationResult:
+        """Invalidate live partitions (``core.invalidation`` decides the set, in the step,
+        against the state of that moment) and reopen their client wants; returns once
+        durable. InvalidInput: a ref not live, an upstream's, an unknown job."""
+        done: asyncio.Future[InvalidationResult] = self._future()  # type: ignore[assignment]
+        self._inbox.put_nowait(_InvalidateInput(request, done))
+        return await done
+
     async def reload(self, graph: GraphSpec, config_digest: str) -> ReloadSummary:
         """Route new runs by ``graph`` (between two steps; runs in flight go on); returns
         once the ``config_reloaded`` event and the wants it reopened are durable."""
@@ -512,6 +546,15 @@ class Controller:
                 elif isinstance(item, _ExternalLiveInput):
                     rec.externals_live(item.refs, now)
                     replies.append((item.done, None))  # type: ignore[arg-type]
+                elif isinstance(item, _InvalidateInput):
+                    asked = item.request
+                    if asked.job:
+                        refs = invalidation.by_version(rec.state, asked.job)
+                    else:
+                        refs = invalidation.plan(rec.state, asked.refs, downstream=asked.downstream)
+                    chosen, reopened = rec.invalidate(refs, asked.reason, asked.requested_by, now)
+                    result = InvalidationResult(chosen, reopened)
+                    replies.append((item.done, result))  # type: ignore[arg-type]
                 else:
                     replies.append((item.done, None))  # type: ignore[arg-type]
             except DataBuildError as exc:

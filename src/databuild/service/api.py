@@ -144,6 +144,20 @@ async def partitions_live(
     return await operations.partitions_live(host_of(request), body)
 
 
+@router.post(
+    "/partitions/invalidate",
+    response_model=schemas.InvalidatePartitionsResponse,
+    responses=_ERRORS,
+)
+async def invalidate_partitions(
+    body: schemas.InvalidatePartitionsRequest, request: Request
+) -> schemas.InvalidatePartitionsResponse:
+    """Invalidate live partitions that turned out wrong (with ``downstream``: and every
+    partition built from them), or a job's partitions built by an older version; the
+    client wants on them are reopened and rebuilt. Recorded with who asked and why."""
+    return await operations.invalidate_partitions(host_of(request), body, "api")
+
+
 @router.get("/partitions/{ref:path}", response_model=schemas.PartitionView, responses=_ERRORS)
 async def get_partition(ref: str, request: Request) -> schemas.PartitionView:
     """One partition (the ref may contain '/')."""

@@ -26,7 +26,7 @@ from databuild.core.federation import PatternSet
 from databuild.core.model import WantId, WantRequest, WantSource, WantStatus
 from databuild.core.refs import PartitionPattern, PartitionRef, parse_ref
 from databuild.core.state import BuildState
-from databuild.runtime.controller import Controller
+from databuild.runtime.controller import Controller, Invalidation
 from databuild.service import schemas, views
 from databuild.service.host import GraphHost
 
@@ -228,6 +228,33 @@ async def partitions_live(
     state = controller.state
     return schemas.PartitionsLiveResponse(
         partitions=[views.partition_view(state, state.partition(r)) for r in refs]
+    )
+
+
+async def invalidate_partitions(
+    host: GraphHost, body: schemas.InvalidatePartitionsRequest, default_actor: str
+) -> schemas.InvalidatePartitionsResponse:
+    """Invalidate live partitions (and, asked, their downstream), or a job's partitions of
+    an older version; the client wants on them are reopened and rebuilt."""
+    if bool(body.partition_refs) == bool(body.job):
+        raise InvalidInput("give partition_refs or job (exactly one of them)")
+    if body.job and body.downstream:
+        raise InvalidInput("downstream applies to partition_refs, not to job")
+    controller = controller_of(host)
+    refs = valid_refs(body.partition_refs, "partition_refs")
+    result = await controller.invalidate(
+        Invalidation(
+            refs=tuple(refs),
+            downstream=body.downstream,
+            job=body.job,
+            reason=body.reason,
+            requested_by=body.requested_by or default_actor,
+        )
+    )
+    state = controller.state
+    return schemas.InvalidatePartitionsResponse(
+        partitions=[views.partition_view(state, state.partition(r)) for r in result.partition_refs],
+        reopened_want_ids=list(result.reopened_want_ids),
     )
 
 

@@ -180,6 +180,24 @@ class PartitionsLiveResponse(BaseModel):
     partitions: list[PartitionView]
 
 
+class InvalidatePartitionsRequest(BaseModel):
+    """Either ``partition_refs`` (with ``downstream``: and every partition built from them)
+    or ``job`` (its live partitions built by an older version than it declares now)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    partition_refs: list[str] = Field(default_factory=list, max_length=10_000)
+    downstream: bool = False
+    job: str = Field(default="", max_length=200)
+    reason: str = Field(default="", max_length=2_000)
+    requested_by: str = Field(default="", max_length=200)
+
+
+class InvalidatePartitionsResponse(BaseModel):
+    partitions: list[PartitionView]  # every partition invalidated, downstream included
+    reopened_want_ids: list[str]  # satisfied client wants reopened: rebuilt now
+
+
 class ListPartitionsResponse(BaseModel):
     partitions: list[PartitionView]
     next_cursor: str

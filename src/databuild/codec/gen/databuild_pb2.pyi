@@ -676,6 +676,37 @@ class PartitionFailed(_message.Message):
 Global___PartitionFailed: _TypeAlias = PartitionFailed  # noqa: Y015
 
 @_typing.final
+class PartitionsInvalidated(_message.Message):
+    """Live partitions that turned out wrong become absent again (`databuild partition
+    invalidate`); the whole decided set, downstream included when asked for.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARTITION_REFS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REQUESTED_BY_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    requested_by: _builtins.str
+    """who asked: the client's user@host, "api", "dashboard" """
+    @_builtins.property
+    def partition_refs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        partition_refs: _abc.Iterable[_builtins.str] | None = ...,
+        reason: _builtins.str = ...,
+        requested_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["partition_refs", b"partition_refs", "reason", b"reason", "requested_by", b"requested_by"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PartitionsInvalidated: _TypeAlias = PartitionsInvalidated  # noqa: Y015
+
+@_typing.final
 class ConfigReloaded(_message.Message):
     """The service applied a new databuild.toml (SIGHUP, POST /api/v1/reload, `databuild reload`)."""
 
@@ -734,6 +765,7 @@ class BuildEvent(_message.Message):
     PARTITION_BUILDING_FIELD_NUMBER: _builtins.int
     PARTITION_LIVE_FIELD_NUMBER: _builtins.int
     PARTITION_FAILED_FIELD_NUMBER: _builtins.int
+    PARTITIONS_INVALIDATED_FIELD_NUMBER: _builtins.int
     CONFIG_RELOADED_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """global, gap-free, from 1"""
@@ -773,6 +805,8 @@ class BuildEvent(_message.Message):
     @_builtins.property
     def partition_failed(self) -> Global___PartitionFailed: ...
     @_builtins.property
+    def partitions_invalidated(self) -> Global___PartitionsInvalidated: ...
+    @_builtins.property
     def config_reloaded(self) -> Global___ConfigReloaded: ...
     def __init__(
         self,
@@ -796,13 +830,14 @@ class BuildEvent(_message.Message):
         partition_building: Global___PartitionBuilding | None = ...,
         partition_live: Global___PartitionLive | None = ...,
         partition_failed: Global___PartitionFailed | None = ...,
+        partitions_invalidated: Global___PartitionsInvalidated | None = ...,
         config_reloaded: Global___ConfigReloaded | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["config_reloaded", b"config_reloaded", "job_run_canceled", b"job_run_canceled", "job_run_failed", b"job_run_failed", "job_run_missing_deps", b"job_run_missing_deps", "job_run_queued", b"job_run_queued", "job_run_started", b"job_run_started", "job_run_succeeded", b"job_run_succeeded", "partition_building", b"partition_building", "partition_failed", b"partition_failed", "partition_live", b"partition_live", "payload", b"payload", "sla_missed", b"sla_missed", "want_canceled", b"want_canceled", "want_created", b"want_created", "want_expired", b"want_expired", "want_failed", b"want_failed", "want_reopened", b"want_reopened", "want_satisfied", b"want_satisfied"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["config_reloaded", b"config_reloaded", "job_run_canceled", b"job_run_canceled", "job_run_failed", b"job_run_failed", "job_run_missing_deps", b"job_run_missing_deps", "job_run_queued", b"job_run_queued", "job_run_started", b"job_run_started", "job_run_succeeded", b"job_run_succeeded", "partition_building", b"partition_building", "partition_failed", b"partition_failed", "partition_live", b"partition_live", "partitions_invalidated", b"partitions_invalidated", "payload", b"payload", "sla_missed", b"sla_missed", "want_canceled", b"want_canceled", "want_created", b"want_created", "want_expired", b"want_expired", "want_failed", b"want_failed", "want_reopened", b"want_reopened", "want_satisfied", b"want_satisfied"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_reloaded", b"config_reloaded", "job_run_canceled", b"job_run_canceled", "job_run_failed", b"job_run_failed", "job_run_missing_deps", b"job_run_missing_deps", "job_run_queued", b"job_run_queued", "job_run_started", b"job_run_started", "job_run_succeeded", b"job_run_succeeded", "partition_building", b"partition_building", "partition_failed", b"partition_failed", "partition_live", b"partition_live", "payload", b"payload", "sequence", b"sequence", "sla_missed", b"sla_missed", "timestamp", b"timestamp", "version", b"version", "want_canceled", b"want_canceled", "want_created", b"want_created", "want_expired", b"want_expired", "want_failed", b"want_failed", "want_reopened", b"want_reopened", "want_satisfied", b"want_satisfied"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_reloaded", b"config_reloaded", "job_run_canceled", b"job_run_canceled", "job_run_failed", b"job_run_failed", "job_run_missing_deps", b"job_run_missing_deps", "job_run_queued", b"job_run_queued", "job_run_started", b"job_run_started", "job_run_succeeded", b"job_run_succeeded", "partition_building", b"partition_building", "partition_failed", b"partition_failed", "partition_live", b"partition_live", "partitions_invalidated", b"partitions_invalidated", "payload", b"payload", "sequence", b"sequence", "sla_missed", b"sla_missed", "timestamp", b"timestamp", "version", b"version", "want_canceled", b"want_canceled", "want_created", b"want_created", "want_expired", b"want_expired", "want_failed", b"want_failed", "want_reopened", b"want_reopened", "want_satisfied", b"want_satisfied"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["want_created", "want_reopened", "want_canceled", "want_expired", "want_satisfied", "want_failed", "sla_missed", "job_run_queued", "job_run_started", "job_run_succeeded", "job_run_failed", "job_run_missing_deps", "job_run_canceled", "partition_building", "partition_live", "partition_failed", "config_reloaded"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["want_created", "want_reopened", "want_canceled", "want_expired", "want_satisfied", "want_failed", "sla_missed", "job_run_queued", "job_run_started", "job_run_succeeded", "job_run_failed", "job_run_missing_deps", "job_run_canceled", "partition_building", "partition_live", "partition_failed", "partitions_invalidated", "config_reloaded"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
