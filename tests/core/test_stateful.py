@@ -29,8 +29,7 @@ from hypothesis.stateful import (
 )
 
 from databuild.core import events as ev
-from databuild.core import sla
-from databuild.core import invalidation
+from databuild.core import invalidation, sla
 from databuild.core.lifecycle import ACTIVE_WANT_STATUSES, PartitionStatus
 from databuild.core.model import (
     ExternalSpec,
