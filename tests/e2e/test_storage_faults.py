@@ -237,6 +237,9 @@ def test_postgres_stopped_and_started_twice_mid_build(
             # the next append fails: the service says so and stays up, jobs go on
             down = build.wait(lambda h: h["status"] == "degraded", "status degraded")
             assert down["message"], "degraded names the reason"
+            not_ready = build.http.get("/readyz")
+            assert not_ready.status_code == 503, not_ready.text
+            assert not_ready.json()["storage"] != "ok"
             refused = build.http.post("/api/v1/wants", json={"partition_refs": ["summary/all"]})
             assert refused.status_code == 503
             assert "Build Event Log is unavailable" in refused.json()["error"]

@@ -121,6 +121,10 @@ def test_a_lost_connection_is_retried_the_api_says_so_and_nothing_is_doubled(
             assert health.status_code == 200
             assert health.json()["status"] == "degraded"
             assert "terminating connection" in health.json()["message"]
+            ready = await client.get("/readyz")  # alive, but send no traffic here now
+            assert ready.status_code == 503
+            assert not ready.json()["ready"]
+            assert "terminating connection" in ready.json()["storage"]
             metrics = (await client.get("/metrics")).text
             assert "databuild_storage_up 0" in metrics
             wants = await client.get("/api/v1/wants")  # reads: from memory
@@ -130,6 +134,7 @@ def test_a_lost_connection_is_retried_the_api_says_so_and_nothing_is_doubled(
             accepted = await asyncio.wait_for(pending, TIMEOUT)
             assert accepted.status_code == 200, accepted.text
             assert (await client.get("/healthz")).json()["status"] == "ok"
+            assert (await client.get("/readyz")).json()["ready"] is True
             metrics = (await client.get("/metrics")).text
             assert "databuild_storage_up 1" in metrics
             assert "databuild_storage_retries_total 0" not in metrics

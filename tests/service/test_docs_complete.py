@@ -12,7 +12,7 @@ from databuild.service.app import create_app
 from databuild.service.host import GraphHost
 
 REPO = Path(__file__).resolve().parents[2]
-DOCUMENTED_PREFIXES = ("/api/v1", "/healthz", "/metrics")
+DOCUMENTED_PREFIXES = ("/api/v1", "/healthz", "/readyz", "/metrics")
 
 
 def _routes() -> list[str]:

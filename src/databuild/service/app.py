@@ -132,11 +132,35 @@ def create_app(
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
 
-    @app.get("/healthz", response_model=schemas.Health)
     async def healthz() -> JSONResponse:
-        """Liveness and readiness: 200 while the controller works, 503 once it has stopped."""
+        """Liveness: 200 while the process works (also while it replays its log, with
+        ``"status": "starting"``), 503 once the controller has stopped (the process exits)."""
         body = operations.health(host)
         return JSONResponse(body.model_dump(), status_code=503 if body.status == "failed" else 200)
+
+    async def readyz() -> JSONResponse:
+        """Readiness: 200 once the log is replayed, storage is reachable and the writer role
+        is known; 503 with the reason otherwise (send no traffic here yet)."""
+        body = operations.readiness(host)
+        return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
+
+    for method in ("GET", "HEAD"):  # probes (and load balancers) send either
+        app.add_api_route(
+            "/healthz",
+            healthz,
+            methods=[method],
+            operation_id=f"healthz_{method.lower()}",
+            response_model=schemas.Health,
+            responses={503: {"model": schemas.Health, "description": "The controller stopped"}},
+        )
+        app.add_api_route(
+            "/readyz",
+            readyz,
+            methods=[method],
+            operation_id=f"readyz_{method.lower()}",
+            response_model=schemas.Readiness,
+            responses={503: {"model": schemas.Readiness, "description": "Not ready (why)"}},
+        )
 
     if policy is not None:
         app.add_middleware(SecurityMiddleware, policy=policy)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl
@@ -33,6 +34,10 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 PARTITIONS_PATH = "/api/v1/partitions"
+# Answered while the host is still starting (replaying the log): a probe must tell "alive,
+# not ready yet" from "down". Every other request gets 503 until the host is ready.
+PROBE_PATHS = frozenset({"/healthz", "/readyz"})
+STARTING_MESSAGE = "the service is starting (replaying the Build Event Log); try again shortly"
 MAX_REFS = 1000  # the route's own limit (``Query(max_length=1000)``)
 
 
@@ -51,6 +56,9 @@ class ServiceApp:
         self._building: asyncio.Future[ASGIApp] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self.host.ready and scope["path"] not in PROBE_PATHS:
+            await _send_json(send, 503, {"error": STARTING_MESSAGE}, retry_after=True)
+            return
         if (
             scope["type"] == "http"
             and scope["method"] == "GET"
@@ -70,18 +78,7 @@ class ServiceApp:
             answer = operations.partitions_by_ref(self.host, [value for _, value in pairs])
         except DataBuildError:
             return False  # the full app says what is wrong, in its own words
-        body = answer.model_dump_json().encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await _send_body(send, 200, answer.model_dump_json().encode())
         return True
 
     async def _build(self) -> ASGIApp:
@@ -91,3 +88,20 @@ class ServiceApp:
         app = await asyncio.shield(self._building)
         self._app = app
         return app
+
+
+async def _send_json(
+    send: Send, status: int, document: dict[str, str], *, retry_after: bool = False
+) -> None:
+    await _send_body(send, status, json.dumps(document).encode(), retry_after=retry_after)
+
+
+async def _send_body(send: Send, status: int, body: bytes, *, retry_after: bool = False) -> None:
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if retry_after:
+        headers.append((b"retry-after", b"1"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

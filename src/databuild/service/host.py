@@ -67,6 +67,9 @@ class GraphHost:
         self.run_schedules = run_schedules
         self._offline_state: BuildState | None = None
         self.started_at = 0.0
+        # True once start() has replayed the log and started everything: until then the
+        # service answers only /healthz and /readyz (gateway), and those say "starting".
+        self.ready = False
         self.stream_subscriptions = 0  # open /api/v1/events/stream clients (a gauge)
         self.stream_cache: dict[int, bytes] = {}  # sequence -> the event as an SSE message
 
@@ -84,27 +87,34 @@ class GraphHost:
             raise ServiceError("the graph host is not started")
         return self._offline_state
 
+    async def open(self) -> BuildEventLog:
+        """Open the Build Event Log (the quick part of ``start`` that fails on bad storage
+        settings), so that a server can report such an error before it listens."""
+        if self._log is None:
+            self._log = await asyncio.to_thread(open_log, self.config.storage_url)
+        return self._log
+
     async def start(self) -> None:
         config = self.config
-        if self._log is None:
-            self._log = await asyncio.to_thread(open_log, config.storage_url)
+        event_log = await self.open()
         self.started_at = time.time()
         if self.read_only:
             state = BuildState(config.graph)
             after = 0
             store = SnapshotStore(config.state_dir / "snapshots", config.graph)
-            last = await asyncio.to_thread(self._log.last_sequence)
+            last = await asyncio.to_thread(event_log.last_sequence)
             snapshot = await asyncio.to_thread(store.load, last)
             if snapshot is not None:
                 state, after = snapshot.state, snapshot.sequence
             while True:
-                chunk = await asyncio.to_thread(self._log.read, after, 50_000)
+                chunk = await asyncio.to_thread(event_log.read, after, 50_000)
                 if not chunk:
                     break
                 for event in chunk:
                     state.apply(event)
                 after = chunk[-1].sequence
             self._offline_state = state
+            self.ready = True
             return
         if config.executor.kind != "local":
             raise ConfigError(
@@ -116,7 +126,7 @@ class GraphHost:
         )
         self.controller = Controller(
             config.graph,
-            self._log,
+            event_log,
             executor,
             root_dir=config.root_dir,
             runs_dir=config.runs_dir,
@@ -130,7 +140,7 @@ class GraphHost:
             from databuild.runtime.alerts import AlertDispatcher
 
             self.alerts = AlertDispatcher(
-                config.name, config.alerts.webhooks, self._log, self.controller, config.state_dir
+                config.name, config.alerts.webhooks, event_log, self.controller, config.state_dir
             )
             await self.alerts.start()
         if config.upstreams and self.run_schedules:
@@ -144,6 +154,7 @@ class GraphHost:
             )
             await self.external_checker.start()
         self._write_discovery()
+        self.ready = True
 
     def _start_followers(self) -> None:
         """One follower per upstream graph (runtime.upstreams), with its token if any."""
@@ -157,6 +168,7 @@ class GraphHost:
             self.followers[spec.name] = follower
 
     async def stop(self) -> None:
+        self.ready = False
         if self.external_checker is not None:
             await self.external_checker.stop()
         for follower in self.followers.values():

@@ -15,6 +15,7 @@ import asyncio
 import math
 from collections import Counter
 from collections.abc import Sequence
+from typing import Literal
 
 from databuild import __version__
 from databuild.codec import event_to_dict
@@ -412,10 +413,21 @@ async def events_page(
 
 
 def health(host: GraphHost) -> schemas.Health:
-    """Liveness and readiness: ``failed`` once the controller has stopped on an error."""
-    state = host.state
+    """Liveness: ``failed`` once the controller has stopped on an error (the process then
+    exits); ``starting`` while the log is replayed, ``degraded`` while storage is down."""
     controller = host.controller
     failure = controller.failure if controller is not None else None
+    if not host.ready and failure is None:
+        return schemas.Health(
+            status="starting",
+            graph=host.config.name,
+            version=__version__,
+            last_sequence=0,
+            active_wants=0,
+            running_job_runs=0,
+            message="replaying the Build Event Log",
+        )
+    state = host.state
     # O(jobs), not O(runs + wants): probes and every CLI command's discovery ask this
     running = sum(len(runs) for runs in state.running_by_job.values())
     # degraded: the Build Event Log is unavailable and an append is being retried
@@ -428,4 +440,30 @@ def health(host: GraphHost) -> schemas.Health:
         active_wants=state.active_want_count,
         running_job_runs=running,
         message=str(failure) if failure else down,
+    )
+
+
+def readiness(host: GraphHost) -> schemas.Readiness:
+    """Readiness: the log is replayed, storage is reachable and the writer role is known.
+    A live service that is not ready (replaying, storage down) should get no traffic."""
+    controller = host.controller
+    failure = controller.failure if controller is not None else None
+    down = controller.storage_down if controller is not None else ""
+    storage = str(failure) if failure else down or "ok"
+    if not host.ready:
+        role: Literal["starting", "writer", "read-only"] = "starting"
+    else:
+        role = "read-only" if host.read_only else "writer"
+    problems = []
+    if not host.ready and failure is None:
+        problems.append("replaying the Build Event Log")
+    if storage != "ok":
+        problems.append(f"the Build Event Log is unavailable: {storage}")
+    return schemas.Readiness(
+        ready=not problems,
+        graph=host.config.name,
+        role=role,
+        replayed=host.ready,
+        storage=storage,
+        message="; ".join(problems),
     )

@@ -213,13 +213,30 @@ class ErrorResponse(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok", "degraded", "failed"]
+    status: Literal["starting", "ok", "degraded", "failed"]
     graph: str
     version: str
     last_sequence: int
     active_wants: int
     running_job_runs: int
     message: str = ""
+
+
+class Readiness(BaseModel):
+    """``GET /readyz``: whether this service should get traffic now."""
+
+    ready: bool
+    graph: str
+    role: Literal["starting", "writer", "read-only"]
+    replayed: bool  # the Build Event Log is replayed into memory
+    storage: str  # "ok", or why the Build Event Log is unreachable
+    message: str = ""  # why not ready; "" when ready
+
+
+class Error(BaseModel):
+    """The body of every error response."""
+
+    error: str
 
 
 class JobView(BaseModel):

@@ -232,7 +232,7 @@ class Service:
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
         try:
-            await self.host.start()
+            await self.host.open()  # bad storage settings: one clear error, nothing served
         except BaseException as exc:
             self.error = exc
             self.ready.set()
@@ -240,19 +240,32 @@ class Service:
             with contextlib.suppress(Exception):
                 await self.host.stop()
             raise
+        # Serve first, then start the host: while the log is replayed, /healthz answers
+        # "starting" (alive) and /readyz 503 (not ready); every other request gets 503.
+        serving = asyncio.create_task(self.server.serve(sockets=[self.sock]))
+        self._serving = serving
+        while not self.server.started and not serving.done():
+            await asyncio.sleep(0.005)
+        try:
+            if serving.done():
+                serving.result()  # uvicorn could not start: its error, as it is
+                raise ServiceError("the HTTP server stopped during start-up")
+            await self.host.start()
+        except BaseException as exc:
+            self.error = exc
+            self.ready.set()
+            await self._stop_serving(serving)
+            with contextlib.suppress(Exception):
+                await self.host.stop()
+            raise
         watch = asyncio.create_task(self._stop_when_controller_fails())
         self._reload_on_sighup()
         try:
-            serving = asyncio.create_task(self.server.serve(sockets=[self.sock]))
-            self._serving = serving
-            while not self.server.started and not serving.done():
-                await asyncio.sleep(0.005)
             self.ready.set()
-            if self.server.started:
-                log.info(
-                    "serving %s at once; more get 503",
-                    limit_text(self.connection_limit, self._fd_limit),
-                )
+            log.info(
+                "serving %s at once; more get 503",
+                limit_text(self.connection_limit, self._fd_limit),
+            )
             with contextlib.suppress(asyncio.CancelledError):
                 await serving
         finally:
@@ -264,6 +277,12 @@ class Service:
             # Never stay up half-dead: exit non-zero so a supervisor restarts the service,
             # which then recovers from the log as after kill -9 (issue 14.2).
             raise StorageError(f"the service stopped: {failure}")
+
+    async def _stop_serving(self, serving: asyncio.Task[None]) -> None:
+        self.server.should_exit = True
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(serving, timeout=10)
+        self.sock.close()
 
     async def _stop_when_controller_fails(self) -> None:
         controller = self.host.controller

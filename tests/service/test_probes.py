@@ -1,0 +1,75 @@
+"""Liveness (``/healthz``) and readiness (``/readyz``), by GET and HEAD.
+
+Against a real ``databuild serve``: both answer 200, HEAD with no body. In process, through
+the service's own ASGI entry (the gateway) on a host that has not finished starting, which
+is what a probe sees while a long log is replayed: alive (200, ``starting``), not ready
+(503), and every other route 503 with ``Retry-After``, never a half-folded state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from databuild.config import load_config
+from databuild.service.gateway import STARTING_MESSAGE, ServiceApp
+from databuild.service.host import GraphHost
+
+Launcher = Callable[..., tuple[Any, str]]
+
+
+@pytest.mark.slow
+def test_probes_answer_get_and_head(served_calendar: str) -> None:
+    with httpx.Client(base_url=served_calendar, timeout=30) as client:
+        for path in ("/healthz", "/readyz"):
+            got = client.get(path)
+            assert got.status_code == 200, got.text
+            head = client.head(path)
+            assert head.status_code == 200
+            assert head.content == b""
+        assert client.get("/healthz").json()["status"] == "ok"
+        ready = client.get("/readyz").json()
+        assert ready == {
+            "ready": True,
+            "graph": "calendar",
+            "role": "writer",
+            "replayed": True,
+            "storage": "ok",
+            "message": "",
+        }
+
+
+def test_a_starting_service_is_alive_but_not_ready(calendar_dir: Path) -> None:
+    host = GraphHost(load_config(calendar_dir / "databuild.toml", {}))
+    app = ServiceApp(host, eager=True)
+
+    async def scenario() -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            health = await client.get("/healthz")
+            assert health.status_code == 200
+            assert health.json()["status"] == "starting"
+            ready = await client.get("/readyz")
+            assert ready.status_code == 503
+            assert ready.json()["role"] == "starting"
+            assert "replaying" in ready.json()["message"]
+            assert (await client.head("/readyz")).status_code == 503
+            for path in ("/api/v1/wants", "/api/v1/partitions?ref=raw/date=2024-01-01"):
+                refused = await client.get(path)
+                assert refused.status_code == 503
+                assert refused.headers["retry-after"] == "1"
+                assert refused.json() == {"error": STARTING_MESSAGE}
+
+            await host.start()
+            try:
+                assert (await client.get("/readyz")).status_code == 200
+                assert (await client.get("/api/v1/wants")).status_code == 200
+            finally:
+                await host.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
