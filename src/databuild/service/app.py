@@ -14,6 +14,7 @@ import logging
 import resource
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -29,7 +30,7 @@ from databuild.core.errors import (
     ServiceError,
     StorageError,
 )
-from databuild.service import operations, schemas
+from databuild.service import openapi, operations, schemas
 from databuild.service.admin_routes import router as admin_router
 from databuild.service.api import router
 from databuild.service.dashboard import mount as mount_dashboard
@@ -89,6 +90,14 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.host = host
+    generated = app.openapi
+
+    def completed_openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = openapi.complete(generated())
+        return app.openapi_schema
+
+    app.openapi = completed_openapi  # type: ignore[method-assign]
     app.include_router(router)
     app.include_router(sla_router)
     app.include_router(metrics_router)

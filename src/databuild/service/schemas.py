@@ -233,12 +233,6 @@ class Readiness(BaseModel):
     message: str = ""  # why not ready; "" when ready
 
 
-class Error(BaseModel):
-    """The body of every error response."""
-
-    error: str
-
-
 class JobView(BaseModel):
     name: str
     outputs: list[str]

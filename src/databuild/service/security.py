@@ -26,6 +26,10 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 MAX_BODY_BYTES = 1 << 20
+# The request line and headers: uvicorn (h11) buffers up to this much, then answers a plain
+# 400 and closes. Set explicitly so that the limit does not depend on how TCP splits the
+# request (h11's own default is 16 KiB of buffered, incomplete data).
+MAX_HEAD_BYTES = 1 << 20
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 

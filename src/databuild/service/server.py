@@ -41,7 +41,7 @@ from databuild.core.errors import (
 from databuild.service.gateway import ServiceApp
 from databuild.service.host import GraphHost
 from databuild.service.reloading import reload_config
-from databuild.service.security import AccessPolicy, SecurityMiddleware
+from databuild.service.security import MAX_HEAD_BYTES, AccessPolicy, SecurityMiddleware
 
 T = TypeVar("T")
 log = logging.getLogger("databuild.service")
@@ -221,6 +221,7 @@ class Service:
             access_log=False,
             lifespan="off",  # the host is started and stopped here, not by the app
             timeout_graceful_shutdown=5,
+            h11_max_incomplete_event_size=MAX_HEAD_BYTES,
         )
         self.server = uvicorn.Server(uv_config)
         self.ready = threading.Event()
