@@ -1,4 +1,5 @@
-"""Disk faults on run logs and result files (issue 14.3): a run directory on a full disk.
+"""Disk faults on run logs and result files (issue 14.3): a run directory on a full disk,
+and on a failing one (EIO, from the FUSE file system of ``eio_fs.py``).
 
 The graph's ``.databuild/runs`` is a 64 KiB tmpfs of the test's own (``mount -t tmpfs``,
 which needs root: CI runs as root and sets ``DATABUILD_TEST_REQUIRE_ROOT=1``, so there
@@ -177,3 +178,94 @@ def test_a_full_disk_under_the_bel_ends_the_process_after_the_grace_and_nothing_
             proc.wait(timeout=30)
     finally:
         subprocess.run(["umount", "-l", str(state)], check=False)
+
+
+# EIO: a disk that fails rather than fills. ``.databuild/runs`` is a pass-through FUSE file
+# system of the test's own (eio_fs.py: root, /dev/fuse, libfuse2) that answers EIO to writes
+# of the files named in its control file, as a dying disk does.
+EIO_FS = Path(__file__).with_name("eio_fs.py")
+
+
+@pytest.fixture
+def failing_disk_graph(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """The graph and the control file: write a file name into it to make writes of that
+    file fail with EIO."""
+    if os.geteuid() != 0 or not Path("/dev/fuse").exists():
+        if os.environ.get("DATABUILD_TEST_REQUIRE_ROOT") == "1":
+            pytest.fail("these tests mount a FUSE file system and must run as root in CI")
+        pytest.skip("mounting a FUSE file system needs root and /dev/fuse (CI runs these)")
+    graph, backing, control = tmp_path / "graph", tmp_path / "backing", tmp_path / "control"
+    runs = graph / ".databuild" / "runs"
+    runs.mkdir(parents=True)
+    backing.mkdir()
+    (graph / "databuild.toml").write_text(CONFIG)
+    fs = subprocess.Popen(
+        [sys.executable, str(EIO_FS), str(backing), str(runs), str(control)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not os.path.ismount(runs):
+            if fs.poll() is not None or time.monotonic() > deadline:
+                output = fs.stdout.read() if fs.stdout else ""
+                pytest.fail(f"the EIO file system did not mount (libfuse2 installed?): {output}")
+            time.sleep(0.05)
+        yield graph, control
+    finally:
+        subprocess.run(["umount", "-l", str(runs)], check=False)
+        fs.kill()
+        fs.wait(timeout=10)
+
+
+def test_eio_on_a_run_log_is_one_clear_line_and_the_partition_is_built(
+    failing_disk_graph: tuple[Path, Path],
+) -> None:
+    graph, control = failing_disk_graph
+    control.write_text("write log.txt")  # created, then every write of it fails
+    built = databuild(graph, "build", "noisy/1")
+    out = built.stdout + built.stderr
+    assert built.returncode == 0, out
+    log_path = graph / ".databuild" / "runs" / "r00000001" / "log.txt"
+    assert f"cannot write job log {log_path}: [Errno 5] Input/output error" in out
+    assert "Traceback" not in out
+    control.unlink()  # the disk recovers: the next run's log is written
+    again = databuild(graph, "build", "noisy/2")
+    assert again.returncode == 0, again.stderr
+    listed = databuild(graph, "partitions")
+    assert "noisy/1" in listed.stdout and "noisy/2" in listed.stdout
+
+
+def test_eio_on_a_result_file_fails_the_run_naming_the_file(
+    failing_disk_graph: tuple[Path, Path],
+) -> None:
+    graph, control = failing_disk_graph
+    control.write_text("result.json")
+    built = databuild(graph, "build", "picky/1")
+    out = built.stdout + built.stderr
+    assert built.returncode == 1, out
+    assert "cannot write the result file" in out and "result.json" in out
+    assert "Input/output error" in out
+    assert "Traceback" not in out
+    runs = databuild(graph, "runs", "--job", "picky")
+    assert "failed" in runs.stdout
+
+
+def test_eio_creating_a_run_directory_fails_the_run_naming_it_and_a_new_build_succeeds(
+    failing_disk_graph: tuple[Path, Path],
+) -> None:
+    graph, control = failing_disk_graph
+    control.write_text("log.txt")  # the log file cannot even be created
+    built = databuild(graph, "build", "noisy/1")
+    out = built.stdout + built.stderr
+    assert built.returncode == 1, out
+    run_dir = graph / ".databuild" / "runs" / "r00000001"
+    assert f"could not prepare the run directory {run_dir}: Input/output error" in " ".join(
+        out.split()
+    )
+    assert "Traceback" not in out
+    control.unlink()
+    again = databuild(graph, "build", "noisy/1")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "live" in databuild(graph, "partitions").stdout
