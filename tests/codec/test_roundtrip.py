@@ -90,6 +90,7 @@ STRATEGIES: dict[type, st.SearchStrategy[Any]] = {
     ev.PartitionsInvalidated: st.builds(
         ev.PartitionsInvalidated, st.lists(REFS, max_size=4).map(tuple), TEXT, TEXT
     ),
+    ev.ClockStepped: st.builds(ev.ClockStepped, FLOATS),
     ev.ConfigReloaded: st.builds(
         ev.ConfigReloaded,
         TEXT,

@@ -1,6 +1,9 @@
 """Clock faults (issue 14.4) through the clock port: a wall clock stepped back by an hour
 does not make the Build Event Log's timestamps go backwards (within a run or across a
-restart) nor fire a retry back-off early; ``SystemClock`` itself never goes backwards."""
+restart) nor fire a retry back-off early; a clock stepped forward by an hour does not fire
+a retry back-off early either (``ClockStepped`` moves it), while SLA deadlines, being
+wall-clock facts, are taken as passed; ``SystemClock`` itself never goes backwards and
+tells a forward step from time that passed."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ import asyncio
 from pathlib import Path
 
 from databuild.config import load_config
-from databuild.core.events import FailureKind, JobRunQueued
+from databuild.core.events import ClockStepped, FailureKind, JobRunQueued
 from databuild.core.model import WantRequest, WantSource
 from databuild.core.outcomes import RunFailed
 from databuild.core.refs import PartitionRef
@@ -45,6 +48,53 @@ def test_the_system_clock_never_goes_backwards() -> None:
     clock = SystemClock(wall=lambda: next(readings))
     seen = [clock.now() for _ in range(6)]
     assert seen == [100.0, 101.0, 101.0, 101.0, 101.5, 200.0]
+
+
+def test_the_system_clock_tells_a_forward_step_from_time_that_passed() -> None:
+    wall = iter([100.0, 105.0, 105.0 + HOUR, 110.0 + HOUR])
+    mono = iter([10.0, 15.0, 15.5, 20.5])
+    clock = SystemClock(wall=lambda: next(wall), monotonic=lambda: next(mono))
+    assert clock.now() == 100.0
+    assert clock.now() == 105.0  # 5 s passed on both clocks: no step
+    assert clock.now() == 105.0 + HOUR  # the wall leapt an hour in half a second
+    assert clock.take_step() == HOUR - 0.5
+    assert clock.take_step() == 0.0  # taken once
+    assert clock.now() == 110.0 + HOUR  # 5 s more on both: no new step
+    assert clock.take_step() == 0.0
+
+
+def test_a_clock_stepped_forward_does_not_fire_a_back_off_early(tmp_path: Path) -> None:
+    (tmp_path / "databuild.toml").write_text(CONFIG)
+    config = load_config(tmp_path / "databuild.toml", {})
+    store = InMemoryStore()
+    clock = FakeClock(T0)
+    executor = FakeExecutor(slots=2)
+
+    def runs_of(ref: str) -> int:
+        return sum(1 for r in executor.started if PartitionRef(ref) in r.partition_refs)
+
+    async def scenario() -> None:
+        host = GraphHost(config, event_log=InMemoryEventLog(store), executor=executor, clock=clock)
+        await host.start()
+        controller = host.controller
+        assert controller is not None
+        try:
+            await controller.create_wants([request("up/1")])
+            first = executor.started[0].job_run_id
+            executor.finish(first, RunFailed(FailureKind.EXIT_NONZERO, "exit 1", 1, 0.1))
+            await controller.poke()  # failed; retried 60-300 s later
+            clock.step(HOUR)  # a VM resumed: the wall clock leaps an hour, no time passed
+            await controller.poke()
+            assert runs_of("up/1") == 1, "the back-off fired early after a forward step"
+            clock.advance(301)  # now the back-off (at most 300 s) has really passed
+            await controller.poke()
+            assert runs_of("up/1") == 2
+        finally:
+            await host.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+    steps = [e for e in InMemoryEventLog(store).read(0) if isinstance(e.payload, ClockStepped)]
+    assert [e.payload for e in steps] == [ClockStepped(HOUR)]
 
 
 def test_a_clock_stepped_back_keeps_log_timestamps_in_order_and_timers_on_time(

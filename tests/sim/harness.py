@@ -280,7 +280,7 @@ class Simulation:
             self.finish_some(rng)
         if rng.random() < self.faults.clock_jump:
             self.report.found["clock jump"] += 1
-            self.clock.advance(rng.choice((-HOUR, HOUR)))
+            self.clock.step(rng.choice((-HOUR, HOUR)))  # a step: no time passes
         else:
             self.clock.advance(rng.choice((1, 5, 30, 60)))
         await self.poke()

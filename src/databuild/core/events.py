@@ -195,6 +195,15 @@ class ConfigReloaded:
     jobs_removed: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class ClockStepped:
+    """The wall clock stepped forward by ``seconds`` more than the time that passed: retry
+    back-offs still waiting move later by as much (a back-off's length is the point); SLA
+    deadlines and TTLs stay, being wall-clock facts."""
+
+    seconds: float
+
+
 EventPayload = (
     WantCreated
     | WantReopened
@@ -214,6 +223,7 @@ EventPayload = (
     | PartitionFailed
     | PartitionsInvalidated
     | ConfigReloaded
+    | ClockStepped
 )
 
 PAYLOAD_TYPES: tuple[type[EventPayload], ...] = (
@@ -235,6 +245,7 @@ PAYLOAD_TYPES: tuple[type[EventPayload], ...] = (
     PartitionFailed,
     PartitionsInvalidated,
     ConfigReloaded,
+    ClockStepped,
 )
 
 

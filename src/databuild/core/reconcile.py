@@ -585,6 +585,23 @@ class Reconciler:
             )
 
     # ---- time and dispatch ---------------------------------------------------------
+    def clock_stepped(self, seconds: float, now: float) -> bool:
+        """The wall clock leapt ``seconds`` ahead of the time that passed: retry back-offs
+        still waiting move later by as much (one ``ClockStepped``, only if there is one to
+        move). True if recorded."""
+        if seconds <= 0:
+            return False
+        before = now - seconds
+        waiting = any(
+            (part := self.state.partitions.get(ref)) is not None
+            and part.status is PartitionStatus.BACKOFF
+            and part.retry_at > before
+            for _, ref in self.state.retry_timers
+        )
+        if waiting:
+            self._emit(ev.ClockStepped(seconds), now)
+        return waiting
+
     def tick(self, now: float, free_slots: int) -> None:
         """Fire due timers (retry, TTL, SLA), then dispatch ready partitions by deadline."""
         self._fire_timers(now)

@@ -239,7 +239,7 @@ class BuildState:
         ):
             run = self.runs.get(payload.job_run_id)
             return run.partition_refs if run is not None else ev.partition_refs_of(payload)
-        if isinstance(payload, ev.ConfigReloaded):
+        if isinstance(payload, ev.ConfigReloaded | ev.ClockStepped):
             return ()
         if isinstance(payload, ev.PartitionsInvalidated):
             return payload.partition_refs
@@ -454,6 +454,25 @@ def _config_reloaded(state: BuildState, e: ev.ConfigReloaded, now: float, seq: i
     """History only: routing follows the graph the state is given (``use_graph``)."""
 
 
+def _clock_stepped(state: BuildState, e: ev.ClockStepped, now: float, seq: int) -> None:
+    """Back-offs still waiting (``retry_at`` ahead of the step's moment) wait ``seconds``
+    more; the timers follow. ``now`` is the event's timestamp, after the step."""
+    before = now - e.seconds
+    moved = False
+    for ref in {ref for _, ref in state.retry_timers}:  # a ref may have several entries
+        part = state.partitions.get(ref)
+        if part is not None and part.status is PartitionStatus.BACKOFF and part.retry_at > before:
+            part.retry_at += e.seconds
+            moved = True
+    if moved:
+        state.retry_timers = [
+            (state.partitions[ref].retry_at, ref)
+            for _, ref in state.retry_timers
+            if ref in state.partitions
+        ]
+        heapq.heapify(state.retry_timers)
+
+
 def _sla_missed(state: BuildState, e: ev.SlaMissed, now: float, seq: int) -> None:
     record = state.wants[e.want_id]
     record.events.append(seq)
@@ -649,6 +668,7 @@ _HANDLERS: dict[type, _Handler] = {
     ev.PartitionFailed: _partition_failed,
     ev.PartitionsInvalidated: _partitions_invalidated,
     ev.ConfigReloaded: _config_reloaded,
+    ev.ClockStepped: _clock_stepped,
 }
 
 

@@ -518,6 +518,13 @@ class Controller:
         replies: list[tuple[asyncio.Future[object], object]] = []
         failures: list[tuple[asyncio.Future[object], BaseException]] = []
         rec = self.reconciler
+        stepped = self.clock.take_step()
+        if stepped and rec.clock_stepped(stepped, now):
+            log.warning(
+                "the wall clock stepped %.1f s ahead: retry back-offs still waiting move "
+                "later by as much (SLA deadlines and TTLs stay)",
+                stepped,
+            )
         for item in batch:
             try:
                 if isinstance(item, RunStartedReport):

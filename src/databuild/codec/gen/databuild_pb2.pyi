@@ -741,6 +741,30 @@ class ConfigReloaded(_message.Message):
 Global___ConfigReloaded: _TypeAlias = ConfigReloaded  # noqa: Y015
 
 @_typing.final
+class ClockStepped(_message.Message):
+    """The service saw the wall clock step forward by ``seconds`` beyond the time that passed
+    (NTP correction, VM resume). Retry back-offs still waiting move later by as much: their
+    length is the point. SLA deadlines and TTLs do not move: they are wall-clock facts.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SECONDS_FIELD_NUMBER: _builtins.int
+    seconds: _builtins.float
+    def __init__(
+        self,
+        *,
+        seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["seconds", b"seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClockStepped: _TypeAlias = ClockStepped  # noqa: Y015
+
+@_typing.final
 class BuildEvent(_message.Message):
     """One entry of the Build Event Log."""
 
@@ -767,6 +791,7 @@ class BuildEvent(_message.Message):
     PARTITION_FAILED_FIELD_NUMBER: _builtins.int
     PARTITIONS_INVALIDATED_FIELD_NUMBER: _builtins.int
     CONFIG_RELOADED_FIELD_NUMBER: _builtins.int
+    CLOCK_STEPPED_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """global, gap-free, from 1"""
     timestamp: _builtins.float
@@ -808,6 +833,8 @@ class BuildEvent(_message.Message):
     def partitions_invalidated(self) -> Global___PartitionsInvalidated: ...
     @_builtins.property
     def config_reloaded(self) -> Global___ConfigReloaded: ...
+    @_builtins.property
+    def clock_stepped(self) -> Global___ClockStepped: ...
     def __init__(
         self,
         *,
@@ -832,12 +859,13 @@ class BuildEvent(_message.Message):
         partition_failed: Global___PartitionFailed | None = ...,
         partitions_invalidated: Global___PartitionsInvalidated | None = ...,
         config_reloaded: Global___ConfigReloaded | None = ...,
+        clock_stepped: Global___ClockStepped | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["config_reloaded", b"config_reloaded", "job_run_canceled", b"job_run_canceled", "job_run_failed", b"job_run_failed", "job_run_missing_deps", b"job_run_missing_deps", "job_run_queued", b"job_run_queued", "job_run_started", b"job_run_started", "job_run_succeeded", b"job_run_succeeded", "partition_building", b"partition_building", "partition_failed", b"partition_failed", "partition_live", b"partition_live", "partitions_invalidated", b"partitions_invalidated", "payload", b"payload", "sla_missed", b"sla_missed", "want_canceled", b"want_canceled", "want_created", b"want_created", "want_expired", b"want_expired", "want_failed", b"want_failed", "want_reopened", b"want_reopened", "want_satisfied", b"want_satisfied"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["clock_stepped", b"clock_stepped", "config_reloaded", b"config_reloaded", "job_run_canceled", b"job_run_canceled", "job_run_failed", b"job_run_failed", "job_run_missing_deps", b"job_run_missing_deps", "job_run_queued", b"job_run_queued", "job_run_started", b"job_run_started", "job_run_succeeded", b"job_run_succeeded", "partition_building", b"partition_building", "partition_failed", b"partition_failed", "partition_live", b"partition_live", "partitions_invalidated", b"partitions_invalidated", "payload", b"payload", "sla_missed", b"sla_missed", "want_canceled", b"want_canceled", "want_created", b"want_created", "want_expired", b"want_expired", "want_failed", b"want_failed", "want_reopened", b"want_reopened", "want_satisfied", b"want_satisfied"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_reloaded", b"config_reloaded", "job_run_canceled", b"job_run_canceled", "job_run_failed", b"job_run_failed", "job_run_missing_deps", b"job_run_missing_deps", "job_run_queued", b"job_run_queued", "job_run_started", b"job_run_started", "job_run_succeeded", b"job_run_succeeded", "partition_building", b"partition_building", "partition_failed", b"partition_failed", "partition_live", b"partition_live", "partitions_invalidated", b"partitions_invalidated", "payload", b"payload", "sequence", b"sequence", "sla_missed", b"sla_missed", "timestamp", b"timestamp", "version", b"version", "want_canceled", b"want_canceled", "want_created", b"want_created", "want_expired", b"want_expired", "want_failed", b"want_failed", "want_reopened", b"want_reopened", "want_satisfied", b"want_satisfied"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clock_stepped", b"clock_stepped", "config_reloaded", b"config_reloaded", "job_run_canceled", b"job_run_canceled", "job_run_failed", b"job_run_failed", "job_run_missing_deps", b"job_run_missing_deps", "job_run_queued", b"job_run_queued", "job_run_started", b"job_run_started", "job_run_succeeded", b"job_run_succeeded", "partition_building", b"partition_building", "partition_failed", b"partition_failed", "partition_live", b"partition_live", "partitions_invalidated", b"partitions_invalidated", "payload", b"payload", "sequence", b"sequence", "sla_missed", b"sla_missed", "timestamp", b"timestamp", "version", b"version", "want_canceled", b"want_canceled", "want_created", b"want_created", "want_expired", b"want_expired", "want_failed", b"want_failed", "want_reopened", b"want_reopened", "want_satisfied", b"want_satisfied"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["want_created", "want_reopened", "want_canceled", "want_expired", "want_satisfied", "want_failed", "sla_missed", "job_run_queued", "job_run_started", "job_run_succeeded", "job_run_failed", "job_run_missing_deps", "job_run_canceled", "partition_building", "partition_live", "partition_failed", "partitions_invalidated", "config_reloaded"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["want_created", "want_reopened", "want_canceled", "want_expired", "want_satisfied", "want_failed", "sla_missed", "job_run_queued", "job_run_started", "job_run_succeeded", "job_run_failed", "job_run_missing_deps", "job_run_canceled", "partition_building", "partition_live", "partition_failed", "partitions_invalidated", "config_reloaded", "clock_stepped"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
