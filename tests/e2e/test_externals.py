@@ -16,13 +16,13 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
+
+from .helpers import cli, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 HANG_GUARD_SECONDS = 120.0
@@ -91,34 +91,6 @@ def documented_check() -> str:
     found = re.search(r"```python\n(.*?)```", section, re.DOTALL)
     assert found is not None, "docs/config.md shows no check command"
     return found.group(1)
-
-
-def cli(
-    bin_path: Path, graph: Path, env: dict[str, str], *args: str
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(bin_path), *args], cwd=graph, env=env, capture_output=True, text=True, timeout=120
-    )
-
-
-def want_of(client: httpx.Client, want_id: str) -> dict[str, Any]:
-    response = client.get(f"/api/v1/wants/{want_id}")
-    assert response.status_code == 200, response.text
-    want: dict[str, Any] = response.json()["want"]
-    return want
-
-
-def wait_until(client: httpx.Client, want_id: str, done: Callable[[dict[str, Any]], bool]) -> Any:
-    """Follow the event stream until ``done(want)``; the deadline only guards a hang."""
-    deadline = time.monotonic() + HANG_GUARD_SECONDS
-    after = int(client.get("/healthz").json()["last_sequence"])
-    while True:
-        want = want_of(client, want_id)
-        if done(want):
-            return want
-        assert time.monotonic() < deadline, f"want stuck: {want}"
-        page = client.get("/api/v1/events", params={"after": after, "wait": 2}).json()
-        after = int(page["last_sequence"])
 
 
 def metric(text: str, name: str, external: str) -> float:

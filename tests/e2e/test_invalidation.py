@@ -8,40 +8,19 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
+
+from .helpers import cli, wait_done
 
 pytestmark = pytest.mark.slow
 
 Launcher = Callable[..., tuple["subprocess.Popen[bytes]", str]]
 HANG_GUARD_SECONDS = 120.0
 DAY = "2024-01-03"  # a Wednesday: ISO week 2024-W01
-
-
-def cli(
-    bin_path: Path, graph: Path, env: dict[str, str], *args: str
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(bin_path), *args], cwd=graph, env=env, capture_output=True, text=True, timeout=120
-    )
-
-
-def wait_done(client: httpx.Client, want_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + HANG_GUARD_SECONDS
-    after = 0
-    while True:
-        want: dict[str, Any] = client.get(f"/api/v1/wants/{want_id}").json()["want"]
-        if want["status"] not in ("pending", "waiting", "building", "retrying"):
-            return want
-        assert time.monotonic() < deadline, want
-        after = client.get("/api/v1/events", params={"after": after, "wait": 2}).json()[
-            "last_sequence"
-        ]
 
 
 def outputs(graph: Path) -> dict[str, str]:

@@ -7,26 +7,18 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
+
+from .helpers import cli, wait_done
 
 pytestmark = pytest.mark.slow
 
 Launcher = Callable[..., tuple["subprocess.Popen[bytes]", str]]
 HANG_GUARD_SECONDS = 120.0
-
-
-def cli(
-    bin_path: Path, graph: Path, env: dict[str, str], *args: str
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(bin_path), *args], cwd=graph, env=env, capture_output=True, text=True, timeout=120
-    )
 
 
 def set_version(graph: Path, version: str) -> None:
@@ -36,19 +28,6 @@ def set_version(graph: Path, version: str) -> None:
     head, tail = text.split(marker, 1)
     tail = "\n".join(line for line in tail.split("\n") if not line.startswith("version = "))
     config.write_text(f'{head}{marker}version = "{version}"\n{tail}')
-
-
-def wait_satisfied(client: httpx.Client, want_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + HANG_GUARD_SECONDS
-    after = 0
-    while True:
-        want: dict[str, Any] = client.get(f"/api/v1/wants/{want_id}").json()["want"]
-        if want["status"] not in ("pending", "waiting", "building", "retrying"):
-            return want
-        assert time.monotonic() < deadline, want
-        after = client.get("/api/v1/events", params={"after": after, "wait": 2}).json()[
-            "last_sequence"
-        ]
 
 
 def test_a_new_job_version_makes_its_old_partitions_stale(
@@ -67,7 +46,7 @@ def test_a_new_job_version_makes_its_old_partitions_stale(
             databuild_bin, graph, job_env, "--json", "want", "create", "daily/date=2024-01-02"
         )
         assert made.returncode == 0, made.stderr
-        want = wait_satisfied(client, json.loads(made.stdout)["wants"][0]["want_id"])
+        want = wait_done(client, json.loads(made.stdout)["wants"][0]["want_id"])
         assert want["status"] == "satisfied", want
         daily = client.get("/api/v1/partitions/daily/date=2024-01-02").json()
         assert (daily["job_version"], daily["stale"]) == ("1", False)
@@ -100,7 +79,7 @@ def test_a_new_job_version_makes_its_old_partitions_stale(
         answer = json.loads(done.stdout)
         assert [p["partition_ref"] for p in answer["partitions"]] == ["daily/date=2024-01-02"]
         (reopened,) = answer["reopened_want_ids"]
-        assert wait_satisfied(client, reopened)["status"] == "satisfied"
+        assert wait_done(client, reopened)["status"] == "satisfied"
         daily = client.get("/api/v1/partitions/daily/date=2024-01-02").json()
         assert (daily["status"], daily["job_version"], daily["stale"]) == ("live", "2", False)
         assert client.get("/api/v1/partitions/raw/date=2024-01-02").json()["status"] == "live"
