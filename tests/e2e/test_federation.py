@@ -450,3 +450,57 @@ def test_kill9_upstream_resumes_from_the_cursor(federation: Federation) -> None:
     state = follower(fed.reports_url)
     assert state["relists"] == 0 and state["connected"]
     check_exactly_once(fed)
+
+
+def test_sla_blame_follows_the_chain_into_the_upstream(federation: Federation) -> None:
+    """A report want late because ingest's job keeps failing on the raw day: the
+    downstream's blame names the upstream graph, its job's failure and the upstream ref,
+    from the upstream's own blame of the forwarded want (GET /api/v1/sla/blame)."""
+    fed = federation
+    toml = fed.ingest_dir / "databuild.toml"
+    toml.write_text(
+        toml.read_text().replace(
+            "max_batch = 16\n", 'max_batch = 16\nretries = 5\nretry_backoff = "2m"\n'
+        )
+    )
+    fed.start_ingest(FEDERATION_FLAKY=day(7))
+    fed.start_reports()
+    response = httpx.post(
+        f"{fed.reports_url}/api/v1/wants",
+        json={"partition_refs": [f"report/date={day(7)}"], "data_timestamp": JAN, "sla_seconds": 1},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    want_id = response.json()["wants"][0]["want_id"]
+
+    def blamed() -> dict[str, Any] | None:
+        found = get(fed.reports_url, f"/api/v1/sla/blame/{want_id}")
+        return found if "retry scheduled" in found["blame"]["text"] else None
+
+    found = wait_until(blamed, "the blame reaches into ingest")
+    blame = found["blame"]
+    assert found["graph"] == "reports"
+    assert blame["partition_ref"] == f"raw/date={day(7)}"
+    assert blame["reason"] == "retrying"
+    assert blame["text"].startswith("upstream graph ingest: job failed (")
+    assert f"the meter feed for {day(7)} timed out" in blame["text"]
+    assert blame["text"].endswith(f"on raw/date={day(7)}")
+    # the SLA (1 s after the data date, long past) is missed: the violation's current blame
+    # follows the chain too, and so does the CLI
+    violations = get(fed.reports_url, "/api/v1/sla/violations")["violations"]
+    (late,) = [v for v in violations if v["want"]["want_id"] == want_id]
+    assert late["current_blame"]["text"] == blame["text"]
+    assert late["blame"]  # what held it up at the deadline, recorded then (here: the queue)
+    shown = json.loads(fed.cli("sla", "violations", "--json"))["violations"]
+    (mine,) = [v for v in shown if v["want"]["want_id"] == want_id]
+    assert mine["current_blame"]["text"] == blame["text"]
+    for page in ("/sla", f"/wants/{want_id}"):  # the dashboard says so too
+        html = httpx.get(f"{fed.reports_url}{page}", timeout=10).text
+        assert "upstream graph ingest: job failed (the meter feed" in html, page
+
+
+def test_sla_blame_of_an_unknown_want_is_404(federation: Federation) -> None:
+    federation.start_ingest()
+    response = httpx.get(f"{federation.ingest_url}/api/v1/sla/blame/wnope", timeout=10)
+    assert response.status_code == 404
+    assert "no want 'wnope'" in response.json()["error"]

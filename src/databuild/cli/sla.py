@@ -45,9 +45,11 @@ def _late(seconds: float) -> str:
 
 
 def violations_table(violations: list[dict[str, Any]]) -> Table:
-    table = _table(["WANT", "PARTITION", "STATUS", "DEADLINE", "BLAMED", "WHY (AT THE DEADLINE)"])
+    columns = ["WANT", "PARTITION", "STATUS", "DEADLINE", "BLAMED", "WHY (AT THE DEADLINE)", "NOW"]
+    table = _table(columns)
     for v in violations:
         w = v["want"]
+        now = v["current_blame"]  # follows upstream graphs into theirs
         table.add_row(
             escape(w["want_id"]),
             escape(w["partition_ref"]),
@@ -55,6 +57,7 @@ def violations_table(violations: list[dict[str, Any]]) -> Table:
             escape(format_timestamp(v["deadline"])),
             escape(v["blame_ref"]),
             escape(v["blame"]),
+            "" if now["reason"] == "not_held" else escape(now["text"]),
         )
     return table
 

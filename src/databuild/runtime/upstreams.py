@@ -58,6 +58,12 @@ RELIST_CHUNK = 500
 _UNSATISFIED = frozenset({"failed", "upstream_failed", "expired", "canceled"})
 
 
+# Blame through the chain (SLA pages ask per want): bounded, and cached briefly.
+BLAME_TIMEOUT_SECONDS = 2.0
+BLAME_CACHE_SECONDS = 2.0
+BLAME_CACHE_SIZE = 10_000
+
+
 class UpstreamProtocolError(Exception):
     """The upstream answered something this follower cannot use."""
 
@@ -108,6 +114,8 @@ class UpstreamFollower:
         self._headers = headers
         self.status = UpstreamStatus(spec.name, spec.url)
         self._tasks: list[asyncio.Task[None]] = []
+        # forwarded want id -> (monotonic time, the upstream's blame or None)
+        self._blames: dict[str, tuple[float, tuple[str, str, str] | None]] = {}
 
     # ---- lifecycle -----------------------------------------------------------------
     def start(self) -> None:
@@ -135,6 +143,49 @@ class UpstreamFollower:
                 state += f" (unreachable: {self.status.last_error})"
             return f"{where}: want {state}"
         return f"{where}: want {found.want_id} {found.status}"
+
+    async def upstream_blame(self, ref: PartitionRef) -> tuple[str, str, str] | None:
+        """What holds up, in the upstream graph, the want forwarded there for ``ref``: its
+        ``(partition_ref, reason, text)`` from the upstream's ``GET /api/v1/sla/blame``
+        (which follows its own upstreams in turn). None when nothing was forwarded for
+        ``ref`` or the upstream does not answer within ``BLAME_TIMEOUT_SECONDS``; answers
+        are kept ``BLAME_CACHE_SECONDS`` so that a page of blames asks once per want."""
+        found = self.status.forwarded.get(ref)
+        if found is None or not found.want_id:
+            return None
+        now = time.monotonic()
+        cached = self._blames.get(found.want_id)
+        if cached is not None and now - cached[0] < BLAME_CACHE_SECONDS:
+            return cached[1]
+        answer: tuple[str, str, str] | None = None
+        try:
+            async with httpx.AsyncClient(
+                base_url=self.spec.url.rstrip("/"),
+                headers=self._headers,
+                timeout=BLAME_TIMEOUT_SECONDS,
+            ) as client:
+                response = await client.get(f"/api/v1/sla/blame/{found.want_id}")
+            body = response.json() if response.status_code == 200 else None
+            blame = body.get("blame") if isinstance(body, dict) else None
+            if isinstance(blame, dict):
+                fields = (blame.get("partition_ref"), blame.get("reason"), blame.get("text"))
+                if all(isinstance(f, str) for f in fields):
+                    answer = (str(fields[0]), str(fields[1]), str(fields[2]))
+        except (httpx.HTTPError, ValueError):
+            answer = None
+        self._blames[found.want_id] = (now, answer)
+        if len(self._blames) > BLAME_CACHE_SIZE:
+            self._blames.pop(next(iter(self._blames)))
+        return answer
+
+    def cached_blame(self, ref: PartitionRef) -> tuple[str, str, str] | None:
+        """The upstream's blame for ``ref`` as last fetched by ``upstream_blame`` (kept
+        ``BLAME_CACHE_SECONDS``); None if none is known. No I/O: for synchronous pages."""
+        found = self.status.forwarded.get(ref)
+        cached = self._blames.get(found.want_id) if found is not None else None
+        if cached is None or time.monotonic() - cached[0] >= BLAME_CACHE_SECONDS:
+            return None
+        return cached[1]
 
     def _client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(

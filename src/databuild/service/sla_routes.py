@@ -9,6 +9,7 @@ each the length of its chain) per request. Must not change state or touch the lo
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable, Iterator
 from typing import Annotated, TypeVar
 
@@ -16,9 +17,9 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
 from databuild.core import sla
-from databuild.core.errors import InvalidInput
-from databuild.core.model import WantSource
-from databuild.core.state import BuildState, WantRecord
+from databuild.core.errors import InvalidInput, NotFound
+from databuild.core.model import WantId, WantSource
+from databuild.core.state import WantRecord
 from databuild.service import schemas, views
 from databuild.service.host import GraphHost
 
@@ -79,9 +80,44 @@ def _host(request: Request) -> GraphHost:
     return host
 
 
-def _blame_view(state: BuildState, record: WantRecord) -> BlameView:
-    found = sla.blame(state, record.want.want_id)
-    return BlameView(partition_ref=found.ref, reason=found.reason.value, text=found.text)
+async def warm_upstream_blames(host: GraphHost, want_ids: Iterable[WantId]) -> None:
+    """Ask the upstream graphs, at once, for the blame of every want among ``want_ids``
+    that one of them holds up, so that ``held_up_by`` (no I/O) can show it."""
+    if not host.followers:
+        return
+    asks = []
+    for want_id in want_ids:
+        found = sla.blame(host.state, want_id)
+        if found.reason is sla.BlameReason.UPSTREAM_GRAPH:
+            for follower in host.followers.values():
+                if follower.spec.provides(found.ref):
+                    asks.append(follower.upstream_blame(found.ref))
+    await asyncio.gather(*asks)
+
+
+def held_up_by(host: GraphHost, want_id: WantId) -> BlameView:
+    """The want's blame now. One held up by an upstream graph follows the chain into it:
+    the upstream's own blame of the want forwarded there (``upstream graph ingest: job
+    failed (…) … on raw/date=…``), which in turn follows that graph's upstreams; as fetched
+    by ``warm_upstream_blames``, else the local line (``waiting on upstream graph …``)."""
+    found = sla.blame(host.state, want_id)
+    view = BlameView(partition_ref=found.ref, reason=found.reason.value, text=found.text)
+    if found.reason is not sla.BlameReason.UPSTREAM_GRAPH:
+        return view
+    for name, follower in host.followers.items():
+        if not follower.spec.provides(found.ref):
+            continue
+        upstream = follower.cached_blame(found.ref)
+        if upstream is None:  # not forwarded yet, or the upstream does not answer
+            return BlameView(
+                partition_ref=found.ref, reason=found.reason.value, text=follower.note(found.ref)
+            )
+        ref, reason, text = upstream
+        where = "" if ref in text else f" on {ref}"  # a deeper graph's text names it already
+        return BlameView(
+            partition_ref=ref, reason=reason, text=f"upstream graph {name}: {text}{where}"
+        )
+    return view
 
 
 def _filters(
@@ -138,7 +174,8 @@ async def list_violations(
     limit: Limit = views.DEFAULT_LIMIT,
 ) -> ListSlaViolationsResponse:
     """Wants that missed their SLA, in the order they missed it, with the blame."""
-    state = _host(request).state
+    host = _host(request)
+    state = host.state
     keep = _filters(prefix, source, root_want_id, roots_only)
     if cursor and not cursor.isdigit():
         raise InvalidInput(f"cursor {cursor!r} is not a cursor this service gave out")
@@ -150,6 +187,7 @@ async def list_violations(
                 yield f"{index:012d}", record
 
     page, next_cursor = _page(matching(), cursor.zfill(12) if cursor else "", limit)
+    await warm_upstream_blames(host, (r.want.want_id for r in page))
     return ListSlaViolationsResponse(
         violations=[
             SlaViolation(
@@ -158,7 +196,7 @@ async def list_violations(
                 missed_at=r.sla_missed_at,
                 blame_ref=r.sla_blame_ref,
                 blame=r.sla_blame,
-                current_blame=_blame_view(state, r),
+                current_blame=held_up_by(host, r.want.want_id),
             )
             for r in page
         ],
@@ -186,6 +224,7 @@ async def list_at_risk(
     predictions = [p for p in sla.at_risk(state, now) if keep(state.wants[p.want_id])]
     keyed = ((f"{p.deadline:020.3f}:{p.want_id}", p) for p in predictions)
     page, next_cursor = _page(keyed, cursor, limit)
+    await warm_upstream_blames(host, (p.want_id for p in page))
     return ListAtRiskResponse(
         at_risk=[
             AtRiskWant(
@@ -202,10 +241,29 @@ async def list_at_risk(
                     )
                     for a in p.ahead
                 ],
-                blame=_blame_view(state, state.wants[p.want_id]),
+                blame=held_up_by(host, p.want_id),
             )
             for p in page
         ],
         now=now,
         next_cursor=next_cursor,
     )
+
+
+class WantBlame(BaseModel):
+    want_id: str
+    graph: str
+    blame: BlameView
+
+
+@router.get("/blame/{want_id}", response_model=WantBlame, responses=_ERRORS)
+async def want_blame(request: Request, want_id: str) -> WantBlame:
+    """What holds the want up now (``not_held`` once it is satisfied), following upstream
+    graphs: a downstream graph asks this of the want it forwarded here."""
+    host = _host(request)
+    record = host.state.wants.get(WantId(want_id))
+    if record is None:
+        raise NotFound(f"no want {want_id!r}")
+    await warm_upstream_blames(host, [record.want.want_id])
+    blame = held_up_by(host, record.want.want_id)
+    return WantBlame(want_id=want_id, graph=host.config.name, blame=blame)

@@ -2,7 +2,9 @@
 
 Data goes under ``$FEDERATION_DATA`` (shared with the ``reports`` graph, which reads it).
 A date listed in ``$FEDERATION_FAIL`` (comma-separated) fails for good: the example's way
-to show an upstream failure reaching the downstream graph.
+to show an upstream failure reaching the downstream graph. A date listed in
+``$FEDERATION_FLAKY`` fails retryably: retried by the job's policy, while the downstream
+graph's SLA blame follows the chain into this graph.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ def build(ref: str) -> None:
     day = found.group(1)
     if day in os.environ.get("FEDERATION_FAIL", "").split(","):
         sdk.fail(f"no readings delivered for {day}")
+    if day in os.environ.get("FEDERATION_FLAKY", "").split(","):
+        sdk.fail(f"the meter feed for {day} timed out", retryable=True)
     seed = sum(map(int, day.split("-")))
     readings = [{"hour": h, "wh": (seed * 7 + h * 13) % 100} for h in range(24)]
     path = Path(os.environ["FEDERATION_DATA"]) / f"{ref}.json"

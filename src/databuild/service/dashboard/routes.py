@@ -32,6 +32,7 @@ from databuild.service import operations, schemas, views
 from databuild.service.dashboard.svg import graph_svg
 from databuild.service.host import GraphHost
 from databuild.service.security import ASGIApp, Message, Receive, Scope, Send
+from databuild.service.sla_routes import held_up_by, warm_upstream_blames
 
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
@@ -192,11 +193,12 @@ def _recent_failures(state: BuildState) -> list[schemas.JobRunView]:
     return out
 
 
-def _violations(state: BuildState, want_ids: Iterable[WantId]) -> list[dict[str, Any]]:
+def _violations(host: GraphHost, want_ids: Iterable[WantId]) -> list[dict[str, Any]]:
+    state = host.state
     out = []
     for want_id in want_ids:
         record = state.wants[want_id]
-        now_blame = sla.blame(state, want_id)
+        now_blame = held_up_by(host, want_id)
         out.append(
             {
                 "want": views.want_view(state, record),
@@ -218,15 +220,30 @@ def _at_risk(host: GraphHost, limit: int) -> tuple[list[dict[str, Any]], int]:
             "deadline": p.deadline,
             "predicted_finish": p.predicted_finish,
             "slack": p.slack_seconds,
-            "blame": sla.blame(state, p.want_id),
+            "blame": held_up_by(host, p.want_id),
         }
         for p in predictions[:limit]
     ], len(predictions)
 
 
+_ACTIVE_STATUSES = frozenset({"pending", "building", "waiting", "retrying"})
+
+
+async def _warm_sla_blames(host: GraphHost) -> None:
+    """With upstream graphs, fetch their blame for the late and at-risk wants a page may
+    show (bounded: at most a page of each), before the page is rendered without I/O."""
+    if not host.followers:
+        return
+    state = host.state
+    late = [w for w in state.sla_violations[-views.MAX_LIMIT :] if state.wants[w].active]
+    risky = [p.want_id for p in sla.at_risk(state, host.clock.now())[: views.MAX_LIMIT]]
+    await warm_upstream_blames(host, [*late, *risky])
+
+
 @router.get("/", response_class=HTMLResponse)
 async def overview(request: Request) -> HTMLResponse:
     host = _host(request)
+    await _warm_sla_blames(host)
 
     def build() -> dict[str, Any]:
         state = host.state
@@ -245,7 +262,7 @@ async def overview(request: Request) -> HTMLResponse:
             "total_wants": len(state.wants),
             "running": sorted(running, key=lambda r: r.started_at)[:100],
             "running_total": len(running),
-            "violations": _violations(state, reversed(missed[-OVERVIEW_ITEMS:])),
+            "violations": _violations(host, reversed(missed[-OVERVIEW_ITEMS:])),
             "violations_total": len(missed),
             "at_risk": at_risk,
             "at_risk_total": at_risk_total,
@@ -317,6 +334,8 @@ async def want(request: Request, want_id: str) -> HTMLResponse:
         detail = await operations.want_detail(host, want_id)
     except DataBuildError as exc:
         return _render(request, "error.html", _status_of(exc), message=str(exc))
+    if detail.want.status in _ACTIVE_STATUSES:
+        await warm_upstream_blames(host, [WantId(want_id)])
 
     def build() -> dict[str, Any]:
         state = host.state
@@ -330,7 +349,7 @@ async def want(request: Request, want_id: str) -> HTMLResponse:
             "w": detail.want,
             "predicted": predicted,
             "active": record.active,
-            "blame": sla.blame(state, record.want.want_id) if record.active else None,
+            "blame": held_up_by(host, record.want.want_id) if record.active else None,
             "tree": tree,
             "tree_cut": cut,
             "tree_max": TREE_MAX_NODES,
@@ -440,6 +459,7 @@ async def partition(request: Request, ref: str) -> HTMLResponse:
 @router.get("/sla", response_class=HTMLResponse)
 async def sla_page(request: Request) -> HTMLResponse:
     host = _host(request)
+    await _warm_sla_blames(host)
 
     def build() -> dict[str, Any]:
         state = host.state
@@ -454,7 +474,7 @@ async def sla_page(request: Request) -> HTMLResponse:
         more = start + limit < len(missed)
         at_risk, at_risk_total = _at_risk(host, views.MAX_LIMIT)
         return {
-            "violations": _violations(state, page),
+            "violations": _violations(host, page),
             "violations_total": len(missed),
             "next_url": _next_url(request, str(start + limit) if more else ""),
             "at_risk": at_risk,
