@@ -212,12 +212,14 @@ def test_want_forwarded_built_upstream_then_downstream(federation: Federation) -
         (f"raw/date={day(2)}", "upstream_graph", JAN + DAY)
     ]
     assert ups[0]["status"] == "satisfied"
-    # the local PartitionLive names the upstream and carries its sequence: the cursor
+    # the local PartitionLive names the upstream and carries its sequence (the cursor), or
+    # 0 when the forwarder's answer "satisfied" came before the stream's event (a race
+    # either side may win; the partition is learned once all the same)
     learned = upstream_lives(fed.reports_url)
     assert [p["partition_ref"] for p in learned] == [f"raw/date={day(2)}"]
-    assert (
-        learned[0]["upstream_sequence"]
-        == ingest_live_sequences(fed.ingest_url)[f"raw/date={day(2)}"]
+    assert learned[0]["upstream_sequence"] in (
+        0,
+        ingest_live_sequences(fed.ingest_url)[f"raw/date={day(2)}"],
     )
     # no local run ever built the upstream's partition
     runs = get(fed.reports_url, "/api/v1/job-runs")["job_runs"]
@@ -228,6 +230,7 @@ def test_want_forwarded_built_upstream_then_downstream(federation: Federation) -
     state = follower(fed.reports_url)
     assert state["connected"] and state["following"] and state["relists"] == 0
     assert state["cursor"] >= learned[0]["upstream_sequence"]
+    assert state["transport"] == "sse"
     # the example README's commands, in the reports folder
     shown = fed.cli("upstreams")
     assert shown.startswith(f"ingest at {fed.ingest_url}: connected, cursor {state['cursor']}")
@@ -504,3 +507,78 @@ def test_sla_blame_of_an_unknown_want_is_404(federation: Federation) -> None:
     response = httpx.get(f"{federation.ingest_url}/api/v1/sla/blame/wnope", timeout=10)
     assert response.status_code == 404
     assert "no want 'wnope'" in response.json()["error"]
+
+
+class NoStreamProxy:
+    """A reverse proxy in front of ingest that offers no event stream (404), as an older
+    DataBuild or a buffering proxy would: the follower must fall back to the long-poll."""
+
+    def __init__(self, target: str) -> None:
+        import http.server
+        import threading
+
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _forward(self) -> None:
+                if self.path.startswith("/api/v1/events/stream"):
+                    proxy.refused += 1
+                    body = b'{"error": "no such route"}'
+                    self.send_response(404)
+                else:
+                    length = int(self.headers.get("content-length") or 0)
+                    sent = self.rfile.read(length) if length else None
+                    headers = {
+                        k: v
+                        for k, v in self.headers.items()
+                        if k.lower() in ("authorization", "content-type")
+                    }
+                    answer = httpx.request(
+                        self.command,
+                        f"{target}{self.path}",
+                        content=sent,
+                        headers=headers,
+                        timeout=60,
+                    )
+                    body = answer.content
+                    self.send_response(answer.status_code)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_DELETE = _forward
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.refused = 0
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_an_upstream_without_a_stream_is_followed_by_long_poll(federation: Federation) -> None:
+    fed = federation
+    fed.start_ingest()
+    proxy = NoStreamProxy(fed.ingest_url)
+    try:
+        toml = fed.reports_dir / "databuild.toml"
+        toml.write_text(toml.read_text().replace(fed.ingest_url, proxy.url))
+        fed.start_reports()
+        want_id = want(fed.reports_url, f"report/date={day(4)}", JAN)
+        done = wait_until(lambda: ended(fed.reports_url, want_id), "the report want ends")
+        assert done["status"] == "satisfied", done
+        state = follower(fed.reports_url)
+        assert state["transport"] == "long-poll" and state["connected"], state
+        assert proxy.refused >= 1
+        assert [p["partition_ref"] for p in upstream_lives(fed.reports_url)] == [
+            f"raw/date={day(4)}"
+        ]
+    finally:
+        proxy.close()

@@ -5,9 +5,11 @@ One ``UpstreamFollower`` per ``[upstreams.NAME]`` runs inside ``databuild serve`
 - asks the upstream's ``/healthz`` who it is and where its log ends, and decides with
   ``core.federation.resume_plan`` whether it can resume after the cursor recorded in this
   graph's Build Event Log, or must relist (``GET /api/v1/partitions?ref=...``);
-- follows the upstream's events with the long-poll ``GET /api/v1/events?after=&wait=``,
-  filtered server-side to the upstream's partition patterns and the event types it needs;
-  the upstream answers the moment a matching event commits (no polling interval);
+- follows the upstream's events on its SSE stream ``GET /api/v1/events/stream`` resumed
+  with ``Last-Event-ID`` (or, when the upstream offers no stream, the long-poll
+  ``GET /api/v1/events?after=&wait=``), filtered server-side to the upstream's partition
+  patterns and the event types it needs: each matching event comes the moment it commits
+  (no polling interval);
 - hands each ``partition_live`` to the controller, which records a local ``PartitionLive``
   naming the upstream and carrying the upstream's sequence in the same append (so the
   cursor is durable exactly when what it learned is: after a kill -9 it resumes from
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import time
@@ -36,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from httpx_sse import aconnect_sse
 
 from databuild.core.federation import (
     LIVE_TYPES,
@@ -52,6 +56,8 @@ from databuild.runtime.controller import Controller
 
 log = logging.getLogger("databuild.upstreams")
 
+# The stream sends a keep-alive every 15 s: a read that waits longer is a dead connection.
+STREAM_READ_TIMEOUT_SECONDS = 40.0
 POLL_WAIT_SECONDS = 25.0  # one long-poll; the upstream answers at once when an event comes
 PAGE_LIMIT = 1000
 RELIST_CHUNK = 500
@@ -66,6 +72,10 @@ BLAME_CACHE_SIZE = 10_000
 
 class UpstreamProtocolError(Exception):
     """The upstream answered something this follower cannot use."""
+
+
+class _NoStream(Exception):
+    """The upstream offers no SSE stream: follow it by long-poll."""
 
 
 @dataclass
@@ -89,6 +99,7 @@ class UpstreamStatus:
     reconnects: int = 0
     relists: int = 0
     events_applied: int = 0
+    transport: str = "sse"  # "long-poll" once the upstream turns out to offer no stream
     forwarded: dict[PartitionRef, Forwarded] = field(default_factory=dict)
 
     @property
@@ -224,6 +235,8 @@ class UpstreamFollower:
                     self.status.connected = True
                     self.status.last_error = ""
                     attempt = 0
+                    if self.status.transport == "sse":
+                        await self._stream(client)  # returns only if SSE is not offered
                     while not self.controller.stopping:
                         await self._poll_once(client)
             except asyncio.CancelledError:
@@ -236,28 +249,111 @@ class UpstreamFollower:
             await asyncio.sleep(backoff(attempt, self._rng.random()))
             attempt += 1
 
+    def _filter_params(self) -> list[tuple[str, str | int | float | bool | None]]:
+        params: list[tuple[str, str | int | float | bool | None]] = [
+            ("types", ",".join(follow_types()))
+        ]
+        return params + [("partition", p.template) for p in self.spec.partitions]
+
+    async def _stream(self, client: httpx.AsyncClient) -> None:
+        """Follow the upstream's SSE stream from the cursor (``Last-Event-ID``), with the
+        same server-side filter. Events that arrive together are applied together (one
+        append). Returns, switching this follower to the long-poll, only when the upstream
+        offers no stream (404/405, or not ``text/event-stream``: an older DataBuild, or a
+        proxy that buffers); any other end raises, and the caller reconnects."""
+        queue: asyncio.Queue[dict[str, Any] | BaseException] = asyncio.Queue()
+        headers = {"Last-Event-ID": str(self.status.cursor)}
+        timeout = httpx.Timeout(10.0, read=STREAM_READ_TIMEOUT_SECONDS)
+
+        async def read() -> None:
+            try:
+                async with aconnect_sse(
+                    client,
+                    "GET",
+                    "/api/v1/events/stream",
+                    params=self._filter_params(),
+                    headers=headers,
+                    timeout=timeout,
+                ) as source:
+                    response = source.response
+                    kind = response.headers.get("content-type", "")
+                    if response.status_code in (404, 405) or (
+                        response.is_success and not kind.startswith("text/event-stream")
+                    ):
+                        raise _NoStream(f"HTTP {response.status_code} {kind}")
+                    if not response.is_success:
+                        await response.aread()
+                        _json_object(response, "/api/v1/events/stream")  # raises, saying why
+                    async for message in source.aiter_sse():
+                        try:
+                            raw = json.loads(message.data)
+                        except ValueError:
+                            raise UpstreamProtocolError(
+                                f"/api/v1/events/stream: not JSON: {message.data!r:.200}"
+                            ) from None
+                        if not isinstance(raw, dict):
+                            raise UpstreamProtocolError("/api/v1/events/stream: not an object")
+                        queue.put_nowait(raw)
+                raise UpstreamProtocolError("/api/v1/events/stream: the upstream ended it")
+            except BaseException as exc:
+                queue.put_nowait(exc)
+
+        reader = asyncio.create_task(read(), name=f"upstream-sse-{self.spec.name}")
+        try:
+            while not self.controller.stopping:
+                first = await queue.get()
+                batch = [first]
+                while not queue.empty() and len(batch) < PAGE_LIMIT:
+                    batch.append(queue.get_nowait())
+                events = [e for e in batch if isinstance(e, dict)]
+                if events:
+                    sequences = [e.get("sequence") for e in events]
+                    scanned = max((q for q in sequences if isinstance(q, int)), default=0)
+                    await self._apply(client, events, scanned, "/api/v1/events/stream")
+                ended = next((e for e in batch if isinstance(e, BaseException)), None)
+                if isinstance(ended, _NoStream):
+                    log.info(
+                        "upstream graph %s offers no event stream (%s): long-polling instead",
+                        self.spec.name,
+                        ended,
+                    )
+                    self.status.transport = "long-poll"
+                    return
+                if ended is not None:
+                    raise ended
+        finally:
+            reader.cancel()
+            with contextlib.suppress(BaseException):
+                await reader
+
     async def _poll_once(self, client: httpx.AsyncClient) -> None:
         params: list[tuple[str, str | int | float | bool | None]] = [
             ("after", self.status.cursor),
             ("limit", PAGE_LIMIT),
-            ("types", ",".join(follow_types())),
             ("wait", self.poll_wait),
+            *self._filter_params(),
         ]
-        params += [("partition", p.template) for p in self.spec.partitions]
         page = _json_object(await client.get("/api/v1/events", params=params), "/api/v1/events")
         events = _field(page, "events", list, "/api/v1/events")
         scanned = _field(page, "last_sequence", int, "/api/v1/events")
+        await self._apply(client, events, scanned, "/api/v1/events")
+
+    async def _apply(
+        self, client: httpx.AsyncClient, events: list[Any], scanned: int, where: str
+    ) -> None:
+        """Make the upstream's live partitions live here (one append, cursor with them),
+        and look into the forwarded wants that ended there."""
         live_refs: list[PartitionRef] = []
         live_seqs: list[int] = []
         graph = self.controller.graph
         for raw in events:
             if not isinstance(raw, dict):
-                raise UpstreamProtocolError("/api/v1/events: an event is not an object")
+                raise UpstreamProtocolError(f"{where}: an event is not an object")
             kind = raw.get("type")
             body = raw.get(str(kind))
             sequence = raw.get("sequence")
             if not isinstance(body, dict) or not isinstance(sequence, int):
-                raise UpstreamProtocolError(f"/api/v1/events: malformed event {raw!r:.200}")
+                raise UpstreamProtocolError(f"{where}: malformed event {raw!r:.200}")
             if kind in LIVE_TYPES:
                 ref = PartitionRef(str(body.get("partition_ref", "")))
                 if provided_by(graph, self.spec.name, ref):

@@ -258,6 +258,9 @@ class UpstreamView(BaseModel):
     reconnects: int = 0
     relists: int = 0
     forwarded_wants: int = Field(default=0, description="wants forwarded, not yet ended")
+    transport: str = Field(
+        default="", description="sse, or long-poll when the upstream offers no event stream"
+    )
 
 
 class ObservedEdgeView(BaseModel):

@@ -295,6 +295,7 @@ def fill_upstream(view: schemas.UpstreamView, status: UpstreamStatus) -> None:
     view.last_error_at = status.last_error_at
     view.reconnects = status.reconnects
     view.relists = status.relists
+    view.transport = status.transport
     view.forwarded_wants = sum(
         1
         for f in status.forwarded.values()
