@@ -5,7 +5,7 @@ Two real ``databuild serve`` processes on loopback, each in its own folder: ``up
 ``a/{n}`` (a tiny ``sh`` job); ``down`` declares ``[upstreams.up]`` for ``a/{n}`` and its
 job ``b`` needs ``a/{n}``. Each trial wants ``b/{n}`` from ``down``: b runs and reports
 ``a/{n}`` missing, ``down`` forwards a want to ``up``, a runs there and makes it live,
-``down`` hears it on up's event stream (long-poll), records it and starts b again. From the
+``down`` hears it on up's SSE event stream, records it and starts b again. From the
 two services' logs afterwards (same machine, same clock):
 
     reaction = timestamp(down: job_run_started of b's second run) - timestamp(up: partition_live a/n)
