@@ -20,6 +20,7 @@ pytestmark = pytest.mark.slow
 
 Launcher = Callable[..., tuple["subprocess.Popen[bytes]", str]]
 HANG_GUARD_SECONDS = 120.0
+REPO = Path(__file__).resolve().parents[2]
 DAY = "2024-01-03"  # a Wednesday: ISO week 2024-W01
 
 
@@ -72,7 +73,6 @@ def test_invalidating_a_raw_day_rebuilds_its_daily_its_week_and_the_summary(
             databuild_bin,
             graph,
             job_env,
-            "--json",
             "partition",
             "invalidate",
             f"raw/date={DAY}",
@@ -81,9 +81,14 @@ def test_invalidating_a_raw_day_rebuilds_its_daily_its_week_and_the_summary(
             "meter feed replayed with bad readings",
         )
         assert done.returncode == 0, done.stderr
-        answer = json.loads(done.stdout)
-        assert sorted(p["partition_ref"] for p in answer["partitions"]) == sorted(touched)
-        assert answer["reopened_want_ids"] == [summary_want]
+        # the example in docs/cli.md is this command and the last line of its output
+        said = done.stdout.strip().splitlines()[-1]
+        assert said == "4 partition(s) invalidated; 1 want(s) reopened and rebuilding", said
+        doc = (REPO / "docs" / "cli.md").read_text()
+        assert f"invalidate raw/date={DAY} --downstream --reason" in doc
+        assert f"\n    {said}\n" in doc
+        timeline = client.get(f"/api/v1/wants/{summary_want}").json()["timeline"]
+        assert any("want_reopened" in e for e in timeline), timeline
 
         assert wait_done(client, summary_want)["status"] == "satisfied"
         assert outputs(graph) == good  # recomputed, every one of the four
@@ -95,6 +100,7 @@ def test_invalidating_a_raw_day_rebuilds_its_daily_its_week_and_the_summary(
         ).json()["events"]
         (event,) = events
         recorded = event["partitions_invalidated"]
+        assert sorted(recorded["partition_refs"]) == sorted(touched)
         assert recorded["reason"] == "meter feed replayed with bad readings"
         assert recorded["requested_by"].endswith("(cli)")
         mine = cli(databuild_bin, graph, job_env, "events", "--partition", f"daily/date={DAY}")
