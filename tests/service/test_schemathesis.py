@@ -18,6 +18,7 @@ checked as a positive one instead (``_valid_as_sent``).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from schemathesis.generation import GenerationMode
 from databuild.config import load_config
 from databuild.service.app import create_app
 from databuild.service.host import GraphHost
-from databuild.service.security import MAX_HEAD_BYTES
+from databuild.service.security import MAX_BODY_BYTES, MAX_HEAD_BYTES
 
 pytestmark = pytest.mark.slow
 
@@ -121,6 +122,19 @@ def _head_fits(case: Any) -> bool:
     return head < MAX_HEAD_BYTES - 4096
 
 
+def _over_the_body_limit(case: Any) -> bool:
+    """A body over the limit is refused with 413 before it is read (documented), which
+    schemathesis' negative-data check does not count among the rejections it expects."""
+    body = getattr(case, "body", None)
+    if body is None or body.__class__.__name__ == "NotSet":
+        return False
+    try:
+        size = len(json.dumps(body).encode())
+    except (TypeError, ValueError):
+        return False
+    return size > MAX_BODY_BYTES
+
+
 def _operations() -> list[tuple[str, str]]:
     document = _document()
     return [
@@ -161,7 +175,9 @@ def test_api_matches_its_openapi_document(
             case.query["wait"] = min(wait, 0.01)
         assume(_head_fits(case))
         checks_for_case = chosen
-        if mode is GenerationMode.NEGATIVE and _valid_as_sent(case, method, path):
+        if mode is GenerationMode.NEGATIVE and (
+            _valid_as_sent(case, method, path) or _over_the_body_limit(case)
+        ):
             checks_for_case = CHECKS
         case.call_and_validate(checks=checks_for_case, timeout=30)
 
