@@ -138,6 +138,13 @@ def create_app(
         body = operations.health(host)
         return JSONResponse(body.model_dump(), status_code=503 if body.status == "failed" else 200)
 
+    @app.get("/readyz", response_model=schemas.Readiness)
+    async def readyz() -> JSONResponse:
+        """Readiness for a load balancer, with the role: 200 for a working leader, or a
+        standby that follows the log and knows the leader's URL; else 503 saying why."""
+        body = await operations.readiness(host)
+        return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
+
     if policy is not None:
         app.add_middleware(SecurityMiddleware, policy=policy)
     return app

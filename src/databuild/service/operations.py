@@ -35,6 +35,11 @@ MAX_WAIT_SECONDS = 60.0
 
 def controller_of(host: GraphHost) -> Controller:
     controller = host.controller
+    if controller is None and host.role == "standby":
+        raise ServiceError(
+            "this service is a standby of the shared Build Event Log and no leader is known "
+            "to forward the change to; try again in a few seconds"
+        )
     if controller is None:
         raise ServiceError(
             "this is a read-only view of the graph; start `databuild serve` to make changes"
@@ -398,12 +403,14 @@ async def events_page(
     ``last_sequence`` is where to resume (it may pass filtered-out events)."""
     wanted, pattern = event_filter(types, partition)
     events, scanned = await next_events(host, after, limit, wanted, pattern)
-    if not events and wait > 0 and host.controller is not None:
+    if not events and wait > 0 and (host.controller is not None or host.follower is not None):
         # A controller stopped on an error makes no more events: say so rather than have
         # the follower (`databuild build`, another graph) wait on for ever.
-        host.controller.raise_if_failed()
-        await host.controller.wait_for_events(scanned, min(wait, MAX_WAIT_SECONDS))
-        host.controller.raise_if_failed()
+        if host.controller is not None:
+            host.controller.raise_if_failed()
+        await host.wait_for_events(scanned, min(wait, MAX_WAIT_SECONDS))
+        if host.controller is not None:
+            host.controller.raise_if_failed()
         events, scanned = await next_events(host, scanned, limit, wanted, pattern)
     return schemas.EventsResponse(
         events=[schemas.BuildEvent.model_validate(event_to_dict(e)) for e in events],
@@ -420,12 +427,39 @@ def health(host: GraphHost) -> schemas.Health:
     running = sum(len(runs) for runs in state.running_by_job.values())
     # degraded: the Build Event Log is unavailable and an append is being retried
     down = controller.storage_down if controller is not None and not failure else ""
+    if failure is None:
+        failure = host.failure
     return schemas.Health(
         status="failed" if failure else "degraded" if down else "ok",
+        role=host.role,
         graph=host.config.name,
         version=__version__,
         last_sequence=controller.last_committed if controller else state.last_sequence,
         active_wants=state.active_want_count,
         running_job_runs=running,
         message=str(failure) if failure else down,
+    )
+
+
+async def readiness(host: GraphHost) -> schemas.Readiness:
+    """Whether a load balancer should send this service requests, and its role: a leader
+    that writes; a standby that follows the log and knows a leader to forward writes to."""
+    controller = host.controller
+    if host.role == "standby":
+        record = await asyncio.to_thread(host.current_writer)
+        url = record.url if record is not None else ""
+        if host.failure is not None:
+            return schemas.Readiness(ready=False, role="standby", message=str(host.failure))
+        if not url:
+            return schemas.Readiness(
+                ready=False,
+                role="standby",
+                message="no leader is known yet: reads are served, writes refused",
+            )
+        return schemas.Readiness(ready=True, role="standby", leader_url=url)
+    if controller is None:
+        return schemas.Readiness(ready=host.role == "reader", role=host.role)
+    problem = str(controller.failure) if controller.failure else controller.storage_down
+    return schemas.Readiness(
+        ready=not problem, role="leader", leader_url=host.advertise_url, message=problem
     )

@@ -214,11 +214,22 @@ class ErrorResponse(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok", "degraded", "failed"]
+    # leader: writes the log; standby: follows a shared log another service writes
+    # (reads served here, writes forwarded); reader: a read-only view
+    role: Literal["leader", "standby", "reader"] = "leader"
     graph: str
     version: str
     last_sequence: int
     active_wants: int
     running_job_runs: int
+    message: str = ""
+
+
+class Readiness(BaseModel):
+    ready: bool
+    role: Literal["leader", "standby", "reader"]
+    # the leader's advertised URL, as the shared log records it ("" when none is known)
+    leader_url: str = ""
     message: str = ""
 
 
