@@ -104,13 +104,15 @@ class LogFollower:
                     await signal.wait()
         return self.state.last_sequence
 
-    async def stop(self) -> None:
+    async def stop(self, *, join: bool = True) -> None:
+        """``join=False`` (a standby taking over): do not wait up to a second for the
+        listener thread to notice; it ends by itself and closes its session."""
         self.stopped = True
         self._stop.set()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self._thread is not None:
+        if self._thread is not None and join:
             await asyncio.to_thread(self._thread.join, 2 * _STOP_CHECK_SECONDS + 10)
         self._signal_commit()

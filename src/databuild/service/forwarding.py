@@ -43,6 +43,9 @@ _HOP = frozenset(
         "trailer",
         "upgrade",
         "content-length",
+        # checked here already (the security middleware wraps the gateway); passed on, it
+        # would name this replica's address, not the leader's, and read as cross-site
+        "origin",
     }
 )
 

@@ -173,7 +173,7 @@ class GraphHost:
                 return  # stopping
             follower, self.follower = self.follower, None
             if follower is not None:
-                await follower.stop()
+                await follower.stop(join=False)
             log.warning("took over the writer role of the Build Event Log: now the leader")
             await self._lead(follower.state if follower is not None else None)
         except asyncio.CancelledError:
