@@ -185,3 +185,38 @@ def test_a_closed_writer_leaves_no_url_but_keeps_its_generation(postgres_schema:
         second.acquire_writer("second")
         record = second.current_writer()
         assert record is not None and record.generation == 2
+
+
+def test_a_new_writer_ends_a_stale_append_that_holds_the_table(postgres_schema: str) -> None:
+    """An append paused inside its COPY is not idle: the server would keep its table lock
+    for ever. A session holding the lock while busy stands in for it here."""
+    url = postgres_schema_url(postgres_schema)
+    with PostgresEventLog(url, lease_seconds=LEASE) as log:
+        log.append(batch("before"), 1.0)
+        stale = psycopg.connect(POSTGRES_URL, autocommit=True)
+        stale_pid = stale.info.backend_pid
+        hold = threading.Thread(target=_hold_table, args=(stale, postgres_schema), daemon=True)
+        hold.start()
+        time.sleep(0.5)
+        started = time.monotonic()
+        log.acquire_writer("new writer")
+        took = time.monotonic() - started
+        hold.join(DEADLINE)
+        assert LEASE - 0.2 < took < LEASE + 5, f"took the table after {took:.1f} s"
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            alive = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (stale_pid,)
+            ).fetchone()
+        assert alive == (0,), "the stale session was terminated"
+        assert [e.sequence for e in log.append(batch("after"), 2.0)] == [2]
+
+
+def _hold_table(conn: psycopg.Connection, schema: str) -> None:
+    try:
+        with conn.transaction():
+            conn.execute(f'LOCK TABLE "{schema}".build_events IN EXCLUSIVE MODE')
+            conn.execute("SELECT pg_sleep(60)")
+    except psycopg.Error:
+        pass  # terminated, as intended
+    finally:
+        conn.close()

@@ -113,6 +113,11 @@ class SharedEventLog(BuildEventLog):
         """Make a ``wait_for_writer`` in another thread return False soon. Idempotent."""
 
     @abstractmethod
+    def confirm_writer(self) -> None:
+        """Raise ``LeadershipLost`` if this object was the writer and a newer one is
+        recorded now (checked before acting on what was appended: starting runs)."""
+
+    @abstractmethod
     def current_writer(self) -> WriterRecord | None:
         """The recorded writer (None: no writer has ever been recorded)."""
 

@@ -22,7 +22,9 @@ Durability and ordering:
   checks, under that lock, that the stored generation is still its own, else it fails
   with ``LeadershipLost`` and writes nothing. Rows carry the generation that wrote them.
   A bump waits for an append in flight, and an append after a bump sees it: a stale
-  writer can neither fork the log nor slip an event in behind the new writer's fold.
+  writer can neither fork the log nor slip an event in behind the new writer's fold. An
+  append still holding the table a lease later (its process paused inside the COPY,
+  which the server does not count as idle) has its session terminated by the new writer.
 - Each append ``NOTIFY``s a channel of the schema inside its transaction (delivered on
   commit); standbys ``LISTEN`` on their own connection (``listen``) to follow the log.
 - ``schema`` (constructor argument or ``?schema=name`` in the URL) isolates a log in its
@@ -362,9 +364,22 @@ class PostgresEventLog(SharedEventLog):
             self._writer.close()
             self._writer = self._connect()
         conn = self._writer
-        with conn.transaction():
-            conn.execute("LOCK TABLE build_events IN EXCLUSIVE MODE")
-            row = conn.execute(_CLAIM, (owner, self.advertise_url)).fetchone()
+        lease_ms = int(self.lease_seconds * 1000)
+        while True:
+            try:
+                with conn.transaction():
+                    conn.execute(f"SET LOCAL lock_timeout = {lease_ms}")
+                    conn.execute("LOCK TABLE build_events IN EXCLUSIVE MODE")
+                    row = conn.execute(_CLAIM, (owner, self.advertise_url)).fetchone()
+                break
+            except psycopg.errors.LockNotAvailable:
+                # Still held after a lease: an append of the writer we replace, paused in
+                # the middle of its COPY (a COPY is not idle, so the server never times
+                # its transaction out). We hold the writer lock: end that session.
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE granted "
+                    "AND relation = 'build_events'::regclass AND pid <> pg_backend_pid()"
+                )
         self._generation = int(_one(row))
 
     def _record_owner(self, owner: str) -> None:
@@ -451,6 +466,15 @@ class PostgresEventLog(SharedEventLog):
             return None
         owner, url, generation = rows[0]
         return WriterRecord(str(owner), str(url), int(generation))
+
+    def confirm_writer(self) -> None:
+        mine = self._generation
+        if mine is None:
+            return
+        record = self.current_writer()
+        stored = record.generation if record is not None else 0
+        if stored != mine:
+            raise self._lost(stored)
 
     @property
     def generation(self) -> int | None:

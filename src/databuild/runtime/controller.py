@@ -61,7 +61,7 @@ from databuild.core.reconcile import (
 from databuild.core.refs import PartitionRef
 from databuild.core.state import BuildState
 from databuild.executors.port import Executor, RunRequest
-from databuild.log.port import BuildEventLog
+from databuild.log.port import BuildEventLog, SharedEventLog
 from databuild.runtime.clock import Clock, SystemClock
 from databuild.runtime.snapshots import SnapshotStore, worth_writing_at_stop
 
@@ -614,6 +614,12 @@ class Controller:
             self._remember(events)
             self.last_committed = events[-1].sequence
             self._signal_commit()
+        if isinstance(self.log, SharedEventLog) and any(isinstance(e, StartRun) for e in effects):
+            # A leader paused between its append and here may have been replaced since:
+            # it must not start runs its successor has already retried. (Storage away:
+            # no answer, go on; the next append is fenced all the same.)
+            with contextlib.suppress(StorageUnavailable):
+                await asyncio.to_thread(self.log.confirm_writer)
         for effect in effects:
             await self._carry_out(effect)
 
