@@ -460,6 +460,8 @@ async def readiness(host: GraphHost) -> schemas.Readiness:
     if controller is None:
         return schemas.Readiness(ready=host.role == "reader", role=host.role)
     problem = str(controller.failure) if controller.failure else controller.storage_down
+    if not problem and not host.leading.is_set():
+        problem = "taking over: folding the rest of the log"
     return schemas.Readiness(
         ready=not problem, role="leader", leader_url=host.advertise_url, message=problem
     )
