@@ -8,7 +8,8 @@
 PostgreSQL figures need DATABUILD_TEST_POSTGRES_URL (or --postgres). The Luigi peer needs
 ``luigi`` (the ``bench`` extra); without it the peer is skipped, saying so. Each scenario
 also runs alone: ``python -m bench.cold_build``, ``bench.reaction``,
-``bench.reconciler_scale``, ``bench.bel_rate``, ``bench.api``, ``bench.peer``.
+``bench.reconciler_scale``, ``bench.bel_rate``, ``bench.api``, ``bench.peer``,
+``bench.failover`` (two replicas on PostgreSQL: leader kill -9 -> first write accepted).
 Benchmarks measure; they assert nothing.
 """
 
@@ -21,10 +22,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import api, bel_rate, cold_build, peer, reaction, reconciler_scale
+from bench import api, bel_rate, cold_build, failover, peer, reaction, reconciler_scale
 from bench.common import RESULTS, ROOT, header
 
-SCENARIOS = ("cold_build", "reaction", "reconciler_scale", "bel_rate", "api", "peer")
+SCENARIOS = ("cold_build", "reaction", "reconciler_scale", "bel_rate", "api", "peer", "failover")
 
 
 def main() -> int:
@@ -71,6 +72,9 @@ def main() -> int:
         print("-- 7. peer (Luigi)")
         peer_days = tuple(d for d in days if d <= 365)
         done["peer"] = peer.run(peer_days, args.parallel, args.pairs)
+    if "failover" in chosen:
+        print("-- 8. failover of two replicas on PostgreSQL")
+        done["failover"] = failover.run(10, args.postgres)
     results["suite_seconds"] = round(time.perf_counter() - began, 1)
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / "latest.json"

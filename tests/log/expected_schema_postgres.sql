@@ -1,14 +1,17 @@
 CREATE TABLE bel_writer (
     id integer NOT NULL,
     owner text NOT NULL,
-    acquired_at double precision NOT NULL
+    acquired_at double precision NOT NULL,
+    generation bigint NOT NULL DEFAULT 0,
+    url text NOT NULL DEFAULT ''::text
 );
 CREATE TABLE build_events (
     sequence bigint NOT NULL,
     timestamp double precision NOT NULL,
     type text NOT NULL,
     version integer NOT NULL,
-    payload bytea NOT NULL
+    payload bytea NOT NULL,
+    generation bigint NOT NULL DEFAULT 0
 );
 CREATE TABLE schema_migrations (
     version integer NOT NULL,

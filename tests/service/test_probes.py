@@ -37,9 +37,10 @@ def test_probes_answer_get_and_head(served_calendar: str) -> None:
         assert ready == {
             "ready": True,
             "graph": "calendar",
-            "role": "writer",
+            "role": "leader",
             "replayed": True,
             "storage": "ok",
+            "leader_url": ready["leader_url"],
             "message": "",
         }
 

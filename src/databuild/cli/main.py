@@ -272,13 +272,28 @@ def init(directory: Path) -> None:
     show_default=True,
     help="json: one JSON object per line, for log shippers",
 )
-def serve(host: str | None, port: int | None, log_level: str, log_format: str) -> None:
+@click.option(
+    "--advertise-url",
+    help="URL at which the other replicas of a shared PostgreSQL log reach this one while "
+    "it leads (default: the URL it serves at)",
+)
+def serve(
+    host: str | None,
+    port: int | None,
+    log_level: str,
+    log_format: str,
+    advertise_url: str | None,
+) -> None:
     """Run the graph service: HTTP API, continuous reconciliation."""
     try:
         config = _ctx().config()
         server = _server()
         options = server.options_from(config, host, port)
-        service = server.Service(config, dataclasses.replace(options, log_level=log_level))
+        advertised = server.checked_advertise_url(advertise_url)
+        service = server.Service(
+            config,
+            dataclasses.replace(options, log_level=log_level, advertise_url=advertised),
+        )
         logs.configure(log_level, log_format)  # after uvicorn's Config, which sets up its own
         announcer = logs.Announcer(log_format)
         announcer.add(

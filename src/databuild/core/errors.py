@@ -14,7 +14,8 @@ adapter that caught them, so callers handle one family.
     ├── NotFound                  no want / run / partition with that id
     ├── StorageError              the Build Event Log could not be read or written
     │   ├── StorageUnavailable    a transient fault (connection lost, busy, disk full): retry
-    │   └── LogLocked             another service owns this Build Event Log
+    │   ├── LogLocked             another service owns this Build Event Log
+    │   └── LeadershipLost        a newer leader took a shared log over: stop writing
     ├── ExecutorError             a job could not be started or controlled
     └── ServiceError              talking to a DataBuild service failed
 
@@ -77,6 +78,11 @@ class StorageUnavailable(StorageError):
 
 class LogLocked(StorageError):
     pass
+
+
+class LeadershipLost(StorageError):
+    """This service was the writer of a shared log and another one has since taken it over
+    (a newer writer generation is recorded): its appends are refused, it must stop writing."""
 
 
 class ExecutorError(DataBuildError):

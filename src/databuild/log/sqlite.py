@@ -207,7 +207,9 @@ class SqliteEventLog(BuildEventLog):
                     os.close(fd)
                     raise LogLocked(
                         f"the SQLite Build Event Log {self.path} is already in use by "
-                        f"{holder or 'another process'!r} (lock file {self._lock_path})"
+                        f"{holder or 'another process'!r} (lock file {self._lock_path}); "
+                        "an SQLite log serves one service: to run replicas of a service, "
+                        "share a PostgreSQL log (docs/operations.md, Running on a cluster)"
                     ) from None
                 except BaseException:
                     os.close(fd)

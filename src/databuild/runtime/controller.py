@@ -61,7 +61,7 @@ from databuild.core.reconcile import (
 from databuild.core.refs import PartitionRef
 from databuild.core.state import BuildState
 from databuild.executors.port import Executor, RunRequest
-from databuild.log.port import BuildEventLog
+from databuild.log.port import BuildEventLog, SharedEventLog
 from databuild.runtime.clock import Clock, SystemClock
 from databuild.runtime.snapshots import SnapshotStore, worth_writing_at_stop
 
@@ -210,7 +210,10 @@ class Controller:
         snapshots: SnapshotStore | None = None,
         snapshot_every: int = 200_000,
         storage_grace: float | None = None,
+        state: BuildState | None = None,
     ) -> None:
+        """``state``: the log already folded up to some event (a standby taking over);
+        ``start`` folds the rest instead of starting from a snapshot."""
         self.graph = graph
         self.log = event_log
         self.executor = executor
@@ -219,7 +222,8 @@ class Controller:
         self.graph_url = graph_url
         self.clock: Clock = clock or SystemClock()
         self.owner = owner or f"databuild service pid {os.getpid()}"
-        self.reconciler = Reconciler(graph)
+        self.reconciler = Reconciler(graph, state) if state is not None else Reconciler(graph)
+        self._given_state = state is not None
         self.stats = ControllerStats()
         self.failure: BaseException | None = None
         self.failed = asyncio.Event()  # set once the loop has stopped on an error
@@ -265,8 +269,8 @@ class Controller:
         """Take the log's writer lock, rebuild state from it, recover runs, start the loop."""
         self._loop = asyncio.get_running_loop()
         await asyncio.to_thread(self.log.acquire_writer, self.owner)
-        after = 0
-        if self.snapshots is not None:
+        after = self.reconciler.state.last_sequence if self._given_state else 0
+        if self.snapshots is not None and not self._given_state:
             last = await asyncio.to_thread(self.log.last_sequence)
             snapshot = await asyncio.to_thread(self.snapshots.load, last)
             if snapshot is not None:
@@ -504,6 +508,20 @@ class Controller:
             self.failed.set()
             self._signal_commit()
 
+    def abandon(self, exc: BaseException) -> None:
+        """Stop for good from outside the loop (the log says another service has taken the
+        writer role over): pending requests fail, ``failed`` is set, nothing more commits."""
+        if self.failure is not None:
+            return
+        self.failure = exc
+        self.storage_down = ""
+        log.info("controller stopped: %s", exc)
+        if self._task is not None:
+            self._task.cancel()
+        self._fail_pending(exc)
+        self.failed.set()
+        self._signal_commit()
+
     def _fail_pending(self, exc: BaseException) -> None:
         while not self._inbox.empty():
             item = self._inbox.get_nowait()
@@ -603,6 +621,12 @@ class Controller:
             self._remember(events)
             self.last_committed = events[-1].sequence
             self._signal_commit()
+        if isinstance(self.log, SharedEventLog) and any(isinstance(e, StartRun) for e in effects):
+            # A leader paused between its append and here may have been replaced since:
+            # it must not start runs its successor has already retried. (Storage away:
+            # no answer, go on; the next append is fenced all the same.)
+            with contextlib.suppress(StorageUnavailable):
+                await asyncio.to_thread(self.log.confirm_writer)
         for effect in effects:
             await self._carry_out(effect)
 

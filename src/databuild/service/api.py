@@ -360,10 +360,9 @@ async def stream(
             if scanned > cursor:
                 cursor = scanned
                 continue
-            controller = host.controller
-            if controller is None or controller.failure is not None or controller.stopping:
+            if not host.more_events_may_come:
                 return  # read-only host or a stopped controller: no more events will come
-            await controller.wait_for_events(cursor, 3600.0)
+            await host.wait_for_events(cursor, 3600.0)
     finally:
         host.stream_subscriptions -= 1
 

@@ -148,9 +148,10 @@ def create_app(
         return JSONResponse(body.model_dump(), status_code=503 if body.status == "failed" else 200)
 
     async def readyz() -> JSONResponse:
-        """Readiness: 200 once the log is replayed, storage is reachable and the writer role
-        is known; 503 with the reason otherwise (send no traffic here yet)."""
-        body = operations.readiness(host)
+        """Readiness, with the role: 200 once the log is replayed, storage is reachable and
+        this is a working leader, or a standby that follows the log and knows the leader's
+        URL; 503 with the reason otherwise (send no traffic here yet)."""
+        body = await operations.readiness(host)
         return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 
     for method in ("GET", "HEAD"):  # probes (and load balancers) send either

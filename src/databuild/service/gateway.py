@@ -11,7 +11,8 @@ The FastAPI app (FastAPI and the routes take ~0.2 s to import) is built at once 
 ``databuild serve`` and on first need for the embedded service of ``databuild build``,
 whose own command talks to its host in process and whose jobs only ask the question above:
 a build does not wait for it. The security middleware wraps this app, so both paths are
-guarded alike. Nothing here decides or stores anything.
+guarded alike. While the host is a standby of a shared log, every request that is not a
+read goes to the leader instead (``forwarding``). Nothing here decides or stores anything.
 """
 
 from __future__ import annotations
@@ -20,12 +21,16 @@ import asyncio
 import importlib
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from databuild.core.errors import DataBuildError
+from databuild.log.port import SharedEventLog
 from databuild.service import operations
 from databuild.service.host import GraphHost
+
+if TYPE_CHECKING:  # httpx loads only for a standby
+    from databuild.service.forwarding import WriteForwarder
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -54,10 +59,18 @@ class ServiceApp:
         self.host = host
         self._app: ASGIApp | None = _full_app(host) if eager else None
         self._building: asyncio.Future[ASGIApp] | None = None
+        self._forwarder: WriteForwarder | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not self.host.ready and scope["path"] not in PROBE_PATHS:
             await _send_json(send, 503, {"error": STARTING_MESSAGE}, retry_after=True)
+            return
+        if (
+            scope["type"] == "http"
+            and self.host.role == "standby"
+            and scope["method"] not in ("GET", "HEAD", "OPTIONS")
+        ):
+            await self._forward(scope, receive, send)
             return
         if (
             scope["type"] == "http"
@@ -80,6 +93,15 @@ class ServiceApp:
             return False  # the full app says what is wrong, in its own words
         await _send_body(send, 200, answer.model_dump_json().encode())
         return True
+
+    async def _forward(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._forwarder is None:
+            from databuild.service.forwarding import WriteForwarder
+
+            shared = self.host.log
+            assert isinstance(shared, SharedEventLog)  # only a shared log has standbys
+            self._forwarder = WriteForwarder(shared, self.host.advertise_url)
+        await self._forwarder(scope, receive, send)
 
     async def _build(self) -> ASGIApp:
         if self._building is None:

@@ -15,7 +15,6 @@ import asyncio
 import math
 from collections import Counter
 from collections.abc import Sequence
-from typing import Literal
 
 from databuild import __version__
 from databuild.codec import event_to_dict
@@ -36,6 +35,11 @@ MAX_WAIT_SECONDS = 60.0
 
 def controller_of(host: GraphHost) -> Controller:
     controller = host.controller
+    if controller is None and host.role == "standby":
+        raise ServiceError(
+            "this service is a standby of the shared Build Event Log and no leader is known "
+            "to forward the change to; try again in a few seconds"
+        )
     if controller is None:
         raise ServiceError(
             "this is a read-only view of the graph; start `databuild serve` to make changes"
@@ -399,12 +403,14 @@ async def events_page(
     ``last_sequence`` is where to resume (it may pass filtered-out events)."""
     wanted, pattern = event_filter(types, partition)
     events, scanned = await next_events(host, after, limit, wanted, pattern)
-    if not events and wait > 0 and host.controller is not None:
+    if not events and wait > 0 and (host.controller is not None or host.follower is not None):
         # A controller stopped on an error makes no more events: say so rather than have
         # the follower (`databuild build`, another graph) wait on for ever.
-        host.controller.raise_if_failed()
-        await host.controller.wait_for_events(scanned, min(wait, MAX_WAIT_SECONDS))
-        host.controller.raise_if_failed()
+        if host.controller is not None:
+            host.controller.raise_if_failed()
+        await host.wait_for_events(scanned, min(wait, MAX_WAIT_SECONDS))
+        if host.controller is not None:
+            host.controller.raise_if_failed()
         events, scanned = await next_events(host, scanned, limit, wanted, pattern)
     return schemas.EventsResponse(
         events=[schemas.BuildEvent.model_validate(event_to_dict(e)) for e in events],
@@ -432,8 +438,11 @@ def health(host: GraphHost) -> schemas.Health:
     running = sum(len(runs) for runs in state.running_by_job.values())
     # degraded: the Build Event Log is unavailable and an append is being retried
     down = controller.storage_down if controller is not None and not failure else ""
+    if failure is None:
+        failure = host.failure
     return schemas.Health(
         status="failed" if failure else "degraded" if down else "ok",
+        role=host.role,
         graph=host.config.name,
         version=__version__,
         last_sequence=controller.last_committed if controller else state.last_sequence,
@@ -443,27 +452,60 @@ def health(host: GraphHost) -> schemas.Health:
     )
 
 
-def readiness(host: GraphHost) -> schemas.Readiness:
-    """Readiness: the log is replayed, storage is reachable and the writer role is known.
-    A live service that is not ready (replaying, storage down) should get no traffic."""
+async def readiness(host: GraphHost) -> schemas.Readiness:
+    """Whether a load balancer should send this service requests now, and its role. Ready:
+    the log is replayed, storage is reachable and the role is known: a leader that writes,
+    or a standby that follows the log and knows a leader to forward writes to."""
     controller = host.controller
-    failure = controller.failure if controller is not None else None
-    down = controller.storage_down if controller is not None else ""
-    storage = str(failure) if failure else down or "ok"
-    if not host.ready:
-        role: Literal["starting", "writer", "read-only"] = "starting"
-    else:
-        role = "read-only" if host.read_only else "writer"
-    problems = []
+    failure = host.failure or (controller.failure if controller is not None else None)
     if not host.ready and failure is None:
-        problems.append("replaying the Build Event Log")
+        return schemas.Readiness(
+            ready=False,
+            graph=host.config.name,
+            role="starting",
+            replayed=False,
+            storage="ok",
+            message="replaying the Build Event Log",
+        )
+    if host.role == "standby" and controller is None:
+        record = await asyncio.to_thread(host.current_writer)
+        url = record.url if record is not None else ""
+        if failure is not None:
+            message = str(failure)
+        elif not url:
+            message = "no leader is known yet: reads are served, writes refused"
+        else:
+            message = ""
+        return schemas.Readiness(
+            ready=not message,
+            graph=host.config.name,
+            role="standby",
+            replayed=True,
+            storage="ok",
+            leader_url=url,
+            message=message,
+        )
+    if controller is None:
+        return schemas.Readiness(
+            ready=host.role == "reader" and failure is None,
+            graph=host.config.name,
+            role="reader" if host.role == "reader" else "starting",
+            replayed=host.ready,
+            storage="ok",
+            message=str(failure) if failure else "",
+        )
+    storage = str(failure) if failure else controller.storage_down or "ok"
+    problems = []
     if storage != "ok":
         problems.append(f"the Build Event Log is unavailable: {storage}")
+    elif not host.leading.is_set():
+        problems.append("taking over: folding the rest of the log")
     return schemas.Readiness(
         ready=not problems,
         graph=host.config.name,
-        role=role,
-        replayed=host.ready,
+        role="leader",
+        replayed=True,
         storage=storage,
+        leader_url=host.advertise_url,
         message="; ".join(problems),
     )

@@ -214,6 +214,9 @@ class ErrorResponse(BaseModel):
 
 class Health(BaseModel):
     status: Literal["starting", "ok", "degraded", "failed"]
+    # leader: writes the log; standby: follows a shared log another service writes
+    # (reads served here, writes forwarded); reader: a read-only view
+    role: Literal["leader", "standby", "reader"] = "leader"
     graph: str
     version: str
     last_sequence: int
@@ -227,9 +230,11 @@ class Readiness(BaseModel):
 
     ready: bool
     graph: str
-    role: Literal["starting", "writer", "read-only"]
+    role: Literal["starting", "leader", "standby", "reader"]
     replayed: bool  # the Build Event Log is replayed into memory
     storage: str  # "ok", or why the Build Event Log is unreachable
+    # the leader's advertised URL, as the shared log records it ("" when none is known)
+    leader_url: str = ""
     message: str = ""  # why not ready; "" when ready
 
 

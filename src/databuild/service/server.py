@@ -149,6 +149,7 @@ class ServeOptions:
     max_parallel: int | None = None
     log_level: str = "warning"
     read_only: bool = False
+    advertise_url: str = ""  # where standbys forward writes while this one leads
 
 
 def options_from(
@@ -160,6 +161,20 @@ def options_from(
         port=config.service.port if port is None else port,
         token=token,
     )
+
+
+def checked_advertise_url(raw: str | None) -> str:
+    """``--advertise-url``: an http(s) URL without a path (the API's paths are added)."""
+    if not raw:
+        return ""
+    url = raw.strip().rstrip("/")
+    scheme, sep, rest = url.partition("://")
+    if scheme not in ("http", "https") or not sep or not rest or "/" in rest or "?" in rest:
+        raise InvalidInput(
+            f"--advertise-url must be an http:// or https:// URL with a host and port and no "
+            f"path, such as http://10.0.0.5:8080; got {raw!r}"
+        )
+    return url
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -203,6 +218,7 @@ class Service:
             graph_url=self.url,
             max_parallel=options.max_parallel,
             read_only=options.read_only,
+            advertise_url=options.advertise_url,
         )
         app = SecurityMiddleware(ServiceApp(self.host, eager=eager_app), policy=self.policy)
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
@@ -273,7 +289,7 @@ class Service:
             watch.cancel()
             await self.host.stop()
             self.sock.close()
-        failure = self.host.controller.failure if self.host.controller else None
+        failure = self.host.controller.failure if self.host.controller else self.host.failure
         if failure is not None:
             # Never stay up half-dead: exit non-zero so a supervisor restarts the service,
             # which then recovers from the log as after kill -9 (issue 14.2).
@@ -286,10 +302,10 @@ class Service:
         self.sock.close()
 
     async def _stop_when_controller_fails(self) -> None:
-        controller = self.host.controller
-        if controller is not None:
-            await controller.failed.wait()
-            self.server.should_exit = True
+        if self.options.read_only:
+            return
+        await self.host.wait_for_failure()
+        self.server.should_exit = True
 
     def _reload_on_sighup(self) -> None:
         """``databuild serve`` (the main thread) reloads databuild.toml on SIGHUP, as

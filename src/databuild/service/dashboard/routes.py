@@ -153,7 +153,7 @@ def _render(request: Request, template: str, status: int = 200, **context: Any) 
         graph_name=host.config.graph.name,
         last_sequence=host.state.last_sequence,
         event_types=",".join(sorted(EVENT_TYPE_NAMES)),
-        read_only=host.controller is None,
+        read_only=host.controller is None and host.role != "standby",  # a standby forwards
         path=request.url.path,
         page_url=str(request.url.path) + (f"?{request.url.query}" if request.url.query else ""),
         **context,
