@@ -17,8 +17,10 @@ import contextlib
 import ctypes
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,11 +98,40 @@ def ray_cluster() -> Iterator[RayCluster]:
             ray.shutdown()
             if cluster is not None:
                 cluster.shutdown()  # type: ignore[no-untyped-call]
+            left = _left_behind(temp_dir)
             if saved is None:
                 os.environ.pop("RAY_TMPDIR", None)
             else:
                 os.environ["RAY_TMPDIR"] = saved
             shutil.rmtree(temp_dir, ignore_errors=True)
+    assert not left, f"processes of the Ray cluster outlived it (now killed): {left}"
+
+
+def _left_behind(temp_dir: str) -> list[str]:
+    """Processes started under this cluster (its RAY_TMPDIR is in their environment) that
+    are still alive after it stopped; they are ours, so they are killed, by pid."""
+    marker = f"RAY_TMPDIR={temp_dir}".encode()
+    deadline = time.monotonic() + 10  # workers and guards end shortly after their raylet
+    while True:
+        found: dict[int, str] = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == os.getpid():
+                continue
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    if marker not in f.read().split(b"\0"):
+                        continue
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    found[int(entry)] = f.read().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+        if not found or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    for pid in found:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return [f"{pid}: {cmd[:80]}" for pid, cmd in found.items()]
 
 
 @pytest.fixture

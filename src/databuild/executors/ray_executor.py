@@ -202,11 +202,16 @@ class RayExecutor(Executor):
             return ""
         try:
             await asyncio.to_thread(
-                ray.init, address=self._address, namespace="databuild", log_to_driver=False
+                ray.init,
+                address=self._address,
+                namespace="databuild",
+                log_to_driver=False,  # job output goes to the run's log, not ours
+                logging_level=logging.WARNING,
             )
         except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError...
             return f"cannot connect to the Ray cluster at {self._address!r}: {exc}"
         self._connected = self._owns_connection = True
+        _keep_ray_notices_off_stdout()
         return ""
 
     async def _watch(self, run: _Run) -> None:
@@ -291,6 +296,22 @@ class RayExecutor(Executor):
             self._reporter(report)
         except Exception:
             logger.exception("the executor's reporter failed on %r", report)
+
+
+def _keep_ray_notices_off_stdout() -> None:
+    """A Ray driver prints the cluster's notices ("a worker died...") to its stdout, which
+    in ``databuild --json build`` is the JSON a script reads. Ray has no switch for it, so
+    its printer (private; left alone if it is not there) is pointed at our logger."""
+    private = getattr(ray, "_private", None)
+    worker = getattr(private, "worker", None)
+    if worker is None or not hasattr(worker, "print_to_stdstream"):
+        return
+
+    def to_logger(data: dict[str, Any], ignore_prefix: bool) -> None:
+        for line in data.get("lines", ()):
+            logger.warning("Ray (%s): %s", data.get("pid", "?"), line)
+
+    worker.print_to_stdstream = to_logger
 
 
 def ray_options(job: JobSpec) -> dict[str, Any]:

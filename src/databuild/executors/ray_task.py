@@ -10,9 +10,9 @@ once the process runs, then a ``Finished`` with the outcome and the log's bytes.
 
 Nothing here imports Ray: the module is plain Python that runs wherever Ray puts it. A worker
 that dies (killed, its node lost, ``ray.cancel(force=True)``) cannot clean up after itself,
-so every run has a guard: a small process in a session of its own that holds a pipe from the
-worker and, when the pipe closes for any reason, kills the job's process group and removes
-the temporary directory. No job process outlives the task that started it.
+so every run has a guard: a small detached process (not a child of the worker, which Ray
+would kill with it) that holds a pipe from the worker and, when the pipe closes for any
+reason, kills the job's process group and removes the temporary directory. No job process outlives the task that started it.
 """
 
 from __future__ import annotations
@@ -49,10 +49,15 @@ from databuild.executors.protocol import (
 )
 from databuild.executors.result_file import result_or_failure
 
-# Reads the job's process group id, then waits for the worker's end of the pipe to close
-# (the run ended, or the worker died), then kills the group and removes the run's files.
+# Detaches itself (Ray kills the processes a dead worker leaves as children, the guard
+# included, so the guard must not be one), reads the job's process group id, waits for the
+# worker's end of the pipe to close (the run ended, or the worker died), then kills the group
+# and removes the run's files.
 _GUARD = """\
 import os, shutil, signal, sys
+if os.fork():
+    os._exit(0)
+os.setsid()
 line = sys.stdin.readline()
 sys.stdin.read()
 if line.strip():
@@ -107,14 +112,13 @@ def run_job(task: JobTask) -> Iterator[Started | Finished]:
         start_new_session=True,
     )
     assert guard.stdin is not None
+    guard.wait()  # its first half exits at once; the detached second half guards the run
     try:
         yield from _run(task, workdir, guard)
     finally:
         # Closing the pipe is the guard's signal: group killed, files removed.
         with contextlib.suppress(OSError):
             guard.stdin.close()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            guard.wait(timeout=10)
 
 
 def _run(
