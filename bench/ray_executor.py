@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import logging
 import os
 import shutil
 import subprocess
@@ -152,7 +153,9 @@ def main() -> int:
                 },
             )
             try:
-                ray.init(address=cluster.address, log_to_driver=False, logging_level="warning")
+                ray.init(
+                    address=cluster.address, log_to_driver=False, logging_level=logging.WARNING
+                )
                 figures["ray"] = asyncio.run(
                     measure(lambda: RayExecutor(SLOTS), root / "ray", args.runs, args.alone)
                 )

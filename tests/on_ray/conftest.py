@@ -110,8 +110,15 @@ def ray_cluster() -> Iterator[RayCluster]:
 def _left_behind(temp_dir: str) -> list[str]:
     """Processes started under this cluster (its RAY_TMPDIR is in their environment) that
     are still alive after it stopped; they are ours, so they are killed, by pid."""
-    marker = f"RAY_TMPDIR={temp_dir}".encode()
-    deadline = time.monotonic() + 10  # workers and guards end shortly after their raylet
+    return kill_left_behind(f"RAY_TMPDIR={temp_dir}", exact=True)
+
+
+def kill_left_behind(marker_text: str, *, exact: bool, wait_seconds: float = 10.0) -> list[str]:
+    """Kill, by pid, the processes whose environment has the entry ``marker_text`` (or, not
+    ``exact``, an entry starting with it), after giving them ``wait_seconds`` to end on
+    their own; return what had to be killed."""
+    marker = marker_text.encode()
+    deadline = time.monotonic() + wait_seconds  # workers and guards end after their raylet
     while True:
         found: dict[int, str] = {}
         for entry in os.listdir("/proc"):
@@ -119,8 +126,9 @@ def _left_behind(temp_dir: str) -> list[str]:
                 continue
             try:
                 with open(f"/proc/{entry}/environ", "rb") as f:
-                    if marker not in f.read().split(b"\0"):
-                        continue
+                    entries = f.read().split(b"\0")
+                if not any(e == marker if exact else e.startswith(marker) for e in entries):
+                    continue
                 with open(f"/proc/{entry}/cmdline", "rb") as f:
                     found[int(entry)] = f.read().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
