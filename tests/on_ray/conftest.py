@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from executors.harness import Runs
@@ -37,6 +38,7 @@ WORKER_RESOURCE = "databuild_test_worker"
 class RayCluster:
     address: str  # host:port of the head's GCS, on 127.0.0.1 inside the namespace
     temp_dir: str
+    cluster: Any  # ray.cluster_utils.Cluster: tests may add and remove nodes
 
 
 @contextlib.contextmanager
@@ -93,7 +95,7 @@ def ray_cluster() -> Iterator[RayCluster]:
                 ray.init(address=cluster.address, namespace="databuild-tests", log_to_driver=False)
             except Exception as exc:
                 pytest.fail(f"cannot start a local Ray cluster: {type(exc).__name__}: {exc}")
-            yield RayCluster(cluster.address, temp_dir)
+            yield RayCluster(cluster.address, temp_dir, cluster)
         finally:
             ray.shutdown()
             if cluster is not None:

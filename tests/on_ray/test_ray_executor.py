@@ -189,6 +189,36 @@ def test_a_killed_worker_loses_the_run_and_leaves_no_process(
     scenario(body)
 
 
+def test_a_node_lost_mid_run_loses_the_run_and_leaves_no_process(
+    ray_cluster: RayCluster, runs: Runs
+) -> None:
+    node = ray_cluster.cluster.add_node(
+        num_cpus=1, node_ip_address="127.0.0.1", resources={"doomed_node": 1}
+    )
+    ray_cluster.cluster.wait_for_nodes(timeout=60)
+    pids = runs.root / "pids"
+    request = with_resources(
+        runs.request("sh", "-c", f"sleep 1000 & echo $$ $! > {pids}; wait"),
+        RunResources(num_cpus=1.0, custom=(("doomed_node", 1.0),)),
+    )
+
+    async def body() -> None:
+        ray_executor = executor(ray_cluster)
+        runs.attach(ray_executor)
+        await ray_executor.start(request)
+        job_pid = read_pid(pids)
+        child = int(pids.read_text().split()[1])
+        # The node's raylet and everything of it killed, as when a machine goes away.
+        await asyncio.to_thread(ray_cluster.cluster.remove_node, node, allow_graceful=False)
+        outcome = await runs.outcome(request.job_run_id)
+        assert isinstance(outcome, RunFailed), outcome
+        assert outcome.kind is FailureKind.LOST, outcome
+        assert wait_until_gone(job_pid) and wait_until_gone(child), "an orphan was left"
+        await ray_executor.close()
+
+    scenario(body)
+
+
 def test_per_job_resources_decide_where_and_whether_a_run_starts(
     ray_cluster: RayCluster, runs: Runs
 ) -> None:
