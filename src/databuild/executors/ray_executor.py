@@ -87,7 +87,7 @@ class RayExecutor(Executor):
         log_limit_bytes: int = 1 << 20,
         *,
         kill_grace_seconds: float = 2.0,
-        start_wait_seconds: float = 30.0,
+        start_wait_seconds: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_parallel < 1:
