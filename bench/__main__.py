@@ -9,7 +9,9 @@ PostgreSQL figures need DATABUILD_TEST_POSTGRES_URL (or --postgres). The Luigi p
 ``luigi`` (the ``bench`` extra); without it the peer is skipped, saying so. Each scenario
 also runs alone: ``python -m bench.cold_build``, ``bench.reaction``,
 ``bench.reconciler_scale``, ``bench.bel_rate``, ``bench.api``, ``bench.peer``,
-``bench.failover`` (two replicas on PostgreSQL: leader kill -9 -> first write accepted).
+``bench.failover`` (two replicas on PostgreSQL: leader kill -9 -> first write accepted); and,
+not part of the suite (it starts a Ray cluster in a network namespace, as root),
+``python -m bench.ray_executor`` (Ray executor vs the local pool).
 Benchmarks measure; they assert nothing.
 """
 

@@ -242,9 +242,27 @@ CASES: list[tuple[str, str, str, list[str]]] = [
     ),
     (
         "unknown executor",
-        MINIMAL + '\n[executor]\nkind = "ray"\n',
+        MINIMAL + '\n[executor]\nkind = "kubernetes"\n',
         "executor.kind",
-        ["unknown executor kind 'ray'", "supported kinds are: local"],
+        ["unknown executor kind 'kubernetes'", "supported kinds are: local, ray"],
+    ),
+    (
+        "address without ray",
+        MINIMAL + '\n[executor]\naddress = "auto"\n',
+        "executor.address",
+        ["it needs kind = \"ray\", not 'local'"],
+    ),
+    (
+        "a resource ray reserves",
+        MINIMAL + "\n[jobs.ingest.resources]\ncustom = { CPU = 2 }\n",
+        "jobs.ingest.resources.custom.CPU",
+        ["'CPU' is not a custom resource", "set num_cpus"],
+    ),
+    (
+        "negative cpus",
+        MINIMAL + "\n[jobs.ingest.resources]\nnum_cpus = -1\n",
+        "jobs.ingest.resources.num_cpus",
+        ["must be at least 0.0, not -1"],
     ),
     (
         "zero max_parallel",

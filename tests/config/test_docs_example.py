@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from databuild.config import DataDate
 from databuild.config.file_schema import GraphFile
 from databuild.config.problems import table_at
+from databuild.core.model import RunResources
 
 from .config_helpers import load_text
 
@@ -45,7 +46,9 @@ def test_complete_example_loads_to_what_it_says(tmp_path: Path) -> None:
     assert config.graph.route("report/date=yesterday").job is None
     assert config.storage_url == url
     assert config.state_dir == tmp_path / "state"
-    assert (config.executor.kind, config.executor.max_parallel) == ("local", 8)
+    assert (config.executor.kind, config.executor.max_parallel) == ("ray", 8)
+    assert config.executor.address == "ray://ray-head.internal:10001"
+    assert ingest.resources == RunResources(2.0, 4 << 30, (("ssd", 1.0),))
     assert (config.service.host, config.service.port) == ("0.0.0.0", 8080)
     assert config.service.token_env == "SALES_DATABUILD_TOKEN"
     (customers,) = config.upstreams

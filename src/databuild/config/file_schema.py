@@ -112,6 +112,12 @@ def _executor_kind(value: str) -> str:
     return value
 
 
+def _custom_resource(value: str) -> str:
+    if value in ("CPU", "memory", "object_store_memory"):
+        raise ValueError(f"{value!r} is not a custom resource; set num_cpus or memory instead")
+    return value
+
+
 def _cron(value: str) -> str:
     if not croniter.is_valid(value):
         raise ValueError(
@@ -207,6 +213,17 @@ class GraphTable(_Table):
     name: Identifier
 
 
+class ResourcesTable(_Table):
+    """[jobs.NAME.resources]: what one run needs on a cluster executor (ignored by local)."""
+
+    num_cpus: Annotated[float, Field(ge=0)] = 1.0
+    memory: Annotated[int, Field(ge=0)] = 0  # bytes; 0 reserves none
+    custom: dict[
+        Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_custom_resource)],
+        Annotated[float, Field(gt=0)],
+    ] = Field(default_factory=dict)
+
+
 class JobTable(_Table):
     """[jobs.NAME]: a job, the partitions it builds and how to run it (docs/jobs.md)."""
 
@@ -226,6 +243,7 @@ class JobTable(_Table):
     version: (
         Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_version)] | None
     ) = None
+    resources: ResourcesTable = Field(default_factory=lambda: ResourcesTable())
 
 
 class StorageTable(_Table):
@@ -243,6 +261,7 @@ class ExecutorTable(_Table):
         str, AfterValidator(_executor_kind), WithJsonSchema({"enum": list(EXECUTOR_KINDS)})
     ] = "local"
     max_parallel: Annotated[int, Field(ge=1)] | None = None
+    address: Annotated[str, Field(min_length=1)] | None = None  # kind = "ray": the cluster
 
 
 class ServiceTable(_Table):

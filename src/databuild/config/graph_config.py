@@ -14,15 +14,17 @@ from databuild.config.schedule import ScheduleSpec
 from databuild.core.model import ExternalSpec, GraphSpec, JobSpec, UpstreamSpec
 
 CONFIG_FILENAME = "databuild.toml"
-EXECUTOR_KINDS = ("local",)
+EXECUTOR_KINDS = ("local", "ray")
 
 
 @dataclass(frozen=True, slots=True)
 class ExecutorSettings:
-    """``[executor]``: which executor runs jobs and how many job processes run at once."""
+    """``[executor]``: which executor runs jobs and how many job processes run at once.
+    ``address`` is the Ray cluster to connect to (``kind = "ray"`` only; "" for local)."""
 
     kind: str
     max_parallel: int
+    address: str = ""
 
 
 @dataclass(frozen=True, slots=True)

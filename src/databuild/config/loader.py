@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.util
 import os
 import re
 import tomllib
@@ -21,7 +22,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from databuild.config.externals import external_spec
-from databuild.config.file_schema import GraphFile, JobTable, StorageTable
+from databuild.config.file_schema import ExecutorTable, GraphFile, JobTable, StorageTable
 from databuild.config.graph_config import (
     CONFIG_FILENAME,
     AlertSettings,
@@ -33,7 +34,7 @@ from databuild.config.overlap import overlap
 from databuild.config.problems import config_error_from, dotted_key
 from databuild.config.schedule import ScheduleSpec
 from databuild.core.errors import ConfigError, InvalidInput
-from databuild.core.model import GraphSpec, JobSpec, UpstreamSpec
+from databuild.core.model import GraphSpec, JobSpec, RunResources, UpstreamSpec
 from databuild.core.refs import PartitionPattern
 
 _TOML_POSITION = re.compile(r"^(?P<what>.*?)\s*\(at line (?P<line>\d+), column (?P<column>\d+)\)$")
@@ -151,10 +152,7 @@ class _Assembly:
             graph=graph,
             storage_url=self.storage_url(parsed.storage, state_dir),
             state_dir=state_dir,
-            executor=ExecutorSettings(
-                kind=parsed.executor.kind,
-                max_parallel=parsed.executor.max_parallel or os.cpu_count() or 1,
-            ),
+            executor=self.executor(parsed.executor),
             service=ServiceSettings(
                 host=parsed.service.host,
                 port=parsed.service.port,
@@ -162,6 +160,24 @@ class _Assembly:
             ),
             schedules=schedules,
             alerts=AlertSettings(webhooks=tuple(parsed.alerts.webhooks)),
+        )
+
+    def executor(self, table: ExecutorTable) -> ExecutorSettings:
+        if table.kind != "ray" and table.address is not None:
+            raise self.error(
+                ("executor", "address"),
+                f'is the Ray cluster to run jobs on; it needs kind = "ray", not {table.kind!r}',
+            )
+        # Only looked for, never imported: the embedded default must not pay for Ray.
+        if table.kind == "ray" and importlib.util.find_spec("ray") is None:
+            raise self.error(
+                ("executor", "kind"),
+                "\"ray\" needs Ray, which is not installed: pip install 'databuild[ray]'",
+            )
+        return ExecutorSettings(
+            kind=table.kind,
+            max_parallel=table.max_parallel or os.cpu_count() or 1,
+            address=(table.address or "auto") if table.kind == "ray" else "",
         )
 
     def job(self, name: str, table: JobTable) -> JobSpec:
@@ -196,6 +212,11 @@ class _Assembly:
             expected_seconds=table.expected_duration,
             warm=table.warm,
             version=table.version or "",
+            resources=RunResources(
+                num_cpus=table.resources.num_cpus,
+                memory_bytes=table.resources.memory,
+                custom=tuple(sorted(table.resources.custom.items())),
+            ),
         )
 
     def expand(self, value: str, loc: tuple[int | str, ...]) -> str:

@@ -115,6 +115,18 @@ class WantRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class RunResources:
+    """What one run of a job needs from a cluster executor (``[jobs.NAME.resources]``).
+
+    The local process pool ignores it; the Ray executor asks Ray for exactly this, so a run
+    waits for a node that has it free. ``memory_bytes`` 0 reserves no memory."""
+
+    num_cpus: float = 1.0
+    memory_bytes: int = 0
+    custom: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class JobSpec:
     """A job as the graph sees it: what it builds and how it likes to be run."""
 
@@ -131,6 +143,7 @@ class JobSpec:
     expected_seconds: float = 0.0  # a hint for SLA prediction before runs are recorded
     warm: bool = False  # a Python script run in a reused interpreter (same job protocol)
     version: str = ""  # recorded on each partition a run builds; "" none declared
+    resources: RunResources = RunResources()
 
     def builds(self, ref: str) -> bool:
         return any(p.match(ref) is not None for p in self.outputs)

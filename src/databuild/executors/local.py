@@ -20,7 +20,6 @@ import logging
 import os
 import resource
 import signal
-import stat
 import subprocess
 import sys
 import time
@@ -45,10 +44,10 @@ from databuild.executors.protocol import (
     ENV_JOB_NAME,
     ENV_RESULT_PATH,
     ENV_RUN_ID,
-    MAX_RESULT_BYTES,
     NO_EXIT_CODE,
     outcome_from,
 )
+from databuild.executors.result_file import result_or_failure
 from databuild.executors.warm import PoolKey, WarmPool, Worker, WorkerProtocol, pool_key
 
 logger = logging.getLogger(__name__)
@@ -229,7 +228,7 @@ class LocalExecutor(Executor):
         del self._runs[rid]
         if run.killed:
             return
-        result = _result_or_failure(
+        result = result_or_failure(
             request.result_path, code if code is not None else NO_EXIT_CODE, duration
         )
         if isinstance(result, RunFailed):
@@ -286,7 +285,7 @@ class LocalExecutor(Executor):
         for job in reversed(jobs):
             if not job.warm:
                 continue
-            env = _job_environment(job)
+            env = job_environment(job)
             key = pool_key(job, root_dir, env)
             first, first_env, slots = groups.get(key, (job, env, 0))
             slots = min(self._max_parallel, slots + min(job.concurrency, self._max_parallel))
@@ -354,7 +353,7 @@ class LocalExecutor(Executor):
         returncode = run.transport.get_returncode()
         exit_code = returncode if returncode is not None and returncode >= 0 else None
         killed_by = -returncode if returncode is not None and returncode < 0 else None
-        result = _result_or_failure(
+        result = result_or_failure(
             request.result_path, returncode if returncode is not None else NO_EXIT_CODE, duration
         )
         if isinstance(result, RunFailed):
@@ -396,7 +395,7 @@ class LocalExecutor(Executor):
             logger.exception("the executor's reporter failed on %r", report)
 
 
-def _job_environment(job: JobSpec) -> dict[str, str]:
+def job_environment(job: JobSpec) -> dict[str, str]:
     env = dict(os.environ)
     env.update(job.env)
     # `python` in a job's command means the interpreter the service runs on.
@@ -409,7 +408,7 @@ def _job_environment(job: JobSpec) -> dict[str, str]:
 
 
 def _environment(request: RunRequest) -> dict[str, str]:
-    env = _job_environment(request.job)
+    env = job_environment(request.job)
     env[ENV_RUN_ID] = request.job_run_id
     env[ENV_JOB_NAME] = request.job.name
     env[ENV_RESULT_PATH] = str(request.result_path)
@@ -466,58 +465,6 @@ def _os_error_text(exc: OSError) -> str:
         what = _EXHAUSTED[exc.errno].format(nofile=nofile)
         text = f"{text}: {what}"
     return text
-
-
-class _ResultTooLarge(Exception):
-    def __init__(self, size: int) -> None:
-        super().__init__(size)
-        self.size = size
-
-
-def _result_or_failure(path: Path, code: int, duration: float) -> bytes | RunFailed | None:
-    """The result file's bytes (None if there is none), or the run's failure when it cannot
-    be read or is too large: a message naming the file, and the limit if that is why."""
-    try:
-        return _read_result(path)
-    except _ResultTooLarge as exc:
-        message = (
-            f"the result file {path} is {exc.size} bytes, larger than the limit of "
-            f"{MAX_RESULT_BYTES} bytes; report missing dependencies or a failure, not data"
-        )
-    except OSError as exc:
-        message = f"could not read the result file {path}: {exc.strerror or exc}"
-    return RunFailed(FailureKind.BAD_RESULT, message, code, duration)
-
-
-def _read_result(path: Path) -> bytes | None:
-    """At most MAX_RESULT_BYTES + 1 bytes of the result file; None if there is none;
-    ``_ResultTooLarge`` if it is larger than that, without reading it. A job could leave
-    a symlink or a FIFO there: neither is followed nor waited on."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise OSError(errno.ELOOP, "it is a symbolic link; write a regular file") from None
-        raise
-    try:
-        status = os.fstat(fd)
-        if not stat.S_ISREG(status.st_mode):
-            raise OSError(errno.EINVAL, "it is not a regular file")
-        if status.st_size > MAX_RESULT_BYTES:
-            raise _ResultTooLarge(status.st_size)
-        chunks: list[bytes] = []
-        left = MAX_RESULT_BYTES + 1
-        while left > 0:
-            chunk = os.read(fd, left)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

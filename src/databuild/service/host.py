@@ -97,6 +97,20 @@ class GraphHost:
         self.stream_subscriptions = 0  # open /api/v1/events/stream clients (a gauge)
         self.stream_cache: dict[int, bytes] = {}  # sequence -> the event as an SSE message
 
+    def _configured_executor(self, config: GraphConfig) -> Executor:
+        max_parallel = self._max_parallel or config.executor.max_parallel
+        if config.executor.kind == "local":
+            return LocalExecutor(max_parallel=max_parallel)
+        if config.executor.kind == "ray":
+            # Imported here, not at the top: Ray is an optional extra, and the embedded
+            # default must neither need it nor pay for importing it.
+            from databuild.executors.ray_executor import RayExecutor
+
+            return RayExecutor(max_parallel=max_parallel, address=config.executor.address)
+        raise ConfigError(
+            str(config.path), "executor.kind", f"unknown executor {config.executor.kind!r}"
+        )
+
     @property
     def log(self) -> BuildEventLog:
         if self._log is None:
@@ -119,7 +133,6 @@ class GraphHost:
         return self._log
 
     async def start(self) -> None:
-        config = self.config
         self._loop = asyncio.get_running_loop()
         await self.open()
         self.started_at = time.time()
@@ -127,10 +140,6 @@ class GraphHost:
             self._offline_state = await self._fold()
             self.ready = True
             return
-        if config.executor.kind != "local":
-            raise ConfigError(
-                str(config.path), "executor.kind", f"unknown executor {config.executor.kind!r}"
-            )
         shared = self._log if isinstance(self._log, SharedEventLog) else None
         if shared is not None:
             shared.advertise_url = self.advertise_url
@@ -208,9 +217,7 @@ class GraphHost:
         config = self.config
         event_log = self.log
         config.runs_dir.mkdir(parents=True, exist_ok=True)
-        executor = self._executor or LocalExecutor(
-            max_parallel=self._max_parallel or config.executor.max_parallel
-        )
+        executor = self._executor or self._configured_executor(config)
         self.controller = Controller(
             config.graph,
             event_log,
