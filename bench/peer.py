@@ -5,8 +5,8 @@ directory, with 1 worker (tasks run in the scheduler's process: the configuratio
 would pick for this workload) and with ``--parallel`` workers (a forked process per task).
 DataBuild runs the cold build of ``bench.cold_build`` on variants of the calendar
 (``bench.calendar_variants``): the example as it is (batched, warm Python jobs), every job
-``max_batch = 1`` with warm and with cold (a new Python process per run) jobs, shell jobs,
-each with and without input hints. The headline ratio is DataBuild wall / the *faster*
+``max_batch = 1`` with warm and with cold (a new Python process per run) jobs, and shell
+jobs. The headline ratio is DataBuild wall / the *faster*
 Luigi's wall.
 
 Per variant it reports runs per build, runs per partition (runs / partitions Luigi writes)
