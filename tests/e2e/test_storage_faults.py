@@ -56,6 +56,15 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
+def stacks(proc: subprocess.Popen[bytes], graph: Path) -> str:
+    """What a service that seems stuck is doing: its threads' stacks (``kill -USR1``, see
+    docs/operations.md) and the end of its log."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(1.0)
+    return (graph / "serve.log").read_text(errors="replace")[-12_000:]
+
+
 def prepare(graph: Path, storage: str | None) -> Path:
     """One run per partition, one at a time (many steps to break into); no schedules (a
     scheduled want would build more than the reference); the BEL from ``$URL_ENV``."""
@@ -309,7 +318,9 @@ def test_permission_revoked_mid_build_exits_non_zero_and_a_restart_completes(
         try:
             returncode = proc.wait(timeout=DEADLINE)
         except subprocess.TimeoutExpired:
-            raise AssertionError("the service stayed up on a persistent fault") from None
+            raise AssertionError(
+                f"the service stayed up on a persistent fault:\n{stacks(proc, graph)}"
+            ) from None
     finally:
         build.close()
         stop_process(proc)
@@ -406,7 +417,9 @@ def test_postgres_down_longer_than_the_grace_exits_non_zero_and_a_restart_comple
         try:
             returncode = proc.wait(timeout=DEADLINE)
         except subprocess.TimeoutExpired:
-            raise AssertionError("the service stayed up past the storage grace") from None
+            raise AssertionError(
+                f"the service stayed up past the storage grace:\n{stacks(proc, graph)}"
+            ) from None
     finally:
         build.close()
         stop_process(proc)

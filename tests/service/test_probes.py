@@ -9,6 +9,8 @@ is what a probe sees while a long log is replayed: alive (200, ``starting``), no
 from __future__ import annotations
 
 import asyncio
+import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -74,3 +76,21 @@ def test_a_starting_service_is_alive_but_not_ready(calendar_dir: Path) -> None:
                 await host.stop()
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+@pytest.mark.slow
+def test_sigusr1_writes_every_threads_stack_and_the_service_goes_on(
+    calendar_dir: Path, launch_service: Launcher
+) -> None:
+    """docs/operations.md: ``kill -USR1 PID`` shows what a seemingly stuck service does."""
+    proc, url = launch_service(calendar_dir)
+    proc.send_signal(signal.SIGUSR1)
+    log = calendar_dir / "serve.log"
+    deadline = time.monotonic() + 30
+    while "most recent call first" not in log.read_text(errors="replace"):
+        assert time.monotonic() < deadline, log.read_text(errors="replace")
+        time.sleep(0.05)
+    text = log.read_text(errors="replace")
+    assert "Current thread" in text or "Thread 0x" in text
+    assert proc.poll() is None
+    assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200

@@ -14,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import faulthandler
 import gc
 import importlib
 import json
 import logging
 import os
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -285,6 +287,9 @@ def serve(
     advertise_url: str | None,
 ) -> None:
     """Run the graph service: HTTP API, continuous reconciliation."""
+    # `kill -USR1 PID` writes every thread's stack to stderr (docs/operations.md): what a
+    # service that seems stuck is doing, without stopping it.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         config = _ctx().config()
         server = _server()
