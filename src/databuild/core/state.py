@@ -515,6 +515,14 @@ def _run_started(state: BuildState, e: ev.JobRunStarted, now: float, seq: int) -
     state._note_run_event(run.want_ids, seq)
 
 
+def _started_at(run: JobRunRecord, now: float, duration: float) -> float:
+    """When a finished run began: its start event's time, unless the run's own measured
+    duration says it began earlier (the controller may record a start together with the
+    run's result, in one commit)."""
+    measured = now - duration
+    return min(run.started_at, measured) if run.started_at else measured
+
+
 def _building_parts(state: BuildState, run: JobRunRecord) -> list[PartitionRecord]:
     parts = (state.partition(ref) for ref in run.partition_refs)
     return [
@@ -524,7 +532,7 @@ def _building_parts(state: BuildState, run: JobRunRecord) -> list[PartitionRecor
 
 def _run_succeeded(state: BuildState, e: ev.JobRunSucceeded, now: float, seq: int) -> None:
     run = state.runs[e.job_run_id]
-    started_at = run.started_at or now - e.duration_seconds
+    started_at = _started_at(run, now, e.duration_seconds)
     state._finish_run(run, JobRunStatus.SUCCEEDED, now)  # tests/core: check before changing
     state._note_run_event(run.want_ids, seq)
     run.started_at = started_at
@@ -554,7 +562,7 @@ def _run_failed(state: BuildState, e: ev.JobRunFailed, now: float, seq: int) -> 
 
 def _run_missing_deps(state: BuildState, e: ev.JobRunMissingDeps, now: float, seq: int) -> None:
     run = state.runs[e.job_run_id]
-    started_at = run.started_at or now - e.duration_seconds
+    started_at = _started_at(run, now, e.duration_seconds)
     state._finish_run(run, JobRunStatus.MISSING_DEPS, now)  # tests/core: check first
     state._note_run_event(run.want_ids, seq)
     run.started_at = started_at

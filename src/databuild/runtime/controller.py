@@ -69,6 +69,10 @@ log = logging.getLogger("databuild.controller")
 
 _RECENT = 10_000  # committed events kept in memory for the event stream
 _LOAD_CHUNK = 50_000
+_MAX_BATCH = 10_000  # inputs folded in one step at most
+# How long a step of nothing but run starts waits for more input to share its commit: long
+# enough for a short run's result to arrive, short enough that `running` shows at once.
+START_COALESCE_SECONDS = 0.025
 
 STORAGE_GRACE_ENV = "DATABUILD_STORAGE_GRACE"
 DEFAULT_STORAGE_GRACE_SECONDS = 300.0
@@ -226,6 +230,7 @@ class Controller:
         self._given_state = state is not None
         self.stats = ControllerStats()
         self.failure: BaseException | None = None
+        self.start_coalesce_seconds = START_COALESCE_SECONDS
         self.failed = asyncio.Event()  # set once the loop has stopped on an error
         self.storage_grace = (
             storage_grace_from(os.environ) if storage_grace is None else storage_grace
@@ -493,8 +498,9 @@ class Controller:
             while not self._stopping:
                 first = await self._next_input()
                 batch: list[_Input] = [] if first is None else [first]
-                while not self._inbox.empty() and len(batch) < 10_000:
-                    batch.append(self._inbox.get_nowait())
+                self._drain(batch)
+                if batch and all(isinstance(item, RunStartedReport) for item in batch):
+                    await self._coalesce_starts(batch)
                 await self._step(batch)
         except asyncio.CancelledError:
             raise
@@ -507,6 +513,35 @@ class Controller:
             self._fail_pending(exc)
             self.failed.set()
             self._signal_commit()
+
+    def _drain(self, batch: list[_Input]) -> None:
+        while not self._inbox.empty() and len(batch) < _MAX_BATCH:
+            batch.append(self._inbox.get_nowait())
+
+    async def _coalesce_starts(self, batch: list[_Input]) -> None:
+        """A step of nothing but runs that have started would cost a commit (an fsync) of
+        its own per run, and a start is acknowledged to no one: wait up to
+        ``start_coalesce_seconds`` for more input (most often the same run's result, or another
+        run's) and record them in one commit. What a crash in the window loses is only that
+        the runs had started: recovery finds them queued and retries them as lost, as after a
+        crash just before such a commit. A due timer is not held back."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.start_coalesce_seconds
+        wake = self.reconciler.next_wakeup()
+        if wake is not None:
+            deadline = min(deadline, loop.time() + max(0.0, wake - self._now()))
+        while not self._stopping and len(batch) < _MAX_BATCH:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            try:
+                async with asyncio.timeout(remaining):
+                    batch.append(await self._inbox.get())
+            except TimeoutError:
+                return
+            self._drain(batch)
+            if not all(isinstance(item, RunStartedReport) for item in batch):
+                return
 
     def abandon(self, exc: BaseException) -> None:
         """Stop for good from outside the loop (the log says another service has taken the
