@@ -3,25 +3,28 @@
 The local executor starts it (``python -m databuild.warm_worker``) for a job declared with
 ``warm = true`` and sends it one request per run on its standard input: the argv, the
 environment and the working directory the job would have had as a fresh process. For each
-request it runs the script as ``__main__`` (``runpy``) with exactly that argv and
+request it runs the script as ``__main__`` (as ``runpy`` would) with exactly that argv and
 environment, so the job protocol is unchanged (argv, DATABUILD_* variables, result file,
 exit code); what it saves is the interpreter's start and the imports. After each run it
 writes an end marker with the exit code to its output, which the executor reads.
 
 Standard library only, like the SDK: it lives in every warm job process. It must not hold
-state from one run to the next beyond the interpreter's cached library modules: the
+state from one run to the next beyond the interpreter's cached library modules and the
+script's compiled code (while the file is unchanged): each run gets a new ``__main__``, the
 environment is replaced, and modules imported from the graph's directory are forgotten.
 """
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import json
 import os
-import runpy
 import signal
 import sys
 import traceback
+import types
+from types import CodeType
 from typing import Any
 
 TOKEN_VARIABLE = "DATABUILD_WORKER_TOKEN"
@@ -57,13 +60,41 @@ def _run(request: dict[str, Any]) -> int:
     script = os.path.abspath(argv[0])
     sys.path[0] = os.path.dirname(script)
     try:
-        runpy.run_path(script, run_name="__main__")
+        _run_script(script)
     except SystemExit as exc:
         return _exit_code(exc)
     except BaseException:
         traceback.print_exc()
         return 1
     return 0
+
+
+_compiled: dict[str, tuple[tuple[int, int], CodeType]] = {}
+
+
+def _run_script(script: str) -> None:
+    """``runpy.run_path(script, run_name="__main__")``, with the script compiled once while
+    it is unchanged (same size and modification time), not once per run."""
+    stat = os.stat(script)
+    stamp = (stat.st_mtime_ns, stat.st_size)
+    cached = _compiled.get(script)
+    if cached is None or cached[0] != stamp:
+        with open(script, "rb") as source:
+            code = compile(source.read(), script, "exec", dont_inherit=True)
+        _compiled[script] = (stamp, code)
+    else:
+        code = cached[1]
+    module = types.ModuleType("__main__")
+    module.__file__ = script
+    module.__cached__ = None  # type: ignore[attr-defined]
+    module.__builtins__ = builtins  # type: ignore[attr-defined]
+    main_module = sys.modules.get("__main__")
+    sys.modules["__main__"] = module  # as runpy does: pickle and dataclasses look it up
+    try:
+        exec(code, module.__dict__)
+    finally:
+        if main_module is not None:
+            sys.modules["__main__"] = main_module
 
 
 def _forget_graph_modules(root: str) -> None:

@@ -271,3 +271,41 @@ def test_jobs_that_start_alike_share_workers(
         "other",
         "other",
     ]
+
+
+EDITABLE = """
+import sys
+print("seen", globals().get("SEEN"), "name", __name__, "file", __file__ == sys.argv[0])
+SEEN = True
+print("version VERSION")
+"""
+
+
+def test_each_run_gets_a_new_main_and_an_edited_script_is_read_again(
+    runs: Runs, tmp_path: Path
+) -> None:
+    """The worker compiles a script once while it is unchanged: a run never sees the last
+    run's globals, and an edit (another size, a later modification time) is picked up."""
+    job = tmp_path / "job.py"
+    job.write_text(EDITABLE.replace("VERSION", "1"))
+    requests = [warm_request(runs, job, "ok", f"out/{n}") for n in range(3)]
+
+    async def scenario() -> None:
+        executor = LocalExecutor(1, kill_grace_seconds=0.5)
+        runs.attach(executor)
+        try:
+            for n, request in enumerate(requests):
+                if n == 2:
+                    job.write_text(EDITABLE.replace("VERSION", "two"))
+                await executor.start(request)
+                assert isinstance(await runs.outcome(request.job_run_id), RunSucceeded)
+        finally:
+            await executor.close()
+
+    asyncio.run(scenario())
+    assert len({pid_of(runs, r) for r in requests}) == 1  # one worker ran all three
+    logs = [r.log_path.read_text() for r in requests]
+    for log in logs:
+        assert "seen None name __main__ file True" in log
+    assert "version 1" in logs[0] and "version 1" in logs[1]
+    assert "version two" in logs[2]
