@@ -4,7 +4,7 @@ The runtime uses it in the embedded setup (one machine, SQLite). Each run is spa
 ``job.command + partition_refs`` without a shell, in its own session (so its whole process
 group can be killed), with the graph root as working directory and the environment of the
 job protocol. Its merged stdout and stderr go to a bounded log file; when it ends, its exit
-status and result file become a ``RunOutcome`` through ``protocol.outcome_from``.
+status and result file become a ``RunOutcome`` through ``job_process.ended_outcome``.
 
 It enforces only the global limit (``max_parallel``); per-job concurrency, retries and
 everything about wants belong to the caller. It never blocks the event loop on a job and
@@ -14,14 +14,12 @@ never holds more than about twice ``log_limit_bytes`` of a job's output in memor
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import logging
 import os
 import resource
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,24 +35,21 @@ from databuild.core.outcomes import (
     RunOutcome,
     RunStartedReport,
 )
+from databuild.executors.job_process import (
+    DRAIN_SECONDS,
+    UNDRAINED_NOTE,
+    ended_outcome,
+    job_environment,
+    run_environment,
+    signal_group,
+    timed_out_note,
+)
 from databuild.executors.logs import BoundedLog
 from databuild.executors.port import Executor, Reporter, RunRequest
-from databuild.executors.protocol import (
-    ENV_GRAPH_URL,
-    ENV_JOB_NAME,
-    ENV_RESULT_PATH,
-    ENV_RUN_ID,
-    NO_EXIT_CODE,
-    outcome_from,
-)
-from databuild.executors.result_file import result_or_failure
+from databuild.executors.protocol import ENV_RUN_ID, NO_EXIT_CODE
 from databuild.executors.warm import PoolKey, WarmPool, Worker, WorkerProtocol, pool_key
 
 logger = logging.getLogger(__name__)
-
-# How long to keep reading output after the process group is gone: only a process that
-# left the group (setsid) can still hold the pipe, and it must not hold up the run.
-_DRAIN_SECONDS = 1.0
 
 
 class _JobProtocol(asyncio.SubprocessProtocol):
@@ -211,16 +206,13 @@ class LocalExecutor(Executor):
         except TimeoutError:
             timed_out = not run.killed
             if timed_out:
-                log.note(f"timed out after {limit:g} s: killing the process group")
+                log.note(timed_out_note(limit))
             await self._terminate(run)
-        code = finished.result() if finished.done() else None
+        returncode = finished.result() if finished.done() else None
         duration = self._clock() - run.started_at
-        killed_by = None
-        if code is None:  # the worker died under the run: its status is the run's
+        if returncode is None:  # the worker died under the run: its status is the run's
             await asyncio.shield(worker.protocol.exited)
             returncode = worker.transport.get_returncode()
-            code = returncode if returncode is not None and returncode >= 0 else None
-            killed_by = -returncode if returncode is not None and returncode < 0 else None
             worker.kill()
         else:
             self._warm.release(worker)
@@ -228,22 +220,15 @@ class LocalExecutor(Executor):
         del self._runs[rid]
         if run.killed:
             return
-        result = result_or_failure(
-            request.result_path, code if code is not None else NO_EXIT_CODE, duration
+        outcome = ended_outcome(
+            returncode,
+            timed_out,
+            request.result_path,
+            request.partition_refs,
+            duration,
+            log,
+            limit,
         )
-        if isinstance(result, RunFailed):
-            outcome: RunOutcome = result
-        else:
-            outcome = outcome_from(
-                code,
-                killed_by,
-                timed_out,
-                result,
-                request.partition_refs,
-                duration,
-                log.tail_text(),
-                timeout_seconds=limit,
-            )
         self._report(RunFinishedReport(rid, outcome))
 
     async def kill(self, job_run_id: JobRunId, reason: str) -> None:
@@ -307,7 +292,7 @@ class LocalExecutor(Executor):
         marker = f"{ENV_RUN_ID}={job_run_id}".encode()
         if not any(_has_environ_entry(member, marker) for member in _group_members(pid)):
             return False
-        _signal_group(pid, signal.SIGKILL)
+        signal_group(pid, signal.SIGKILL)
         return True
 
     async def _watch(self, run: _Run) -> None:
@@ -316,7 +301,7 @@ class LocalExecutor(Executor):
             outcome = await self._outcome(run)
         except Exception as exc:  # a bug here must not leave the run unreported forever
             logger.exception("watching run %s failed", rid, extra={"job_run_id": rid})
-            _signal_group(run.pid, signal.SIGKILL)
+            signal_group(run.pid, signal.SIGKILL)
             run.transport.close()
             duration = self._clock() - run.started_at
             outcome = RunFailed(
@@ -339,34 +324,25 @@ class LocalExecutor(Executor):
         except TimeoutError:
             timed_out = not run.killed
             if timed_out:
-                protocol.log.note(f"timed out after {limit:g} s: killing the process group")
+                protocol.log.note(timed_out_note(limit))
             await self._terminate(run)
         duration = self._clock() - run.started_at
         # Background children must not outlive their run (nor hold its output pipe).
-        _signal_group(run.pid, signal.SIGKILL)
+        signal_group(run.pid, signal.SIGKILL)
         try:
-            await asyncio.wait_for(asyncio.shield(protocol.closed), _DRAIN_SECONDS)
+            await asyncio.wait_for(asyncio.shield(protocol.closed), DRAIN_SECONDS)
         except TimeoutError:
-            protocol.log.note("stopped reading output: a process that left the group holds it")
+            protocol.log.note(UNDRAINED_NOTE)
         run.transport.close()
         protocol.log.close()
-        returncode = run.transport.get_returncode()
-        exit_code = returncode if returncode is not None and returncode >= 0 else None
-        killed_by = -returncode if returncode is not None and returncode < 0 else None
-        result = result_or_failure(
-            request.result_path, returncode if returncode is not None else NO_EXIT_CODE, duration
-        )
-        if isinstance(result, RunFailed):
-            return result
-        return outcome_from(
-            exit_code,
-            killed_by,
+        return ended_outcome(
+            run.transport.get_returncode(),
             timed_out,
-            result,
+            request.result_path,
             request.partition_refs,
             duration,
-            protocol.log.tail_text(),
-            timeout_seconds=limit,
+            protocol.log,
+            limit,
         )
 
     async def _terminate(self, run: _Run) -> None:
@@ -374,11 +350,11 @@ class LocalExecutor(Executor):
         group leader has exited."""
         if run.protocol.exited.done():
             return
-        _signal_group(run.pid, signal.SIGTERM)
+        signal_group(run.pid, signal.SIGTERM)
         try:
             await asyncio.wait_for(asyncio.shield(run.protocol.exited), self._grace)
         except TimeoutError:
-            _signal_group(run.pid, signal.SIGKILL)
+            signal_group(run.pid, signal.SIGKILL)
             await asyncio.shield(run.protocol.exited)
 
     def _spawn_failed(
@@ -395,25 +371,8 @@ class LocalExecutor(Executor):
             logger.exception("the executor's reporter failed on %r", report)
 
 
-def job_environment(job: JobSpec) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(job.env)
-    # `python` in a job's command means the interpreter the service runs on.
-    interpreter_dir = os.path.dirname(sys.executable)
-    path = env.get("PATH")
-    env["PATH"] = interpreter_dir + os.pathsep + path if path else interpreter_dir
-    # Python jobs' output then reaches the log as it is printed, stdout and stderr in order.
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    return env
-
-
 def _environment(request: RunRequest) -> dict[str, str]:
-    env = job_environment(request.job)
-    env[ENV_RUN_ID] = request.job_run_id
-    env[ENV_JOB_NAME] = request.job.name
-    env[ENV_RESULT_PATH] = str(request.result_path)
-    env[ENV_GRAPH_URL] = request.graph_url
-    return env
+    return run_environment(request.job, request.job_run_id, request.result_path, request.graph_url)
 
 
 def _unstartable(request: RunRequest) -> str:
@@ -465,11 +424,6 @@ def _os_error_text(exc: OSError) -> str:
         what = _EXHAUSTED[exc.errno].format(nofile=nofile)
         text = f"{text}: {what}"
     return text
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
 
 
 def _group_members(pgid: int) -> list[int]:
