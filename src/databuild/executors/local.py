@@ -25,16 +25,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from databuild.core.errors import ExecutorError
 from databuild.core.events import FailureKind
 from databuild.core.model import JobRunId, JobSpec
 from databuild.core.outcomes import (
-    ExecutorReport,
     RunFailed,
     RunFinishedReport,
     RunOutcome,
     RunStartedReport,
 )
+from databuild.executors.bounded import BoundedExecutor
 from databuild.executors.job_process import (
     DRAIN_SECONDS,
     UNDRAINED_NOTE,
@@ -45,7 +44,7 @@ from databuild.executors.job_process import (
     timed_out_note,
 )
 from databuild.executors.logs import BoundedLog
-from databuild.executors.port import Executor, Reporter, RunRequest
+from databuild.executors.port import RunRequest
 from databuild.executors.protocol import ENV_RUN_ID, NO_EXIT_CODE
 from databuild.executors.warm import PoolKey, WarmPool, Worker, WorkerProtocol, pool_key
 
@@ -85,7 +84,7 @@ class _Run:
     worker: Worker | None = None  # set for a run in a warm worker
 
 
-class LocalExecutor(Executor):
+class LocalExecutor(BoundedExecutor[_Run]):
     def __init__(
         self,
         max_parallel: int,
@@ -94,37 +93,14 @@ class LocalExecutor(Executor):
         kill_grace_seconds: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if max_parallel < 1:
-            raise ExecutorError(f"max_parallel must be at least 1, not {max_parallel}")
-        if log_limit_bytes < 1:
-            raise ExecutorError(f"log_limit_bytes must be at least 1, not {log_limit_bytes}")
-        self._max_parallel = max_parallel
-        self._log_limit = log_limit_bytes
-        self._grace = kill_grace_seconds
-        self._clock = clock
-        self._reporter: Reporter | None = None
-        self._runs: dict[JobRunId, _Run] = {}
+        super().__init__(
+            max_parallel, log_limit_bytes, kill_grace_seconds=kill_grace_seconds, clock=clock
+        )
         self._warm = WarmPool()
         self._prespawning: set[asyncio.Task[None]] = set()
-        self._closed = False
-
-    def set_reporter(self, reporter: Reporter) -> None:
-        self._reporter = reporter
-
-    def free_slots(self) -> int:
-        return 0 if self._closed else max(0, self._max_parallel - len(self._runs))
 
     async def start(self, request: RunRequest) -> None:
-        if self._reporter is None:
-            raise ExecutorError("set_reporter must be called before start")
-        if self._closed:
-            raise ExecutorError("the executor is closed")
-        if request.job_run_id in self._runs:
-            raise ExecutorError(f"run {request.job_run_id} is already running")
-        if self.free_slots() == 0:
-            raise ExecutorError(
-                f"no free slot for run {request.job_run_id}: all {self._max_parallel} are busy"
-            )
+        self._check_start(request)
         rid = request.job_run_id
         try:
             request.run_dir.mkdir(parents=True, exist_ok=True)
@@ -244,10 +220,7 @@ class LocalExecutor(Executor):
             await asyncio.shield(run.task)
 
     async def close(self) -> None:
-        self._closed = True
-        await asyncio.gather(
-            *(self.kill(rid, "the executor is closing") for rid in list(self._runs))
-        )
+        await self._kill_all()
         for task in self._prespawning:
             task.cancel()
         if self._prespawning:
@@ -362,13 +335,6 @@ class LocalExecutor(Executor):
     ) -> None:
         outcome = RunFailed(kind, message, NO_EXIT_CODE, 0.0)
         self._report(RunFinishedReport(rid, outcome))
-
-    def _report(self, report: ExecutorReport) -> None:
-        assert self._reporter is not None
-        try:
-            self._reporter(report)
-        except Exception:
-            logger.exception("the executor's reporter failed on %r", report)
 
 
 def _environment(request: RunRequest) -> dict[str, str]:
