@@ -115,9 +115,7 @@ class LocalExecutor(BoundedExecutor[_Run]):
             return
         problem = _unstartable(request)
         if problem:
-            log.note(problem)
-            log.close()
-            self._spawn_failed(rid, problem)
+            self._spawn_failed(rid, problem, log=log)
             return
         if request.job.warm:
             await self._start_warm(request, log)
@@ -138,9 +136,7 @@ class LocalExecutor(BoundedExecutor[_Run]):
             )
         except OSError as exc:
             message = _spawn_error_message(request, exc)
-            log.note(message)
-            log.close()
-            self._spawn_failed(rid, message, _spawn_failure_kind(exc))
+            self._spawn_failed(rid, message, _spawn_failure_kind(exc), log=log)
             return
         pid = transport.get_pid()
         run = _Run(request, transport, protocol, pid, started_at)
@@ -156,9 +152,7 @@ class LocalExecutor(BoundedExecutor[_Run]):
             worker = await self._warm.acquire(request, env)
         except OSError as exc:
             message = _spawn_error_message(request, exc)
-            log.note(message)
-            log.close()
-            self._spawn_failed(rid, message, _spawn_failure_kind(exc))
+            self._spawn_failed(rid, message, _spawn_failure_kind(exc), log=log)
             return
         finished = worker.protocol.begin(log)
         worker.send(request, env)
@@ -331,8 +325,17 @@ class LocalExecutor(BoundedExecutor[_Run]):
             await asyncio.shield(run.protocol.exited)
 
     def _spawn_failed(
-        self, rid: JobRunId, message: str, kind: FailureKind = FailureKind.SPAWN_ERROR
+        self,
+        rid: JobRunId,
+        message: str,
+        kind: FailureKind = FailureKind.SPAWN_ERROR,
+        *,
+        log: BoundedLog | None = None,
     ) -> None:
+        """Report a run that never started; its log, if it has one, says why and ends."""
+        if log is not None:
+            log.note(message)
+            log.close()
         outcome = RunFailed(kind, message, NO_EXIT_CODE, 0.0)
         self._report(RunFinishedReport(rid, outcome))
 
