@@ -35,10 +35,9 @@ from .test_storage_faults import (
     Build,
     Launcher,
     check_log_rows,
-    outputs,
     prepare,
-    sqlite_rows,
     stop_process,
+    uninterrupted_build,
 )
 
 POSTGRES_URL = os.environ.get("DATABUILD_TEST_POSTGRES_URL", "")
@@ -66,18 +65,7 @@ def reference(
 ) -> tuple[dict[str, bytes], int]:
     """The outputs and the BEL length of an uninterrupted build of the same graph."""
     graph = cold(prepare(calendar_factory(), None))
-    proc, url = launch_service(graph, env={**job_env, "CALENDAR_DAYS": DAYS})
-    build = Build(url, proc)
-    try:
-        build.start()
-        last = build.finish()
-    finally:
-        build.close()
-        stop_process(proc)
-    check_log_rows(sqlite_rows(graph))
-    found = outputs(graph)
-    assert "summary/all.json" in found
-    return found, last
+    return uninterrupted_build(graph, launch_service, {**job_env, "CALENDAR_DAYS": DAYS})
 
 
 @pytest.fixture
@@ -116,6 +104,34 @@ class Replicas:
     def launch(self, index: int) -> None:
         proc, url = self._launch(self.graphs[index], env=self.env)
         self.procs[index], self.urls[index] = proc, url
+
+    def launch_both(self) -> None:
+        """Replica 0 first, so that it is the leader and replica 1 the standby."""
+        self.launch(0)
+        self.launch(1)
+
+    def client(self, index: int) -> Build:
+        """A client of replica ``index``'s service."""
+        proc = self.procs[index]
+        assert proc is not None, f"replica {index} was never launched"
+        return Build(self.urls[index], proc)
+
+    def finish_at(self, index: int, build: Build) -> Build:
+        """Close ``build`` and follow its want to the end at replica ``index`` (the leader
+        that took over); returns the new client, for the caller to close."""
+        build.close()
+        build = self.client(index)
+        try:
+            build.want_id = build.http.get("/api/v1/wants").json()["wants"][0]["want_id"]
+            build.finish(restarted=True)
+        except BaseException:
+            build.close()
+            raise
+        return build
+
+    def assert_no_traceback(self) -> None:
+        for graph in self.graphs:
+            assert "Traceback" not in serve_log(graph)
 
     def ready(self, index: int) -> dict[str, Any] | None:
         with contextlib.suppress(httpx.HTTPError, ValueError):
@@ -180,9 +196,11 @@ def writer_generation(schema: str) -> int:
     return int(row[0])
 
 
-def check_generations(rows: list[tuple[int, float, str, bytes, int]]) -> list[int]:
-    """The generations in log order, each once: a stale leader never appended after a
-    newer one took over."""
+def check_log(schema: str) -> list[int]:
+    """Check the log's rows (gap-free, no event twice) and return the generations in log
+    order, each once: a stale leader never appended after a newer one took over."""
+    rows = log_rows(schema)
+    check_log_rows([row[:4] for row in rows])
     seen = [row[4] for row in rows]
     assert seen == sorted(seen), "an older leader appended after a newer one"
     return sorted(set(seen))
@@ -195,8 +213,7 @@ def serve_log(graph: Path) -> str:
 def test_standby_serves_reads_forwards_writes_and_reports_its_role(
     replicas: Replicas,
 ) -> None:
-    replicas.launch(0)
-    replicas.launch(1)
+    replicas.launch_both()
     leader, standby = replicas.urls
     assert httpx.get(f"{leader}/healthz").json()["role"] == "leader"
     assert httpx.get(f"{standby}/healthz").json()["role"] == "standby"
@@ -224,16 +241,15 @@ def test_kill_9_of_the_leader_mid_build_repeatedly(
     reference: tuple[dict[str, bytes], int],
 ) -> None:
     expected, total = reference
-    replicas.launch(0)
-    replicas.launch(1)
+    replicas.launch_both()
     leader = 0
     takeovers: list[float] = []
-    build = Build(replicas.urls[1], replicas.procs[1])  # type: ignore[arg-type]
+    build = replicas.client(1)
     try:
         build.start()  # at the standby: forwarded to the leader
         progress = total // 12
         for _ in range(3):
-            watcher = Build(replicas.urls[leader], replicas.procs[leader])  # type: ignore[arg-type]
+            watcher = replicas.client(leader)
             watcher.want_id = build.want_id
             reached = watcher.health()
             assert reached is not None
@@ -251,20 +267,14 @@ def test_kill_9_of_the_leader_mid_build_repeatedly(
             replicas.launch(leader)  # restarted by its supervisor: now the standby
             replicas.wait_role(leader, "standby")
             leader = survivor
-        build.close()
-        build = Build(replicas.urls[leader], replicas.procs[leader])  # type: ignore[arg-type]
-        build.want_id = build.http.get("/api/v1/wants").json()["wants"][0]["want_id"]
-        build.finish(restarted=True)
+        build = replicas.finish_at(leader, build)
     finally:
         build.close()
         replicas.stop()
     assert all(t < TAKEOVER_SECONDS for t in takeovers), takeovers
-    rows = log_rows(schema_url[0])
-    check_log_rows([row[:4] for row in rows])
-    assert check_generations(rows) == [1, 2, 3, 4], "each leader wrote, none after its successor"
+    assert check_log(schema_url[0]) == [1, 2, 3, 4], "each leader wrote, none after its successor"
     assert shared_outputs(tmp_path / "data") == expected
-    for graph in replicas.graphs:
-        assert "Traceback" not in serve_log(graph)
+    replicas.assert_no_traceback()
 
 
 def test_a_paused_leader_resumed_after_the_takeover_cannot_append(
@@ -274,8 +284,7 @@ def test_a_paused_leader_resumed_after_the_takeover_cannot_append(
     reference: tuple[dict[str, bytes], int],
 ) -> None:
     expected, total = reference
-    replicas.launch(0)
-    replicas.launch(1)
+    replicas.launch_both()
     old = replicas.procs[0]
     assert old is not None
     build = Build(replicas.urls[0], old)
@@ -292,16 +301,11 @@ def test_a_paused_leader_resumed_after_the_takeover_cannot_append(
         except subprocess.TimeoutExpired:
             raise AssertionError("the resumed old leader stayed up") from None
         assert code != 0
-        build.close()
-        build = Build(replicas.urls[1], replicas.procs[1])  # type: ignore[arg-type]
-        build.want_id = build.http.get("/api/v1/wants").json()["wants"][0]["want_id"]
-        build.finish(restarted=True)
+        build = replicas.finish_at(1, build)
     finally:
         build.close()
         replicas.stop()
-    rows = log_rows(schema_url[0])
-    check_log_rows([row[:4] for row in rows])
-    generations = check_generations(rows)
+    generations = check_log(schema_url[0])
     assert generations == [first_new - 1, first_new], generations
     log = serve_log(replicas.graphs[0])
     assert "Traceback" not in log

@@ -194,13 +194,12 @@ def sqlite_rows(graph: Path) -> list[Any]:
         ).fetchall()
 
 
-@pytest.fixture(scope="module")
-def reference(
-    calendar_factory: Callable[[], Path], launch_service: Launcher, job_env: dict[str, str]
+def uninterrupted_build(
+    graph: Path, launch_service: Launcher, env: dict[str, str]
 ) -> tuple[dict[str, bytes], int]:
-    """The outputs and the BEL length of an uninterrupted build of the same graph."""
-    graph = prepare(calendar_factory(), None)
-    proc, url = launch_service(graph, env=job_env)
+    """The outputs and the BEL length of a build of ``graph`` (on SQLite) that nothing
+    interrupts: what a build through faults must end with."""
+    proc, url = launch_service(graph, env=env)
     build = Build(url, proc)
     try:
         build.start()
@@ -212,6 +211,14 @@ def reference(
     found = outputs(graph)
     assert "summary/all.json" in found
     return found, last
+
+
+@pytest.fixture(scope="module")
+def reference(
+    calendar_factory: Callable[[], Path], launch_service: Launcher, job_env: dict[str, str]
+) -> tuple[dict[str, bytes], int]:
+    """The outputs and the BEL length of an uninterrupted build of the same graph."""
+    return uninterrupted_build(prepare(calendar_factory(), None), launch_service, job_env)
 
 
 @pytest.fixture

@@ -8,7 +8,8 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,20 +24,38 @@ from databuild.executors.ray_executor import RayExecutor
 from .conftest import WORKER_RESOURCE, RayCluster
 
 
-def executor(cluster: RayCluster, slots: int = 2, **options: Any) -> RayExecutor:
-    return RayExecutor(slots, cluster.address, kill_grace_seconds=0.5, **options)
+@asynccontextmanager
+async def attached(
+    cluster: RayCluster, runs: Runs, slots: int = 2, **options: Any
+) -> AsyncIterator[RayExecutor]:
+    """A RayExecutor on the cluster reporting to ``runs``; closed on exit."""
+    options.setdefault("kill_grace_seconds", 0.5)
+    ray_executor = RayExecutor(slots, cluster.address, **options)
+    runs.attach(ray_executor)
+    try:
+        yield ray_executor
+    finally:
+        await ray_executor.close()
 
 
 def scenario(body: Callable[[], Coroutine[Any, Any, None]]) -> None:
     asyncio.run(asyncio.wait_for(body(), 120))
 
 
-def read_pid(path: Path) -> int:
+def read_pids(path: Path) -> list[int]:
+    """The pids a job wrote to ``path``, once it has written them."""
     deadline = time.monotonic() + 60
     while not path.exists() or not path.read_text().strip():
         assert time.monotonic() < deadline, f"{path} was never written"
         time.sleep(0.02)
-    return int(path.read_text().split()[0])
+    return [int(pid) for pid in path.read_text().split()]
+
+
+def job_with_a_child(runs: Runs) -> tuple[RunRequest, Path]:
+    """A job that starts a background child and waits; it writes its pid and the child's
+    to the returned path."""
+    pids = runs.root / "pids"
+    return runs.request("sh", "-c", f"sleep 1000 & echo $$ $! > {pids}; wait"), pids
 
 
 def with_resources(request: RunRequest, resources: RunResources) -> RunRequest:
@@ -67,14 +86,12 @@ def test_a_run_follows_the_job_protocol_on_a_worker(ray_cluster: RayCluster, run
     request = runs.request(*python(code), refs=("out/date=2024-01-01", "out/x=$(rm -rf /)"))
 
     async def body() -> None:
-        ray_executor = executor(ray_cluster)
-        runs.attach(ray_executor)
-        await ray_executor.start(request)
-        started = runs.started(request.job_run_id)
-        assert started is not None and started.pid > 0
-        outcome = await runs.outcome(request.job_run_id)
-        assert isinstance(outcome, RunSucceeded), outcome
-        await ray_executor.close()
+        async with attached(ray_cluster, runs) as ray_executor:
+            await ray_executor.start(request)
+            started = runs.started(request.job_run_id)
+            assert started is not None and started.pid > 0
+            outcome = await runs.outcome(request.job_run_id)
+            assert isinstance(outcome, RunSucceeded), outcome
 
     scenario(body)
     log = request.log_path.read_text()
@@ -93,18 +110,16 @@ def test_exit_codes_missing_deps_and_the_log_tail(ray_cluster: RayCluster, runs:
     )
 
     async def body() -> None:
-        ray_executor = executor(ray_cluster)
-        runs.attach(ray_executor)
-        await ray_executor.start(failing)
-        await ray_executor.start(missing)
-        failed = await runs.outcome(failing.job_run_id)
-        assert isinstance(failed, RunFailed)
-        assert (failed.kind, failed.exit_code) == (FailureKind.EXIT_NONZERO, 3)
-        assert "exited with code 3" in failed.message and "about to fail" in failed.message
-        outcome = await runs.outcome(missing.job_run_id)
-        assert isinstance(outcome, RunMissingDeps), outcome
-        assert [m.missing_refs for m in outcome.missing] == [("raw/date=2024-01-01",)]
-        await ray_executor.close()
+        async with attached(ray_cluster, runs) as ray_executor:
+            await ray_executor.start(failing)
+            await ray_executor.start(missing)
+            failed = await runs.outcome(failing.job_run_id)
+            assert isinstance(failed, RunFailed)
+            assert (failed.kind, failed.exit_code) == (FailureKind.EXIT_NONZERO, 3)
+            assert "exited with code 3" in failed.message and "about to fail" in failed.message
+            outcome = await runs.outcome(missing.job_run_id)
+            assert isinstance(outcome, RunMissingDeps), outcome
+            assert [m.missing_refs for m in outcome.missing] == [("raw/date=2024-01-01",)]
 
     scenario(body)
 
@@ -113,11 +128,10 @@ def test_the_log_shipped_back_is_bounded(ray_cluster: RayCluster, runs: Runs) ->
     request = runs.request(*python("print('x' * 100_000); print('the end')"))
 
     async def body() -> None:
-        ray_executor = RayExecutor(1, ray_cluster.address, log_limit_bytes=1000)
-        runs.attach(ray_executor)
-        await ray_executor.start(request)
-        assert isinstance(await runs.outcome(request.job_run_id), RunSucceeded)
-        await ray_executor.close()
+        bounded = attached(ray_cluster, runs, 1, log_limit_bytes=1000, kill_grace_seconds=2.0)
+        async with bounded as ray_executor:
+            await ray_executor.start(request)
+            assert isinstance(await runs.outcome(request.job_run_id), RunSucceeded)
 
     scenario(body)
     log = request.log_path.read_text()
@@ -132,33 +146,27 @@ def test_timeout_kills_the_whole_process_group_on_the_worker(
     request = runs.request("sh", "-c", f"sleep 1000 & echo $! > {child_pid}; wait", timeout=1.0)
 
     async def body() -> None:
-        ray_executor = executor(ray_cluster)
-        runs.attach(ray_executor)
-        await ray_executor.start(request)
-        outcome = await runs.outcome(request.job_run_id)
-        assert isinstance(outcome, RunFailed) and outcome.kind is FailureKind.TIMEOUT
-        await ray_executor.close()
+        async with attached(ray_cluster, runs) as ray_executor:
+            await ray_executor.start(request)
+            outcome = await runs.outcome(request.job_run_id)
+            assert isinstance(outcome, RunFailed) and outcome.kind is FailureKind.TIMEOUT
 
     scenario(body)
-    assert wait_until_gone(read_pid(child_pid))
+    assert wait_until_gone(read_pids(child_pid)[0])
     assert "timed out after 1 s" in request.log_path.read_text()
 
 
 def test_cancelling_a_running_job_kills_its_subprocess(ray_cluster: RayCluster, runs: Runs) -> None:
-    pids = runs.root / "pids"
-    request = runs.request("sh", "-c", f"sleep 1000 & echo $$ $! > {pids}; wait")
+    request, pids = job_with_a_child(runs)
 
     async def body() -> None:
-        ray_executor = executor(ray_cluster)
-        runs.attach(ray_executor)
-        await ray_executor.start(request)
-        job_pid = read_pid(pids)
-        child = int(pids.read_text().split()[1])
-        await ray_executor.kill(request.job_run_id, "the want was canceled")
-        assert ray_executor.free_slots() == 2
-        assert wait_until_gone(job_pid), "the job survived its cancel"
-        assert wait_until_gone(child), "the job's background child survived its cancel"
-        await ray_executor.close()
+        async with attached(ray_cluster, runs) as ray_executor:
+            await ray_executor.start(request)
+            job_pid, child = read_pids(pids)
+            await ray_executor.kill(request.job_run_id, "the want was canceled")
+            assert ray_executor.free_slots() == 2
+            assert wait_until_gone(job_pid), "the job survived its cancel"
+            assert wait_until_gone(child), "the job's background child survived its cancel"
 
     scenario(body)
     assert runs.finished(request.job_run_id) is None
@@ -168,23 +176,19 @@ def test_cancelling_a_running_job_kills_its_subprocess(ray_cluster: RayCluster, 
 def test_a_killed_worker_loses_the_run_and_leaves_no_process(
     ray_cluster: RayCluster, runs: Runs
 ) -> None:
-    pids = runs.root / "pids"
-    request = runs.request("sh", "-c", f"sleep 1000 & echo $$ $! > {pids}; wait")
+    request, pids = job_with_a_child(runs)
 
     async def body() -> None:
-        ray_executor = executor(ray_cluster)
-        runs.attach(ray_executor)
-        await ray_executor.start(request)
-        job_pid = read_pid(pids)
-        child = int(pids.read_text().split()[1])
-        worker = _parent_of(job_pid)
-        os.kill(worker, signal.SIGKILL)  # the Ray worker process running the task
-        outcome = await runs.outcome(request.job_run_id)
-        assert isinstance(outcome, RunFailed), outcome
-        assert outcome.kind is FailureKind.LOST, outcome
-        assert "lost" in outcome.message
-        assert wait_until_gone(job_pid) and wait_until_gone(child), "an orphan was left"
-        await ray_executor.close()
+        async with attached(ray_cluster, runs) as ray_executor:
+            await ray_executor.start(request)
+            job_pid, child = read_pids(pids)
+            worker = _parent_of(job_pid)
+            os.kill(worker, signal.SIGKILL)  # the Ray worker process running the task
+            outcome = await runs.outcome(request.job_run_id)
+            assert isinstance(outcome, RunFailed), outcome
+            assert outcome.kind is FailureKind.LOST, outcome
+            assert "lost" in outcome.message
+            assert wait_until_gone(job_pid) and wait_until_gone(child), "an orphan was left"
 
     scenario(body)
 
@@ -196,25 +200,19 @@ def test_a_node_lost_mid_run_loses_the_run_and_leaves_no_process(
         num_cpus=1, node_ip_address="127.0.0.1", resources={"doomed_node": 1}
     )
     ray_cluster.cluster.wait_for_nodes(timeout=60)
-    pids = runs.root / "pids"
-    request = with_resources(
-        runs.request("sh", "-c", f"sleep 1000 & echo $$ $! > {pids}; wait"),
-        RunResources(num_cpus=1.0, custom=(("doomed_node", 1.0),)),
-    )
+    request, pids = job_with_a_child(runs)
+    request = with_resources(request, RunResources(num_cpus=1.0, custom=(("doomed_node", 1.0),)))
 
     async def body() -> None:
-        ray_executor = executor(ray_cluster)
-        runs.attach(ray_executor)
-        await ray_executor.start(request)
-        job_pid = read_pid(pids)
-        child = int(pids.read_text().split()[1])
-        # The node's raylet and everything of it killed, as when a machine goes away.
-        await asyncio.to_thread(ray_cluster.cluster.remove_node, node, allow_graceful=False)
-        outcome = await runs.outcome(request.job_run_id)
-        assert isinstance(outcome, RunFailed), outcome
-        assert outcome.kind is FailureKind.LOST, outcome
-        assert wait_until_gone(job_pid) and wait_until_gone(child), "an orphan was left"
-        await ray_executor.close()
+        async with attached(ray_cluster, runs) as ray_executor:
+            await ray_executor.start(request)
+            job_pid, child = read_pids(pids)
+            # The node's raylet and everything of it killed, as when a machine goes away.
+            await asyncio.to_thread(ray_cluster.cluster.remove_node, node, allow_graceful=False)
+            outcome = await runs.outcome(request.job_run_id)
+            assert isinstance(outcome, RunFailed), outcome
+            assert outcome.kind is FailureKind.LOST, outcome
+            assert wait_until_gone(job_pid) and wait_until_gone(child), "an orphan was left"
 
     scenario(body)
 
@@ -230,16 +228,14 @@ def test_per_job_resources_decide_where_and_whether_a_run_starts(
     too_big = with_resources(runs.request("true"), RunResources(num_cpus=2.0))
 
     async def body() -> None:
-        ray_executor = executor(ray_cluster, start_wait_seconds=1.0)
-        runs.attach(ray_executor)
-        await ray_executor.start(placed)
-        assert isinstance(await runs.outcome(placed.job_run_id), RunSucceeded)
-        await ray_executor.start(too_big)
-        await asyncio.sleep(1.0)
-        assert runs.started(too_big.job_run_id) is None
-        assert runs.finished(too_big.job_run_id) is None
-        await ray_executor.kill(too_big.job_run_id, "never placed")
-        await ray_executor.close()
+        async with attached(ray_cluster, runs, start_wait_seconds=1.0) as ray_executor:
+            await ray_executor.start(placed)
+            assert isinstance(await runs.outcome(placed.job_run_id), RunSucceeded)
+            await ray_executor.start(too_big)
+            await asyncio.sleep(1.0)
+            assert runs.started(too_big.job_run_id) is None
+            assert runs.finished(too_big.job_run_id) is None
+            await ray_executor.kill(too_big.job_run_id, "never placed")
 
     scenario(body)
 

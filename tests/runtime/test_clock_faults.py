@@ -8,9 +8,14 @@ tells a forward step from time that passed."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-from databuild.config import load_config
+import pytest
+
+from databuild.config import GraphConfig, load_config
 from databuild.core.events import ClockStepped, FailureKind, JobRunQueued
 from databuild.core.model import WantRequest, WantSource
 from databuild.core.outcomes import RunFailed
@@ -18,6 +23,7 @@ from databuild.core.refs import PartitionRef
 from databuild.executors.fake import FakeExecutor
 from databuild.log.memory import InMemoryEventLog, InMemoryStore
 from databuild.runtime.clock import FakeClock, SystemClock
+from databuild.runtime.controller import Controller
 from databuild.service.host import GraphHost
 
 CONFIG = """
@@ -43,6 +49,44 @@ def timestamps(store: InMemoryStore) -> list[float]:
     return [e.timestamp for e in InMemoryEventLog(store).read(0)]
 
 
+@dataclass
+class Graph:
+    """The graph of CONFIG with its log's store, a fake clock at T0 and a fake executor."""
+
+    config: GraphConfig
+    store: InMemoryStore
+    clock: FakeClock
+    executor: FakeExecutor
+
+    def runs_of(self, ref: str) -> int:
+        return sum(1 for r in self.executor.started if PartitionRef(ref) in r.partition_refs)
+
+    def fail_first_run(self) -> None:
+        first = self.executor.started[0].job_run_id
+        self.executor.finish(first, RunFailed(FailureKind.EXIT_NONZERO, "exit 1", 1, 0.1))
+
+
+@pytest.fixture
+def graph(tmp_path: Path) -> Graph:
+    (tmp_path / "databuild.toml").write_text(CONFIG)
+    config = load_config(tmp_path / "databuild.toml", {})
+    return Graph(config, InMemoryStore(), FakeClock(T0), FakeExecutor(slots=2))
+
+
+@asynccontextmanager
+async def hosted(
+    config: GraphConfig, store: InMemoryStore, executor: FakeExecutor, clock: FakeClock
+) -> AsyncIterator[Controller]:
+    """A started host on ``store``; stopped on exit."""
+    host = GraphHost(config, event_log=InMemoryEventLog(store), executor=executor, clock=clock)
+    await host.start()
+    try:
+        assert host.controller is not None
+        yield host.controller
+    finally:
+        await host.stop()
+
+
 def test_the_system_clock_never_goes_backwards() -> None:
     readings = iter([100.0, 101.0, 101.0 - HOUR, 50.0, 101.5, 200.0])
     clock = SystemClock(wall=lambda: next(readings))
@@ -63,76 +107,49 @@ def test_the_system_clock_tells_a_forward_step_from_time_that_passed() -> None:
     assert clock.take_step() == 0.0
 
 
-def test_a_clock_stepped_forward_does_not_fire_a_back_off_early(tmp_path: Path) -> None:
-    (tmp_path / "databuild.toml").write_text(CONFIG)
-    config = load_config(tmp_path / "databuild.toml", {})
-    store = InMemoryStore()
-    clock = FakeClock(T0)
-    executor = FakeExecutor(slots=2)
-
-    def runs_of(ref: str) -> int:
-        return sum(1 for r in executor.started if PartitionRef(ref) in r.partition_refs)
+def test_a_clock_stepped_forward_does_not_fire_a_back_off_early(graph: Graph) -> None:
+    clock = graph.clock
 
     async def scenario() -> None:
-        host = GraphHost(config, event_log=InMemoryEventLog(store), executor=executor, clock=clock)
-        await host.start()
-        controller = host.controller
-        assert controller is not None
-        try:
+        async with hosted(graph.config, graph.store, graph.executor, clock) as controller:
             await controller.create_wants([request("up/1")])
-            first = executor.started[0].job_run_id
-            executor.finish(first, RunFailed(FailureKind.EXIT_NONZERO, "exit 1", 1, 0.1))
+            graph.fail_first_run()
             await controller.poke()  # failed; retried 60-300 s later
             clock.step(HOUR)  # a VM resumed: the wall clock leaps an hour, no time passed
             await controller.poke()
-            assert runs_of("up/1") == 1, "the back-off fired early after a forward step"
+            assert graph.runs_of("up/1") == 1, "the back-off fired early after a forward step"
             clock.advance(301)  # now the back-off (at most 300 s) has really passed
             await controller.poke()
-            assert runs_of("up/1") == 2
-        finally:
-            await host.stop()
+            assert graph.runs_of("up/1") == 2
 
     asyncio.run(asyncio.wait_for(scenario(), 30))
-    steps = [e for e in InMemoryEventLog(store).read(0) if isinstance(e.payload, ClockStepped)]
+    events = InMemoryEventLog(graph.store).read(0)
+    steps = [e for e in events if isinstance(e.payload, ClockStepped)]
     assert [e.payload for e in steps] == [ClockStepped(HOUR)]
 
 
 def test_a_clock_stepped_back_keeps_log_timestamps_in_order_and_timers_on_time(
-    tmp_path: Path,
+    graph: Graph,
 ) -> None:
-    (tmp_path / "databuild.toml").write_text(CONFIG)
-    config = load_config(tmp_path / "databuild.toml", {})
-    store = InMemoryStore()
-    clock = FakeClock(T0)
-    executor = FakeExecutor(slots=2)
-
-    def runs_of(ref: str) -> int:
-        return sum(1 for r in executor.started if PartitionRef(ref) in r.partition_refs)
+    config, store, clock = graph.config, graph.store, graph.clock
 
     async def scenario() -> None:
-        host = GraphHost(config, event_log=InMemoryEventLog(store), executor=executor, clock=clock)
-        await host.start()
-        controller = host.controller
-        assert controller is not None
-        try:
+        async with hosted(config, store, graph.executor, clock) as controller:
             await controller.create_wants([request("up/1")])
-            assert len(executor.started) == 1
-            first = executor.started[0].job_run_id
-            executor.finish(first, RunFailed(FailureKind.EXIT_NONZERO, "exit 1", 1, 0.1))
+            assert len(graph.executor.started) == 1
+            graph.fail_first_run()
             await controller.poke()  # failed; retried 60-300 s later
 
             clock.set(T0 - HOUR)  # NTP steps the wall clock back an hour
             await controller.create_wants([request("up/2")])
             clock.set(T0 - HOUR + 120)  # two minutes pass on the stepped-back clock
             await controller.poke()
-            assert runs_of("up/1") == 1, "the back-off fired early"
-            assert runs_of("up/2") == 1
+            assert graph.runs_of("up/1") == 1, "the back-off fired early"
+            assert graph.runs_of("up/2") == 1
 
             clock.set(T0 + 301)  # past the back-off (at most 300 s) in the log's time
             await controller.poke()
-            assert runs_of("up/1") == 2
-        finally:
-            await host.stop()
+            assert graph.runs_of("up/1") == 2
 
     asyncio.run(asyncio.wait_for(scenario(), 30))
     seen = timestamps(store)
@@ -142,15 +159,8 @@ def test_a_clock_stepped_back_keeps_log_timestamps_in_order_and_timers_on_time(
     async def restart_behind() -> None:
         # the service restarts on a host whose clock is an hour behind the log
         behind = FakeClock(T0 - HOUR)
-        host = GraphHost(
-            config, event_log=InMemoryEventLog(store), executor=FakeExecutor(slots=0), clock=behind
-        )
-        await host.start()
-        try:
-            assert host.controller is not None
-            await host.controller.create_wants([request("up/3")])
-        finally:
-            await host.stop()
+        async with hosted(config, store, FakeExecutor(slots=0), behind) as controller:
+            await controller.create_wants([request("up/3")])
 
     before = len(timestamps(store))
     asyncio.run(asyncio.wait_for(restart_behind(), 30))

@@ -135,6 +135,36 @@ def _over_the_body_limit(case: Any) -> bool:
     return size > MAX_BODY_BYTES
 
 
+def _fuzzed(max_examples: int) -> settings:
+    """Hypothesis settings of every test here: a fixed number of examples, derandomized, no
+    deadline and no example database (each run tries the same requests)."""
+    return settings(
+        max_examples=max_examples,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        derandomize=True,
+        database=None,
+    )
+
+
+def _to_send(case: Any) -> None:
+    """Shorten a generated long-poll ``wait`` (the run stays short), and pass over a case
+    whose request head is too large to reach a route (``_head_fits``)."""
+    wait = case.query.get("wait") if isinstance(case.query, dict) else None
+    if isinstance(wait, int | float) and not isinstance(wait, bool) and 0 < wait <= 60:
+        case.query["wait"] = min(wait, 0.01)
+    assume(_head_fits(case))
+
+
+def _served(launch_service: Launcher, graph: Path, **options: Any) -> Iterator[Any]:
+    """The schema a service of ``graph`` serves, for a module fixture to yield; the
+    service is stopped after the module."""
+    proc, url = launch_service(graph, **options)
+    yield schemathesis.openapi.from_url(f"{url}/openapi.json")
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
 def _operations() -> list[tuple[str, str]]:
     document = _document()
     return [
@@ -147,10 +177,7 @@ def _operations() -> list[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def served_schema(calendar_factory: Callable[[], Path], launch_service: Launcher) -> Iterator[Any]:
-    proc, url = launch_service(calendar_factory())
-    yield schemathesis.openapi.from_url(f"{url}/openapi.json")
-    proc.terminate()
-    proc.wait(timeout=30)
+    yield from _served(launch_service, calendar_factory())
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
@@ -162,18 +189,9 @@ def test_api_matches_its_openapi_document(
     chosen = NEGATIVE_CHECKS if mode is GenerationMode.NEGATIVE else CHECKS
 
     @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(
-        max_examples=MAX_EXAMPLES,
-        deadline=None,
-        suppress_health_check=list(HealthCheck),
-        derandomize=True,
-        database=None,
-    )
+    @_fuzzed(MAX_EXAMPLES)
     def check(case: Any) -> None:
-        wait = case.query.get("wait") if isinstance(case.query, dict) else None
-        if isinstance(wait, int | float) and not isinstance(wait, bool) and 0 < wait <= 60:
-            case.query["wait"] = min(wait, 0.01)
-        assume(_head_fits(case))
+        _to_send(case)
         checks_for_case = chosen
         if mode is GenerationMode.NEGATIVE and (
             _valid_as_sent(case, method, path) or _over_the_body_limit(case)
@@ -200,10 +218,8 @@ def token_schema(
     calendar_factory: Callable[[], Path], launch_service: Launcher, job_env: dict[str, str]
 ) -> Iterator[Any]:
     """A service with a token: writes without it are 401."""
-    proc, url = launch_service(calendar_factory(), env={**job_env, "DATABUILD_TOKEN": TOKEN})
-    yield schemathesis.openapi.from_url(f"{url}/openapi.json")
-    proc.terminate()
-    proc.wait(timeout=30)
+    env = {**job_env, "DATABUILD_TOKEN": TOKEN}
+    yield from _served(launch_service, calendar_factory(), env=env)
 
 
 def test_the_document_has_the_bearer_scheme_and_the_error_body() -> None:
@@ -242,18 +258,9 @@ def test_with_a_token_every_status_is_documented(token_schema: Any, method: str,
     seen: set[int] = set()
 
     @given(case=operation.as_strategy(generation_mode=GenerationMode.POSITIVE))
-    @settings(
-        max_examples=TOKEN_EXAMPLES,
-        deadline=None,
-        suppress_health_check=list(HealthCheck),
-        derandomize=True,
-        database=None,
-    )
+    @_fuzzed(TOKEN_EXAMPLES)
     def check(case: Any) -> None:
-        wait = case.query.get("wait") if isinstance(case.query, dict) else None
-        if isinstance(wait, int | float) and not isinstance(wait, bool) and 0 < wait <= 60:
-            case.query["wait"] = min(wait, 0.01)
-        assume(_head_fits(case))
+        _to_send(case)
         variants: list[dict[str, str]] = [
             {"Authorization": f"Bearer {TOKEN}"},
             {},

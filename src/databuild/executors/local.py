@@ -4,7 +4,7 @@ The runtime uses it in the embedded setup (one machine, SQLite). Each run is spa
 ``job.command + partition_refs`` without a shell, in its own session (so its whole process
 group can be killed), with the graph root as working directory and the environment of the
 job protocol. Its merged stdout and stderr go to a bounded log file; when it ends, its exit
-status and result file become a ``RunOutcome`` through ``protocol.outcome_from``.
+status and result file become a ``RunOutcome`` through ``job_process.ended_outcome``.
 
 It enforces only the global limit (``max_parallel``); per-job concurrency, retries and
 everything about wants belong to the caller. It never blocks the event loop on a job and
@@ -14,47 +14,41 @@ never holds more than about twice ``log_limit_bytes`` of a job's output in memor
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import logging
 import os
 import resource
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from databuild.core.errors import ExecutorError
 from databuild.core.events import FailureKind
 from databuild.core.model import JobRunId, JobSpec
 from databuild.core.outcomes import (
-    ExecutorReport,
     RunFailed,
     RunFinishedReport,
     RunOutcome,
     RunStartedReport,
 )
-from databuild.executors.logs import BoundedLog
-from databuild.executors.port import Executor, Reporter, RunRequest
-from databuild.executors.protocol import (
-    ENV_GRAPH_URL,
-    ENV_JOB_NAME,
-    ENV_RESULT_PATH,
-    ENV_RUN_ID,
-    NO_EXIT_CODE,
-    outcome_from,
+from databuild.executors.bounded import BoundedExecutor
+from databuild.executors.job_process import (
+    DRAIN_SECONDS,
+    UNDRAINED_NOTE,
+    ended_outcome,
+    job_environment,
+    run_environment,
+    signal_group,
+    timed_out_note,
 )
-from databuild.executors.result_file import result_or_failure
+from databuild.executors.logs import BoundedLog
+from databuild.executors.port import RunRequest
+from databuild.executors.protocol import ENV_RUN_ID, NO_EXIT_CODE
 from databuild.executors.warm import PoolKey, WarmPool, Worker, WorkerProtocol, pool_key
 
 logger = logging.getLogger(__name__)
-
-# How long to keep reading output after the process group is gone: only a process that
-# left the group (setsid) can still hold the pipe, and it must not hold up the run.
-_DRAIN_SECONDS = 1.0
 
 
 class _JobProtocol(asyncio.SubprocessProtocol):
@@ -90,7 +84,7 @@ class _Run:
     worker: Worker | None = None  # set for a run in a warm worker
 
 
-class LocalExecutor(Executor):
+class LocalExecutor(BoundedExecutor[_Run]):
     def __init__(
         self,
         max_parallel: int,
@@ -99,37 +93,14 @@ class LocalExecutor(Executor):
         kill_grace_seconds: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if max_parallel < 1:
-            raise ExecutorError(f"max_parallel must be at least 1, not {max_parallel}")
-        if log_limit_bytes < 1:
-            raise ExecutorError(f"log_limit_bytes must be at least 1, not {log_limit_bytes}")
-        self._max_parallel = max_parallel
-        self._log_limit = log_limit_bytes
-        self._grace = kill_grace_seconds
-        self._clock = clock
-        self._reporter: Reporter | None = None
-        self._runs: dict[JobRunId, _Run] = {}
+        super().__init__(
+            max_parallel, log_limit_bytes, kill_grace_seconds=kill_grace_seconds, clock=clock
+        )
         self._warm = WarmPool()
         self._prespawning: set[asyncio.Task[None]] = set()
-        self._closed = False
-
-    def set_reporter(self, reporter: Reporter) -> None:
-        self._reporter = reporter
-
-    def free_slots(self) -> int:
-        return 0 if self._closed else max(0, self._max_parallel - len(self._runs))
 
     async def start(self, request: RunRequest) -> None:
-        if self._reporter is None:
-            raise ExecutorError("set_reporter must be called before start")
-        if self._closed:
-            raise ExecutorError("the executor is closed")
-        if request.job_run_id in self._runs:
-            raise ExecutorError(f"run {request.job_run_id} is already running")
-        if self.free_slots() == 0:
-            raise ExecutorError(
-                f"no free slot for run {request.job_run_id}: all {self._max_parallel} are busy"
-            )
+        self._check_start(request)
         rid = request.job_run_id
         try:
             request.run_dir.mkdir(parents=True, exist_ok=True)
@@ -144,9 +115,7 @@ class LocalExecutor(Executor):
             return
         problem = _unstartable(request)
         if problem:
-            log.note(problem)
-            log.close()
-            self._spawn_failed(rid, problem)
+            self._spawn_failed(rid, problem, log=log)
             return
         if request.job.warm:
             await self._start_warm(request, log)
@@ -167,9 +136,7 @@ class LocalExecutor(Executor):
             )
         except OSError as exc:
             message = _spawn_error_message(request, exc)
-            log.note(message)
-            log.close()
-            self._spawn_failed(rid, message, _spawn_failure_kind(exc))
+            self._spawn_failed(rid, message, _spawn_failure_kind(exc), log=log)
             return
         pid = transport.get_pid()
         run = _Run(request, transport, protocol, pid, started_at)
@@ -185,9 +152,7 @@ class LocalExecutor(Executor):
             worker = await self._warm.acquire(request, env)
         except OSError as exc:
             message = _spawn_error_message(request, exc)
-            log.note(message)
-            log.close()
-            self._spawn_failed(rid, message, _spawn_failure_kind(exc))
+            self._spawn_failed(rid, message, _spawn_failure_kind(exc), log=log)
             return
         finished = worker.protocol.begin(log)
         worker.send(request, env)
@@ -211,16 +176,13 @@ class LocalExecutor(Executor):
         except TimeoutError:
             timed_out = not run.killed
             if timed_out:
-                log.note(f"timed out after {limit:g} s: killing the process group")
+                log.note(timed_out_note(limit))
             await self._terminate(run)
-        code = finished.result() if finished.done() else None
+        returncode = finished.result() if finished.done() else None
         duration = self._clock() - run.started_at
-        killed_by = None
-        if code is None:  # the worker died under the run: its status is the run's
+        if returncode is None:  # the worker died under the run: its status is the run's
             await asyncio.shield(worker.protocol.exited)
             returncode = worker.transport.get_returncode()
-            code = returncode if returncode is not None and returncode >= 0 else None
-            killed_by = -returncode if returncode is not None and returncode < 0 else None
             worker.kill()
         else:
             self._warm.release(worker)
@@ -228,22 +190,15 @@ class LocalExecutor(Executor):
         del self._runs[rid]
         if run.killed:
             return
-        result = result_or_failure(
-            request.result_path, code if code is not None else NO_EXIT_CODE, duration
+        outcome = ended_outcome(
+            returncode,
+            timed_out,
+            request.result_path,
+            request.partition_refs,
+            duration,
+            log,
+            limit,
         )
-        if isinstance(result, RunFailed):
-            outcome: RunOutcome = result
-        else:
-            outcome = outcome_from(
-                code,
-                killed_by,
-                timed_out,
-                result,
-                request.partition_refs,
-                duration,
-                log.tail_text(),
-                timeout_seconds=limit,
-            )
         self._report(RunFinishedReport(rid, outcome))
 
     async def kill(self, job_run_id: JobRunId, reason: str) -> None:
@@ -259,10 +214,7 @@ class LocalExecutor(Executor):
             await asyncio.shield(run.task)
 
     async def close(self) -> None:
-        self._closed = True
-        await asyncio.gather(
-            *(self.kill(rid, "the executor is closing") for rid in list(self._runs))
-        )
+        await self._kill_all()
         for task in self._prespawning:
             task.cancel()
         if self._prespawning:
@@ -307,7 +259,7 @@ class LocalExecutor(Executor):
         marker = f"{ENV_RUN_ID}={job_run_id}".encode()
         if not any(_has_environ_entry(member, marker) for member in _group_members(pid)):
             return False
-        _signal_group(pid, signal.SIGKILL)
+        signal_group(pid, signal.SIGKILL)
         return True
 
     async def _watch(self, run: _Run) -> None:
@@ -316,7 +268,7 @@ class LocalExecutor(Executor):
             outcome = await self._outcome(run)
         except Exception as exc:  # a bug here must not leave the run unreported forever
             logger.exception("watching run %s failed", rid, extra={"job_run_id": rid})
-            _signal_group(run.pid, signal.SIGKILL)
+            signal_group(run.pid, signal.SIGKILL)
             run.transport.close()
             duration = self._clock() - run.started_at
             outcome = RunFailed(
@@ -339,34 +291,25 @@ class LocalExecutor(Executor):
         except TimeoutError:
             timed_out = not run.killed
             if timed_out:
-                protocol.log.note(f"timed out after {limit:g} s: killing the process group")
+                protocol.log.note(timed_out_note(limit))
             await self._terminate(run)
         duration = self._clock() - run.started_at
         # Background children must not outlive their run (nor hold its output pipe).
-        _signal_group(run.pid, signal.SIGKILL)
+        signal_group(run.pid, signal.SIGKILL)
         try:
-            await asyncio.wait_for(asyncio.shield(protocol.closed), _DRAIN_SECONDS)
+            await asyncio.wait_for(asyncio.shield(protocol.closed), DRAIN_SECONDS)
         except TimeoutError:
-            protocol.log.note("stopped reading output: a process that left the group holds it")
+            protocol.log.note(UNDRAINED_NOTE)
         run.transport.close()
         protocol.log.close()
-        returncode = run.transport.get_returncode()
-        exit_code = returncode if returncode is not None and returncode >= 0 else None
-        killed_by = -returncode if returncode is not None and returncode < 0 else None
-        result = result_or_failure(
-            request.result_path, returncode if returncode is not None else NO_EXIT_CODE, duration
-        )
-        if isinstance(result, RunFailed):
-            return result
-        return outcome_from(
-            exit_code,
-            killed_by,
+        return ended_outcome(
+            run.transport.get_returncode(),
             timed_out,
-            result,
+            request.result_path,
             request.partition_refs,
             duration,
-            protocol.log.tail_text(),
-            timeout_seconds=limit,
+            protocol.log,
+            limit,
         )
 
     async def _terminate(self, run: _Run) -> None:
@@ -374,46 +317,31 @@ class LocalExecutor(Executor):
         group leader has exited."""
         if run.protocol.exited.done():
             return
-        _signal_group(run.pid, signal.SIGTERM)
+        signal_group(run.pid, signal.SIGTERM)
         try:
             await asyncio.wait_for(asyncio.shield(run.protocol.exited), self._grace)
         except TimeoutError:
-            _signal_group(run.pid, signal.SIGKILL)
+            signal_group(run.pid, signal.SIGKILL)
             await asyncio.shield(run.protocol.exited)
 
     def _spawn_failed(
-        self, rid: JobRunId, message: str, kind: FailureKind = FailureKind.SPAWN_ERROR
+        self,
+        rid: JobRunId,
+        message: str,
+        kind: FailureKind = FailureKind.SPAWN_ERROR,
+        *,
+        log: BoundedLog | None = None,
     ) -> None:
+        """Report a run that never started; its log, if it has one, says why and ends."""
+        if log is not None:
+            log.note(message)
+            log.close()
         outcome = RunFailed(kind, message, NO_EXIT_CODE, 0.0)
         self._report(RunFinishedReport(rid, outcome))
 
-    def _report(self, report: ExecutorReport) -> None:
-        assert self._reporter is not None
-        try:
-            self._reporter(report)
-        except Exception:
-            logger.exception("the executor's reporter failed on %r", report)
-
-
-def job_environment(job: JobSpec) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(job.env)
-    # `python` in a job's command means the interpreter the service runs on.
-    interpreter_dir = os.path.dirname(sys.executable)
-    path = env.get("PATH")
-    env["PATH"] = interpreter_dir + os.pathsep + path if path else interpreter_dir
-    # Python jobs' output then reaches the log as it is printed, stdout and stderr in order.
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    return env
-
 
 def _environment(request: RunRequest) -> dict[str, str]:
-    env = job_environment(request.job)
-    env[ENV_RUN_ID] = request.job_run_id
-    env[ENV_JOB_NAME] = request.job.name
-    env[ENV_RESULT_PATH] = str(request.result_path)
-    env[ENV_GRAPH_URL] = request.graph_url
-    return env
+    return run_environment(request.job, request.job_run_id, request.result_path, request.graph_url)
 
 
 def _unstartable(request: RunRequest) -> str:
@@ -465,11 +393,6 @@ def _os_error_text(exc: OSError) -> str:
         what = _EXHAUSTED[exc.errno].format(nofile=nofile)
         text = f"{text}: {what}"
     return text
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
 
 
 def _group_members(pgid: int) -> list[int]:

@@ -36,17 +36,16 @@ from typing import Any
 import ray
 import ray.exceptions
 
-from databuild.core.errors import ExecutorError
 from databuild.core.events import FailureKind
 from databuild.core.model import JobRunId, JobSpec
 from databuild.core.outcomes import (
-    ExecutorReport,
     RunFailed,
     RunFinishedReport,
     RunOutcome,
     RunStartedReport,
 )
-from databuild.executors.port import Executor, Reporter, RunRequest
+from databuild.executors.bounded import BoundedExecutor
+from databuild.executors.port import RunRequest
 from databuild.executors.protocol import NO_EXIT_CODE
 from databuild.executors.ray_task import Finished, JobTask, Started, run_job
 
@@ -75,7 +74,7 @@ class _Run:
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
-class RayExecutor(Executor):
+class RayExecutor(BoundedExecutor[_Run]):
     """Job runs as Ray tasks. ``address`` is what ``ray.init`` takes (``"auto"``,
     ``"ray://head:10001"``, ``"127.0.0.1:6379"``); when this process is already connected to
     Ray (``ray.is_initialized()``), that connection is used and left open on close."""
@@ -90,38 +89,17 @@ class RayExecutor(Executor):
         start_wait_seconds: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if max_parallel < 1:
-            raise ExecutorError(f"max_parallel must be at least 1, not {max_parallel}")
-        if log_limit_bytes < 1:
-            raise ExecutorError(f"log_limit_bytes must be at least 1, not {log_limit_bytes}")
-        self._max_parallel = max_parallel
+        super().__init__(
+            max_parallel, log_limit_bytes, kill_grace_seconds=kill_grace_seconds, clock=clock
+        )
         self._address = address
-        self._log_limit = log_limit_bytes
-        self._grace = kill_grace_seconds
         self._start_wait = start_wait_seconds
-        self._clock = clock
-        self._reporter: Reporter | None = None
-        self._runs: dict[JobRunId, _Run] = {}
         self._connected = False
         self._owns_connection = False
-        self._closed = False
-
-    def set_reporter(self, reporter: Reporter) -> None:
-        self._reporter = reporter
-
-    def free_slots(self) -> int:
-        return 0 if self._closed else max(0, self._max_parallel - len(self._runs))
 
     async def start(self, request: RunRequest) -> None:
-        if self._reporter is None:
-            raise ExecutorError("set_reporter must be called before start")
-        if self._closed:
-            raise ExecutorError("the executor is closed")
+        self._check_start(request)
         rid = request.job_run_id
-        if rid in self._runs:
-            raise ExecutorError(f"run {rid} is already running")
-        if self.free_slots() == 0:
-            raise ExecutorError(f"no free slot for run {rid}: all {self._max_parallel} are busy")
         try:
             request.run_dir.mkdir(parents=True, exist_ok=True)
             request.result_path.unlink(missing_ok=True)
@@ -184,10 +162,7 @@ class RayExecutor(Executor):
             await asyncio.shield(run.task)
 
     async def close(self) -> None:
-        self._closed = True
-        await asyncio.gather(
-            *(self.kill(rid, "the executor is closing") for rid in list(self._runs))
-        )
+        await self._kill_all()
         if self._owns_connection:
             await asyncio.to_thread(ray.shutdown)
             self._owns_connection = self._connected = False
@@ -289,13 +264,6 @@ class RayExecutor(Executor):
 
     def _finished(self, rid: JobRunId, outcome: RunOutcome) -> None:
         self._report(RunFinishedReport(rid, outcome))
-
-    def _report(self, report: ExecutorReport) -> None:
-        assert self._reporter is not None
-        try:
-            self._reporter(report)
-        except Exception:
-            logger.exception("the executor's reporter failed on %r", report)
 
 
 def _keep_ray_notices_off_stdout() -> None:

@@ -5,8 +5,9 @@ the worker it starts ``argv`` without a shell in its own session, with the graph
 working directory and the job protocol's environment, captures its output to a bounded log
 in a private temporary directory, enforces the timeout (SIGTERM to the group, SIGKILL after
 the grace period), kills what is left of the group once the job has ended, reads the result
-file and classifies the run with ``protocol.outcome_from``. It yields twice: a ``Started``
-once the process runs, then a ``Finished`` with the outcome and the log's bytes.
+file and classifies the run with ``job_process.ended_outcome``, as the local executor does.
+It yields twice: a ``Started`` once the process runs, then a ``Finished`` with the outcome
+and the log's bytes.
 
 Nothing here imports Ray: the module is plain Python that runs wherever Ray puts it. A worker
 that dies (killed, its node lost, ``ray.cancel(force=True)``) cannot clean up after itself,
@@ -35,19 +36,16 @@ from databuild.core.events import FailureKind
 from databuild.core.model import JobRunId, JobSpec
 from databuild.core.outcomes import RunFailed, RunOutcome
 from databuild.core.refs import PartitionRef
-from databuild.executors.local import job_environment
-from databuild.executors.logs import BoundedLog
-from databuild.executors.protocol import (
-    ENV_GRAPH_URL,
-    ENV_JOB_NAME,
-    ENV_RESULT_PATH,
-    ENV_RUN_ID,
-    LOG_FILE_NAME,
-    NO_EXIT_CODE,
-    RESULT_FILE_NAME,
-    outcome_from,
+from databuild.executors.job_process import (
+    DRAIN_SECONDS,
+    UNDRAINED_NOTE,
+    ended_outcome,
+    run_environment,
+    signal_group,
+    timed_out_note,
 )
-from databuild.executors.result_file import result_or_failure
+from databuild.executors.logs import BoundedLog
+from databuild.executors.protocol import LOG_FILE_NAME, NO_EXIT_CODE, RESULT_FILE_NAME
 
 # Detaches itself (Ray kills the processes a dead worker leaves as children, the guard
 # included, so the guard must not be one), reads the job's process group id, waits for the
@@ -67,10 +65,6 @@ if line.strip():
         pass
 shutil.rmtree(sys.argv[1], ignore_errors=True)
 """
-
-# How long to keep reading output after the group is gone (only a process that left the
-# group can still hold the pipe).
-_DRAIN_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,11 +127,7 @@ def _run(
     if problem:
         yield _spawn_failed(task, log, log_path, problem)
         return
-    env = job_environment(task.job)
-    env[ENV_RUN_ID] = task.job_run_id
-    env[ENV_JOB_NAME] = task.job.name
-    env[ENV_RESULT_PATH] = str(result_path)
-    env[ENV_GRAPH_URL] = task.graph_url
+    env = run_environment(task.job, task.job_run_id, result_path, task.graph_url)
     argv = [*task.job.command, *task.partition_refs]
     try:
         process = subprocess.Popen(
@@ -165,38 +155,23 @@ def _run(
         process.wait(timeout=limit if limit > 0 else None)
     except subprocess.TimeoutExpired:
         timed_out = True
-        log.note(f"timed out after {limit:g} s: killing the process group")
-        _signal_group(process.pid, signal.SIGTERM)
+        log.note(timed_out_note(limit))
+        signal_group(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=task.kill_grace_seconds)
         except subprocess.TimeoutExpired:
-            _signal_group(process.pid, signal.SIGKILL)
+            signal_group(process.pid, signal.SIGKILL)
             process.wait()
     duration = time.monotonic() - started_at
     # Background children must not outlive their run (nor hold its output pipe).
-    _signal_group(process.pid, signal.SIGKILL)
-    reader.join(_DRAIN_SECONDS)
+    signal_group(process.pid, signal.SIGKILL)
+    reader.join(DRAIN_SECONDS)
     if reader.is_alive():
-        log.note("stopped reading output: a process that left the group holds it")
+        log.note(UNDRAINED_NOTE)
     log.close()
-    returncode = process.returncode
-    exit_code = returncode if returncode >= 0 else None
-    killed_by = -returncode if returncode < 0 else None
-    result = result_or_failure(result_path, returncode, duration)
-    outcome: RunOutcome
-    if isinstance(result, RunFailed):
-        outcome = result
-    else:
-        outcome = outcome_from(
-            exit_code,
-            killed_by,
-            timed_out,
-            result,
-            task.partition_refs,
-            duration,
-            log.tail_text(),
-            timeout_seconds=limit,
-        )
+    outcome = ended_outcome(
+        process.returncode, timed_out, result_path, task.partition_refs, duration, log, limit
+    )
     yield Finished(task.job_run_id, outcome, _read_log(log_path))
 
 
@@ -231,8 +206,3 @@ def _read_log(path: Path) -> bytes:
         return path.read_bytes()
     except OSError:
         return b""
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)

@@ -1,5 +1,6 @@
-"""A run's result file, read safely: by the local executor on this machine and by the Ray
-task on a worker node, once the job process has ended.
+"""A run's result file, read safely once the job process has ended, by
+``job_process.ended_outcome`` (for the local executor on this machine and the Ray task on a
+worker node alike).
 
 At most ``MAX_RESULT_BYTES + 1`` bytes are read; a symlink is not followed and a FIFO is not
 waited on. It does not interpret the bytes (``protocol.outcome_from`` does).
