@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from databuild.core.errors import InvalidInput
 from databuild.core.events import FailureKind
 from databuild.core.model import JobSpec
 from databuild.core.outcomes import RunFailed, RunMissingDeps, RunOutcome, RunSucceeded
@@ -309,3 +310,68 @@ def test_each_run_gets_a_new_main_and_an_edited_script_is_read_again(
         assert "seen None name __main__ file True" in log
     assert "version 1" in logs[0] and "version 1" in logs[1]
     assert "version two" in logs[2]
+
+
+ASKING = """
+import sys
+from databuild import sdk
+try:
+    print("live", sorted(sdk.live(sys.argv[1:]).items()))
+except sdk.SdkError as exc:
+    print("refused:", exc)
+    sys.exit(4)
+"""
+
+
+def ask(runs: Runs, tmp_path: Path, source: object, *refs: str) -> tuple[RunOutcome, str]:
+    job = tmp_path / "ask.py"
+    job.write_text(ASKING)
+    base = runs.request("python", str(job), refs=refs)
+    request = dataclasses.replace(base, job=dataclasses.replace(base.job, warm=True))
+
+    async def scenario() -> RunOutcome:
+        executor = LocalExecutor(1, kill_grace_seconds=0.5)
+        if source is not None:
+            executor.answer_statuses_with(source)  # type: ignore[arg-type]
+        runs.attach(executor)
+        try:
+            await executor.start(request)
+            return await runs.outcome(request.job_run_id)
+        finally:
+            await executor.close()
+
+    outcome = asyncio.run(scenario())
+    return outcome, request.log_path.read_text()
+
+
+def test_a_warm_job_asks_which_inputs_are_live_over_its_pipe_not_http(
+    runs: Runs, tmp_path: Path
+) -> None:
+    """The request's graph URL points nowhere (port 9): only the pipe can answer."""
+    asked: list[list[str]] = []
+
+    def source(refs: list[str]) -> dict[str, str]:
+        asked.append(list(refs))
+        return {"in/a": "live", "in/b": "building"}
+
+    outcome, log = ask(runs, tmp_path, source, "in/a", "in/b", "in/c")
+    assert isinstance(outcome, RunSucceeded), log
+    assert "live [('in/a', True), ('in/b', False), ('in/c', False)]" in log
+    assert asked == [["in/a", "in/b", "in/c"]]
+    assert "\x1e" not in log  # neither the question nor the end marker reaches the log
+
+
+def test_a_refused_question_is_the_jobs_sdk_error_and_no_source_means_http(
+    runs: Runs, tmp_path: Path
+) -> None:
+    def refuse(refs: list[str]) -> dict[str, str]:
+        raise InvalidInput("ref[0]: 'Bad Ref' is not a partition ref")
+
+    outcome, log = ask(runs, tmp_path, refuse, "Bad Ref")
+    assert isinstance(outcome, RunFailed) and outcome.exit_code == 4, log
+    assert "refused: asking the graph service which partitions are live failed" in log
+    assert "is not a partition ref" in log
+
+    outcome, log = ask(runs, tmp_path, None, "in/a")  # no source: over HTTP, to port 9
+    assert isinstance(outcome, RunFailed) and outcome.exit_code == 4, log
+    assert "cannot be reached" in log

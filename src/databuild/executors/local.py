@@ -44,7 +44,7 @@ from databuild.executors.job_process import (
     timed_out_note,
 )
 from databuild.executors.logs import BoundedLog
-from databuild.executors.port import RunRequest
+from databuild.executors.port import RunRequest, StatusSource
 from databuild.executors.protocol import ENV_RUN_ID, NO_EXIT_CODE
 from databuild.executors.warm import PoolKey, WarmPool, Worker, WorkerProtocol, pool_key
 
@@ -200,6 +200,9 @@ class LocalExecutor(BoundedExecutor[_Run]):
             limit,
         )
         self._report(RunFinishedReport(rid, outcome))
+
+    def answer_statuses_with(self, source: StatusSource) -> None:
+        self._warm.source = source
 
     async def kill(self, job_run_id: JobRunId, reason: str) -> None:
         run = self._runs.get(job_run_id)

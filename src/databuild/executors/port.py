@@ -69,6 +69,10 @@ class RunRequest:
         return self.run_dir / RESULT_FILE_NAME
 
 
+# refs -> each known one's status ("live", ...); raises InvalidInput for a malformed ref
+StatusSource = Callable[[Sequence[str]], dict[str, str]]
+
+
 class Executor(ABC):
     """Runs jobs; reports each run's start and end through the reporter.
 
@@ -99,6 +103,12 @@ class Executor(ABC):
     @abstractmethod
     async def close(self) -> None:
         """Kill every run still going (reporting nothing for them) and release resources."""
+
+    def answer_statuses_with(self, source: StatusSource) -> None:
+        """Where a running job's question "which of these partitions are live?" can be
+        answered without HTTP (the local executor's warm workers ask over their pipe): the
+        service's own answer, from its state. The default ignores it (jobs ask over HTTP)."""
+        return None
 
     def prepare(self, jobs: Sequence[JobSpec], root_dir: Path) -> None:
         """A hint when the service starts: these jobs will run from ``root_dir``. An

@@ -20,13 +20,14 @@ import os
 import secrets
 import signal
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from databuild.core.errors import InvalidInput
 from databuild.core.model import JobSpec
 from databuild.executors.logs import BoundedLog
-from databuild.executors.port import RunRequest
+from databuild.executors.port import RunRequest, StatusSource
 
 logger = logging.getLogger(__name__)
 
@@ -35,15 +36,28 @@ TOKEN_VARIABLE = "DATABUILD_WORKER_TOKEN"  # databuild.warm_worker reads it (std
 
 
 class WorkerProtocol(asyncio.SubprocessProtocol):
-    """Routes the worker's output to the current run's log until the end marker."""
+    """Routes the worker's output to the current run's log until the end marker
+    (``<RS><token>:<exit code>``), and answers the run's questions on the way
+    (``<RS><token>?<JSON list of refs>``: which are live) on the worker's input."""
 
-    def __init__(self, token: str, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        token: str,
+        loop: asyncio.AbstractEventLoop,
+        source: Callable[[], StatusSource | None] = lambda: None,
+    ) -> None:
         self._loop = loop
-        self._marker = b"\x1e" + token.encode() + b":"
+        self._marker = b"\x1e" + token.encode()
+        self._source = source
         self._buffer = bytearray()
+        self._transport: asyncio.SubprocessTransport | None = None
         self.log: BoundedLog | None = None
         self.done: asyncio.Future[int | None] | None = None
         self.exited: asyncio.Future[None] = loop.create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.SubprocessTransport)
+        self._transport = transport
 
     def begin(self, log: BoundedLog) -> asyncio.Future[int | None]:
         self.log = log
@@ -62,10 +76,35 @@ class WorkerProtocol(asyncio.SubprocessProtocol):
             self._emit(at)
             if end < 0:
                 return
-            text = bytes(self._buffer[len(self._marker) : end - at])
+            kind = self._buffer[len(self._marker) : len(self._marker) + 1]
+            text = bytes(self._buffer[len(self._marker) + 1 : end - at])
             del self._buffer[: end - at + 1]
-            if self.done is not None and not self.done.done():
+            if kind == b"?":
+                self._answer(text)
+            elif self.done is not None and not self.done.done():
                 self.done.set_result(int(text) if text.isdigit() else 1)
+
+    def _answer(self, question: bytes) -> None:
+        """One JSON line back: ``{"statuses": {ref: status}}``, ``{"error": why}`` for a bad
+        question, or ``{"unavailable": true}`` when no source is set (the job then asks
+        over HTTP)."""
+        source = self._source()
+        reply: dict[str, object]
+        if source is None:
+            reply = {"unavailable": True}
+        else:
+            try:
+                refs = json.loads(question)
+                if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
+                    raise InvalidInput("the question must be a JSON list of partition refs")
+                reply = {"statuses": source(refs)}
+            except (ValueError, InvalidInput) as exc:
+                reply = {"error": str(exc)}
+        if self._transport is None:
+            return
+        stdin = self._transport.get_pipe_transport(0)
+        if isinstance(stdin, asyncio.WriteTransport) and not stdin.is_closing():
+            stdin.write(json.dumps(reply).encode() + b"\n")
 
     def _emit(self, count: int) -> None:
         if count <= 0:
@@ -135,6 +174,7 @@ class WarmPool:
 
     def __init__(self) -> None:
         self._idle: dict[PoolKey, list[Worker]] = {}
+        self.source: StatusSource | None = None  # answers the runs' questions (see port)
 
     async def acquire(self, request: RunRequest, env: dict[str, str]) -> Worker:
         """An idle worker started as this run's job would start one, or a new one (raises
@@ -169,7 +209,7 @@ class WarmPool:
         worker_env = {k: v for k, v in env.items() if not k.startswith("DATABUILD_")}
         worker_env[TOKEN_VARIABLE] = token
         transport, protocol = await loop.subprocess_exec(
-            lambda: WorkerProtocol(token, loop),
+            lambda: WorkerProtocol(token, loop, lambda: self.source),
             job.command[0],
             "-m",
             "databuild.warm_worker",

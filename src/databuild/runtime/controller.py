@@ -58,7 +58,7 @@ from databuild.core.reconcile import (
     ReloadSummary,
     StartRun,
 )
-from databuild.core.refs import PartitionRef
+from databuild.core.refs import PartitionRef, parse_ref
 from databuild.core.state import BuildState
 from databuild.executors.port import Executor, RunRequest
 from databuild.log.port import BuildEventLog, SharedEventLog
@@ -308,6 +308,7 @@ class Controller:
                 gc.enable()
         self.last_committed = self.recent_base = self.reconciler.state.last_sequence
         self.executor.set_reporter(self._report)
+        self.executor.answer_statuses_with(self.partition_statuses)
         self.executor.prepare(self.graph.jobs, self.root_dir)
         if self.reconciler.state.last_sequence > 0:
             newest = await asyncio.to_thread(
@@ -513,6 +514,22 @@ class Controller:
             self._fail_pending(exc)
             self.failed.set()
             self._signal_commit()
+
+    def partition_statuses(self, raw_refs: Sequence[str]) -> dict[str, str]:
+        """What ``GET /api/v1/partitions?ref=…`` answers a job, for the executor to answer
+        without HTTP: each known partition's status (from memory, like the API). Called on
+        the event loop, between steps; raises InvalidInput for a malformed ref."""
+        partitions = self.reconciler.state.partitions
+        statuses: dict[str, str] = {}
+        for index, raw in enumerate(raw_refs):
+            try:
+                ref = parse_ref(raw)
+            except InvalidInput as exc:
+                raise InvalidInput(f"ref[{index}]: {exc}") from None
+            record = partitions.get(ref)
+            if record is not None:
+                statuses[raw] = record.status.value
+        return statuses
 
     def _drain(self, batch: list[_Input]) -> None:
         while not self._inbox.empty() and len(batch) < _MAX_BATCH:
