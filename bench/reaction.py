@@ -7,7 +7,10 @@ job protocol, so a trial costs little besides orchestration). Each trial wants `
 from a real ``databuild serve``: b runs and reports ``a/{n}`` missing, a runs and makes it
 live, b runs again. From the service's own event log afterwards:
 
-    reaction = timestamp(job_run_started of b's second run) - timestamp(partition_live a/n)
+    reaction = started_at(job_run_started of b's second run) - timestamp(partition_live a/n)
+
+(``started_at``: when the service heard that the run had started; its event may be
+committed a little later, together with the run's result.)
 
 It excludes a's run time and the detection of a's exit (partition_live is stamped when the
 controller handles a's finish) and includes the decision, the durable append of that step,
@@ -124,7 +127,9 @@ def latencies(events: list[dict[str, Any]], first_trial: int) -> tuple[list[floa
             if payload["job_name"] == "b":
                 b_runs.setdefault(ref[2:], []).append(payload["job_run_id"])
         elif kind == "job_run_started":
-            started_at[payload["job_run_id"]] = ts
+            # when the service heard of the start; the event itself may be committed later,
+            # with the run's result (the controller's start coalescing, issue 13)
+            started_at[payload["job_run_id"]] = float(payload.get("started_at") or ts)
     started, queued = [], []
     for n, runs in b_runs.items():
         if int(n) < first_trial or len(runs) < 2 or n not in live_at:

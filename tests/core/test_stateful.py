@@ -218,11 +218,15 @@ class ReconcilerMachine(RuleBasedStateMachine):
         request = WantRequest(partition, T0 + day * DAY, source, ttl_seconds=ttl, sla_seconds=sla)
         was = self.state.wants.get(request.want_id)
         old_status = was.status if was is not None else None
+        was_live = self.state.is_live(partition)
         want_id = self.r.request_want(request, self.now)
         assert want_id == request.want_id
         payloads, _ = self.take()
-        if old_status is not None and old_status in ACTIVE_WANT_STATUSES | {W.SATISFIED}:
+        if old_status in ACTIVE_WANT_STATUSES or (old_status is W.SATISFIED and was_live):
             assert payloads == [], "asking again for an active or satisfied want changes nothing"
+        if old_status is W.SATISFIED and not was_live:
+            # its partition was invalidated (and the want not reopened then, having expired)
+            assert payloads[0] == ev.WantReopened(want_id, None), payloads
         if self.state.is_live(partition) and old_status is None:
             assert self.state.wants[want_id].status in (W.SATISFIED, W.EXPIRED)
         if partition == UNBUILDABLE and self.state.wants[want_id].status is not W.EXPIRED:

@@ -103,6 +103,7 @@ class JobRunQueued:
 class JobRunStarted:
     job_run_id: JobRunId
     pid: int
+    started_at: float = 0.0  # when the service learned of the start; 0: the event's time
 
 
 @dataclass(frozen=True, slots=True)

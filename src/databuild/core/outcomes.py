@@ -64,6 +64,7 @@ RunOutcome = RunSucceeded | RunFailed | RunMissingDeps | RunPartial
 class RunStartedReport:
     job_run_id: JobRunId
     pid: int
+    at: float = 0.0  # when the controller received it (its clock); 0: the step's time
 
 
 @dataclass(frozen=True, slots=True)

@@ -250,7 +250,8 @@ class Reconciler:
     def run_started(self, report: RunStartedReport, now: float) -> None:
         run = self.state.runs.get(report.job_run_id)
         if run is not None and run.status is JobRunStatus.QUEUED:
-            self._emit(ev.JobRunStarted(report.job_run_id, report.pid), now)
+            at = min(report.at, now) if report.at else now
+            self._emit(ev.JobRunStarted(report.job_run_id, report.pid, at), now)
 
     def run_finished(self, report: RunFinishedReport, now: float) -> None:
         run = self.state.runs.get(report.job_run_id)

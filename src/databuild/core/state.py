@@ -510,7 +510,7 @@ def _run_started(state: BuildState, e: ev.JobRunStarted, now: float, seq: int) -
     run = state.runs[e.job_run_id]
     check_run(run.status, JobRunStatus.RUNNING)
     run.status = JobRunStatus.RUNNING
-    run.started_at = now
+    run.started_at = e.started_at or now
     run.pid = e.pid
     state._note_run_event(run.want_ids, seq)
 

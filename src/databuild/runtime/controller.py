@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import logging
 import math
@@ -417,7 +418,14 @@ class Controller:
         loop = self._loop
         if loop is None:
             return
-        loop.call_soon_threadsafe(self._inbox.put_nowait, report)
+        loop.call_soon_threadsafe(self._receive, report)
+
+    def _receive(self, report: ExecutorReport) -> None:
+        """On the loop: a start is stamped with when it was heard of, since its step may be
+        later (``_coalesce_starts``)."""
+        if isinstance(report, RunStartedReport) and not report.at:
+            report = dataclasses.replace(report, at=self._now())
+        self._inbox.put_nowait(report)
 
     async def wait_for_events(self, after: int, timeout: float) -> int:
         """Wait until the log holds an event after ``after`` (or timeout, or the controller

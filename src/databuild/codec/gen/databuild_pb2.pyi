@@ -430,21 +430,29 @@ Global___JobRunQueued: _TypeAlias = JobRunQueued  # noqa: Y015
 
 @_typing.final
 class JobRunStarted(_message.Message):
+    """started_at: when the service learned the run had started (its clock); 0 in logs written
+    before it was recorded (the event's timestamp then). A start can be committed later, with
+    the run's result (one commit for a short run).
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_RUN_ID_FIELD_NUMBER: _builtins.int
     PID_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
     job_run_id: _builtins.str
     pid: _builtins.int
+    started_at: _builtins.float
     def __init__(
         self,
         *,
         job_run_id: _builtins.str = ...,
         pid: _builtins.int = ...,
+        started_at: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_run_id", b"job_run_id", "pid", b"pid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_run_id", b"job_run_id", "pid", b"pid", "started_at", b"started_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
