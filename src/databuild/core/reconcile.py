@@ -16,7 +16,7 @@ import heapq
 from dataclasses import dataclass
 
 from databuild.core import events as ev
-from databuild.core import externals, sla
+from databuild.core import externals, hints, sla
 from databuild.core.errors import NotFound
 from databuild.core.lifecycle import JobRunStatus, PartitionStatus
 from databuild.core.model import (
@@ -343,14 +343,19 @@ class Reconciler:
                 )
                 self._cascade_upstream_failure(part.ref, message, now)
                 continue
-            for want_id in sorted(part.active_wants):
-                parent = self.state.wants[want_id].want
-                for dep in sorted(part.waiting_on):
-                    self._want_child(parent, dep, now)
-                    if self.state.partition(part.ref).status is not PartitionStatus.WAITING:
-                        break  # a child failed at once (unbuildable) and failed this too
+            self._want_inputs(part, now)
+
+    def _want_inputs(self, part: PartitionRecord, now: float) -> None:
+        """Each input a waiting partition lacks becomes a child want of each of its active
+        wants: for inputs a run reported missing and for those its job's hints name alike."""
+        for want_id in sorted(part.active_wants):
+            parent = self.state.wants[want_id].want
+            for dep in sorted(part.waiting_on):
+                self._want_child(parent, dep, now)
                 if self.state.partition(part.ref).status is not PartitionStatus.WAITING:
-                    break
+                    break  # a child failed at once (unbuildable) and failed this too
+            if self.state.partition(part.ref).status is not PartitionStatus.WAITING:
+                break
 
     def _want_child(self, parent: Want, dep: PartitionRef, now: float) -> None:
         child_id = want_id_for(dep, parent.data_timestamp, WantSource.DERIVED)
@@ -396,6 +401,57 @@ class Reconciler:
             if node is not None:
                 stack.extend((d, [*path, d]) for d in sorted(node.waiting_on))
         return []
+
+    def _wait_for_hints(self, job: JobSpec, ref: PartitionRef, now: float) -> bool:
+        """About to dispatch ``ref``: if its job's input hints name inputs that are not
+        live, ``ref`` waits on them instead (``PartitionWaiting``, then child wants exactly
+        as for inputs a run reported missing) and True is returned: do not dispatch it now.
+
+        Only a partition that has not run yet (absent) waits on hints; a retry after a
+        failure goes straight to the job, whose discovery decides. A hinted input whose
+        want chain leads back to ``ref`` (a cycle of hints) is ignored, so that the job
+        runs and its discovery decides: a real cycle is then reported and fails as one."""
+        part = self.state.partition(ref)
+        if not job.inputs or part.status is not PartitionStatus.ABSENT:
+            return False
+        deps = tuple(
+            dep
+            for dep in hints.resolve(job, ref)
+            if not self.state.is_live(dep) and not self._leads_back(dep, part)
+        )
+        if not deps:
+            return False
+        self._emit(ev.PartitionWaiting(ref, job.name, deps), now)
+        self._want_inputs(self.state.partition(ref), now)
+        return True
+
+    def _leads_back(self, dep: PartitionRef, part: PartitionRecord) -> bool:
+        """Would ``part`` waiting on ``dep`` close a cycle? Yes when ``dep`` waits
+        (transitively) on ``part``, or when a want of ``dep`` is an ancestor of a want of
+        ``part`` (whatever state ``dep`` is in now: building, backing off, failed)."""
+        stack = [dep]
+        seen: set[PartitionRef] = set()
+        while stack:
+            ref = stack.pop()
+            if ref == part.ref:
+                return True
+            if ref in seen:
+                continue
+            seen.add(ref)
+            node = self.state.partitions.get(ref)
+            if node is not None:
+                stack.extend(node.waiting_on)
+        wants = self.state.wants
+        for want_id in part.active_wants:
+            parent_id = wants[want_id].want.parent_want_id
+            visited: set[WantId] = set()
+            while parent_id is not None and parent_id not in visited and parent_id in wants:
+                visited.add(parent_id)
+                parent = wants[parent_id].want
+                if parent.partition_ref == dep:
+                    return True
+                parent_id = parent.parent_want_id
+        return False
 
     def _failed(self, run_id: JobRunId, outcome: RunFailed, now: float) -> None:
         run = self.state.runs[run_id]
@@ -680,9 +736,12 @@ class Reconciler:
             chosen: set[PartitionRef] = set()
             while queue and len(batch) < size:
                 ref = heapq.heappop(queue)[-1]
-                if ref not in chosen and self._dispatchable(ref, now):
-                    batch.append(ref)
-                    chosen.add(ref)
+                if ref in chosen or not self._dispatchable(ref, now):
+                    continue
+                if self._wait_for_hints(job, ref, now):
+                    continue  # it waits on hinted inputs; their wants are made
+                batch.append(ref)
+                chosen.add(ref)
             if not batch:
                 continue
             run_id = job_run_id_for(state.run_count + 1)

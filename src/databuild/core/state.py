@@ -180,6 +180,9 @@ class BuildState:
         # per upstream graph: the newest of its event sequences recorded here (the
         # follower resumes after it: core.federation)
         self.upstream_cursors: dict[str, int] = {}
+        # per partition: the hinted inputs it waited on before a run (``PartitionWaiting``),
+        # recorded edges like a run's missing inputs (``invalidation.dependents``)
+        self.hinted_inputs: dict[PartitionRef, frozenset[PartitionRef]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled (a snapshot) without the route cache: it is derived from the graph alone,
@@ -189,6 +192,7 @@ class BuildState:
         return attrs
 
     def __setstate__(self, attrs: dict[str, Any]) -> None:
+        attrs.setdefault("hinted_inputs", {})  # a snapshot taken before input hints existed
         self.__dict__.update(attrs)
         self._route_cache = {}
 
@@ -223,7 +227,10 @@ class BuildState:
         """The partitions an event is about, for filtering by partition: a partition
         event's own ref, the outputs of the run a run event is about (its start, its end,
         a retry), the ref of the want a want event is about."""
-        if isinstance(payload, ev.PartitionBuilding | ev.PartitionLive | ev.PartitionFailed):
+        if isinstance(
+            payload,
+            ev.PartitionBuilding | ev.PartitionLive | ev.PartitionFailed | ev.PartitionWaiting,
+        ):
             return (payload.partition_ref,)
         if isinstance(payload, ev.WantCreated):
             return (payload.want.partition_ref,)
@@ -627,6 +634,26 @@ def _partition_failed(state: BuildState, e: ev.PartitionFailed, now: float, seq:
     part.updated_at = now
 
 
+def _partition_waiting(state: BuildState, e: ev.PartitionWaiting, now: float, seq: int) -> None:
+    part = state.partition(e.partition_ref)
+    # tests/core: check first. Only an absent partition (wanted, not yet run) waits on its
+    # hints; the reconciler names only inputs that are not live.
+    if part.status is not PartitionStatus.ABSENT:
+        raise IllegalTransition(
+            f"partition {part.ref} cannot wait on hinted inputs: it is {part.status.value}"
+        )
+    waiting = {ref for ref in e.waiting_on if not state.is_live(ref)}
+    if not waiting or part.ref in waiting:
+        raise IllegalTransition(f"partition {part.ref} cannot wait on {sorted(e.waiting_on)}")
+    state._check_partition(part, PartitionStatus.WAITING)
+    observe(state.observed_needs, e.job_name, e.waiting_on, state.graph, now)
+    state.hinted_inputs[part.ref] = state.hinted_inputs.get(part.ref, frozenset()) | waiting
+    part.waiting_on = waiting
+    for dep in waiting:
+        state.waiters[dep].add(part.ref)
+    state._set_partition(part, PartitionStatus.WAITING, now)
+
+
 def _partitions_invalidated(
     state: BuildState, e: ev.PartitionsInvalidated, now: float, seq: int
 ) -> None:
@@ -666,6 +693,7 @@ _HANDLERS: dict[type, _Handler] = {
     ev.PartitionBuilding: _partition_building,
     ev.PartitionLive: _partition_live,
     ev.PartitionFailed: _partition_failed,
+    ev.PartitionWaiting: _partition_waiting,
     ev.PartitionsInvalidated: _partitions_invalidated,
     ev.ConfigReloaded: _config_reloaded,
     ev.ClockStepped: _clock_stepped,
@@ -699,6 +727,7 @@ def canonical(state: BuildState) -> dict[str, object]:
         "running": {k: tuple(sorted(v)) for k, v in sorted(state.running_by_job.items()) if v},
         "active_want_count": state.active_want_count,
         "upstream_cursors": dict(sorted(state.upstream_cursors.items())),
+        "hinted_inputs": {k: tuple(sorted(v)) for k, v in sorted(state.hinted_inputs.items())},
     }
 
 
