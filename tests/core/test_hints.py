@@ -104,9 +104,12 @@ def test_a_hinted_input_that_fails_fails_the_want_as_upstream_failed() -> None:
     failed = {f.want_id: f for f in sim.events_of(ev.WantFailed)}
     assert failed[parent].upstream_ref == "raw/date=1"
     assert runs_of(sim, "daily/date=1") == []
-    # asking again reopens it and waits on the (reopened) input again
+    # asking again: a hint does not ask for a failed input again (that would retry a failing
+    # input for ever); the job runs, and its discovery reopens the input, as without hints
     sim.want("daily/date=1")
-    assert sim.status(parent) == "waiting"
+    assert sim.status(parent) == "building"
+    sim.finish(sim.run_of("daily/date=1"), missing(("daily/date=1", ["raw/date=1"])))
+    assert sim.status(child_id("raw/date=1")) == "building"
     sim.finish(sim.run_of("raw/date=1"), ok())
     sim.finish(sim.run_of("daily/date=1"), ok())
     assert sim.status(parent) == "satisfied"
@@ -216,10 +219,15 @@ def test_two_jobs_that_hint_each_other_with_no_retries_terminate_as_a_cycle() ->
     # a waits on its hint b/1; b's hint a/1 leads back to b/1, so it is ignored and b runs
     assert [s.job_name for s in sim.starts()] == ["b"]
     runs = run_to_rest(sim, needs_the_other)
-    assert runs == 1
-    assert sim.status(root) == "upstream_failed"
+    # b reports a/1 missing: a cycle through a's hint wait, which is released; a runs and
+    # reports b/1 missing: a cycle the runs reported, which fails, as without hints
+    assert runs == 2
+    assert [s.job_name for s in sim.starts()] == ["b", "a"]
+    assert sim.status(root) == "failed"
     failed = {f.want_id: f for f in sim.events_of(ev.WantFailed)}
-    assert failed[child_id("b/1")].reason is ev.WantFailureReason.DEPENDENCY_CYCLE
+    assert failed[root].reason is ev.WantFailureReason.DEPENDENCY_CYCLE
+    assert "dependency cycle: a/1 -> b/1 -> a/1" in failed[root].message
+    assert sim.status(child_id("b/1")) == "upstream_failed"
     assert not any(w.active for w in sim.state.wants.values())
     assert sim.rec.next_wakeup() is None
     assert sim.replayed() == canonical(sim.state)
@@ -268,9 +276,31 @@ def test_a_three_job_hint_cycle_terminates() -> None:
         following = {"a": "b", "b": "c", "c": "a"}[out[0]]
         return missing((out, [f"{following}/{out[2:]}"]))
 
-    assert run_to_rest(sim, next_in_ring) == 1
-    assert sim.status(root) == "upstream_failed"
+    assert run_to_rest(sim, next_in_ring) == 3  # as many as discovery alone takes
+    assert sim.status(root) in ("failed", "upstream_failed")
+    reasons = {f.reason for f in sim.events_of(ev.WantFailed)}
+    assert ev.WantFailureReason.DEPENDENCY_CYCLE in reasons
     assert not any(w.active for w in sim.state.wants.values())
+
+
+def test_a_wrong_hint_against_the_real_dependency_does_not_fail_the_build() -> None:
+    # a hints b/1 (wrongly); b really reads a/1. Discovery closes the cycle a -> b -> a
+    # through a's hint wait: the wait is released, a builds, then b: what no hint gives.
+    sim = Sim(graph(job("a", "a/{x}", inputs=["b/{x}"], retries=0), job("b", "b/{x}")))
+    root = sim.want("a/1")
+
+    def b_reads_a(start: StartRun) -> RunOutcome:
+        out = start.partition_refs[0]
+        if out.startswith("b/") and not sim.state.is_live(ref("a/1")):
+            return missing((out, ["a/1"]))
+        return ok()
+
+    assert run_to_rest(sim, b_reads_a) == 3  # b (reports a/1), a, b
+    assert sim.status(root) == "satisfied"
+    assert sim.state.is_live(ref("b/1"))
+    released = [e for e in sim.events_of(ev.PartitionWaiting) if not e.waiting_on]
+    assert released == [ev.PartitionWaiting(ref("a/1"), "a", ())]
+    assert sim.replayed() == canonical(sim.state)
 
 
 def test_a_partition_hinting_itself_is_dispatched() -> None:

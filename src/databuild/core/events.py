@@ -176,7 +176,9 @@ class PartitionFailed:
 class PartitionWaiting:
     """Before dispatching ``partition_ref``, the reconciler found inputs its job's ``inputs``
     hints name not live: the partition waits on them (child wants ask for them) as if a run
-    had reported them missing, and the job runs once they are live."""
+    had reported them missing, and the job runs once they are live. With no ``waiting_on``,
+    the wait is released: a run's report closed a cycle through it, so the partition goes
+    to its job without waiting (hints are advisory; its discovery decides)."""
 
     partition_ref: PartitionRef
     job_name: str

@@ -335,6 +335,8 @@ class Reconciler:
             if part.status is not PartitionStatus.WAITING:
                 continue
             cycle = self._cycle(part)
+            if cycle and self._release_hint_waits(cycle, now):
+                cycle = []  # the cycle went through hints only; it is broken now
             if cycle:
                 message = "dependency cycle: " + " -> ".join(cycle)
                 self._emit(ev.PartitionFailed(part.ref, run_id, message), now)
@@ -409,21 +411,48 @@ class Reconciler:
 
         Only a partition that has not run yet (absent) waits on hints; a retry after a
         failure goes straight to the job, whose discovery decides. A hinted input whose
-        want chain leads back to ``ref`` (a cycle of hints) is ignored, so that the job
-        runs and its discovery decides: a real cycle is then reported and fails as one."""
+        want chain leads back to ``ref`` (a cycle of hints), and one that failed, are
+        ignored, so that the job runs and its discovery decides: a real cycle is then
+        reported and fails as one, and a failed input the job reads is asked for again."""
         part = self.state.partition(ref)
         if not job.inputs or part.status is not PartitionStatus.ABSENT:
             return False
         deps = tuple(
             dep
             for dep in hints.resolve(job, ref)
-            if not self.state.is_live(dep) and not self._leads_back(dep, part)
+            if self._worth_waiting_on(dep) and not self._leads_back(dep, part)
         )
         if not deps:
             return False
         self._emit(ev.PartitionWaiting(ref, job.name, deps), now)
         self._want_inputs(self.state.partition(ref), now)
+        if self.state.partition(ref).status is not PartitionStatus.WAITING:
+            # a hinted input nothing builds failed it at once: the inputs asked for in this
+            # step that nothing else needs are released, or they would build (and, through
+            # their own discovery, ask for ``ref`` again) for no one
+            for dep in deps:
+                self._release(dep, f"no longer needed: {ref} failed", now)
         return True
+
+    def _release_hint_waits(self, cycle: list[str], now: float) -> bool:
+        """A run's report closed ``cycle``: if partitions on it wait only because of hints,
+        they stop waiting (``PartitionWaiting`` with no inputs) and go to their jobs, whose
+        discovery decides: a hint never makes a cycle that discovery alone would not. True
+        if one was released (the cycle is then broken)."""
+        released = False
+        for ref in dict.fromkeys(PartitionRef(r) for r in cycle[1:-1]):
+            if ref in self.state.hint_waiting:
+                job = self.state.job_of(ref) or ""
+                self._emit(ev.PartitionWaiting(ref, job, ()), now)
+                released = True
+        return released
+
+    def _worth_waiting_on(self, dep: PartitionRef) -> bool:
+        """Not live, and not failed: a hinted input that failed is not asked for again by
+        a hint (that would reopen it, and a failing input would be retried for ever); the
+        job runs, and its discovery reopens the input if the job really reads it."""
+        node = self.state.partitions.get(dep)
+        return node is None or node.status not in (PartitionStatus.LIVE, PartitionStatus.FAILED)
 
     def _leads_back(self, dep: PartitionRef, part: PartitionRecord) -> bool:
         """Would ``part`` waiting on ``dep`` close a cycle? Yes when ``dep`` waits
@@ -663,6 +692,11 @@ class Reconciler:
         self._fire_timers(now)
         self._fail_orphans(now)
         self._dispatch(now, free_slots)
+        # waits on hinted inputs in dispatch may have made child wants: the timers they bring
+        # (an SLA deadline already past) fire in this tick too, as a run's missing inputs'
+        # would; nothing they fire is dispatchable (no retry timer is due)
+        self._fire_timers(now)
+        self._fail_orphans(now)
 
     def next_wakeup(self) -> float | None:
         """When ``tick`` next has timed work to do (None: only new inputs can make work)."""

@@ -183,6 +183,9 @@ class BuildState:
         # per partition: the hinted inputs it waited on before a run (``PartitionWaiting``),
         # recorded edges like a run's missing inputs (``invalidation.dependents``)
         self.hinted_inputs: dict[PartitionRef, frozenset[PartitionRef]] = {}
+        # partitions waiting now because of hints, not a run's report: the reconciler
+        # releases such a wait when discovery closes a cycle through it (hints are advisory)
+        self.hint_waiting: set[PartitionRef] = set()
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled (a snapshot) without the route cache: it is derived from the graph alone,
@@ -193,6 +196,7 @@ class BuildState:
 
     def __setstate__(self, attrs: dict[str, Any]) -> None:
         attrs.setdefault("hinted_inputs", {})  # a snapshot taken before input hints existed
+        attrs.setdefault("hint_waiting", set())
         self.__dict__.update(attrs)
         self._route_cache = {}
 
@@ -300,6 +304,8 @@ class BuildState:
 
     def _set_partition(self, part: PartitionRecord, status: PartitionStatus, now: float) -> None:
         self._check_partition(part, status)
+        if status is not PartitionStatus.WAITING:
+            self.hint_waiting.discard(part.ref)
         part.status = status
         part.updated_at = now
         want_status = _WANT_STATUS_OF_PARTITION[status]
@@ -378,6 +384,7 @@ class BuildState:
             heapq.heappush(self.sla_timers, (want.sla_deadline, want.want_id))
 
     def _clear_waiting(self, part: PartitionRecord) -> None:
+        self.hint_waiting.discard(part.ref)
         for dep in part.waiting_on:
             self.waiters[dep].discard(part.ref)
         part.waiting_on = _NO_REFS
@@ -636,6 +643,13 @@ def _partition_failed(state: BuildState, e: ev.PartitionFailed, now: float, seq:
 
 def _partition_waiting(state: BuildState, e: ev.PartitionWaiting, now: float, seq: int) -> None:
     part = state.partition(e.partition_ref)
+    if not e.waiting_on:  # released: it goes to its job, whose discovery decides
+        if part.ref not in state.hint_waiting or part.status is not PartitionStatus.WAITING:
+            raise IllegalTransition(f"partition {part.ref} does not wait on hinted inputs")
+        state._check_partition(part, PartitionStatus.ABSENT)
+        state._clear_waiting(part)
+        state._set_partition(part, PartitionStatus.ABSENT, now)
+        return
     # tests/core: check first. Only an absent partition (wanted, not yet run) waits on its
     # hints; the reconciler names only inputs that are not live.
     if part.status is not PartitionStatus.ABSENT:
@@ -652,6 +666,7 @@ def _partition_waiting(state: BuildState, e: ev.PartitionWaiting, now: float, se
     for dep in waiting:
         state.waiters[dep].add(part.ref)
     state._set_partition(part, PartitionStatus.WAITING, now)
+    state.hint_waiting.add(part.ref)
 
 
 def _partitions_invalidated(
@@ -728,6 +743,7 @@ def canonical(state: BuildState) -> dict[str, object]:
         "active_want_count": state.active_want_count,
         "upstream_cursors": dict(sorted(state.upstream_cursors.items())),
         "hinted_inputs": {k: tuple(sorted(v)) for k, v in sorted(state.hinted_inputs.items())},
+        "hint_waiting": tuple(sorted(state.hint_waiting)),
     }
 
 

@@ -679,7 +679,8 @@ Global___PartitionFailed: _TypeAlias = PartitionFailed  # noqa: Y015
 class PartitionWaiting(_message.Message):
     """Before dispatching a partition, the reconciler found inputs its job's `inputs` hints name
     not live: the partition waits on them (child wants ask for them), as if a run had reported
-    them missing; the job runs once they are live.
+    them missing; the job runs once they are live. No waiting_on: the wait is released (a run's
+    report closed a cycle through it), and the partition goes to its job.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
