@@ -1,6 +1,11 @@
 """Variants of the calendar example for the peer benchmark: batched or not, warm or cold
-Python jobs, shell jobs. (Input hints, which would add "with hints" variants, have not landed:
-issue 13's note says why.)
+Python jobs, shell jobs, with or without input hints.
+
+Input hints (``inputs`` in ``databuild.toml``, docs/config.md#input-hints): the example hints
+``clean``'s input (``raw/date={date}``), the only one of its jobs whose inputs a
+field-for-field pattern names (a week reads seven days, the summary every week). The
+``*_hints`` variants keep that hint; the others remove it, so that they measure discovery
+alone, as the figures before hints did.
 
 ``make(parent, variant)`` copies ``examples/calendar`` into ``parent`` and rewrites its
 ``databuild.toml`` (and, for the shell variant, its jobs) so that one build of
@@ -25,12 +30,13 @@ class Variant:
     unbatched: bool = False  # every job max_batch = 1
     cold: bool = False  # warm = false: a new Python process per run
     shell: bool = False  # sh jobs instead of the Python ones (implies unbatched, cold)
+    hints: bool = False  # keep the input hints (HINTS); without, every job discovers
 
     @property
     def describe(self) -> str:
         kind = "sh jobs" if self.shell else ("cold Python" if self.cold else "warm Python")
         batch = "max_batch 1" if self.unbatched or self.shell else "batched"
-        return f"{batch}, {kind}"
+        return f"{batch}, {kind}" + (", input hints" if self.hints else "")
 
 
 VARIANTS = {
@@ -40,8 +46,16 @@ VARIANTS = {
         Variant("unbatched_warm", unbatched=True),
         Variant("unbatched_cold", unbatched=True, cold=True),
         Variant("shell", unbatched=True, shell=True),
+        Variant("batched_warm_hints", hints=True),
+        Variant("unbatched_warm_hints", unbatched=True, hints=True),
+        Variant("unbatched_cold_hints", unbatched=True, cold=True, hints=True),
     )
 }
+
+# The input hints the *_hints variants give, per job: the inputs each run reads, as patterns
+# over its output's fields (only clean's can be written so).
+HINTS = {"clean": ("raw/date={date}",)}
+_HINT_BLOCK = re.compile(r"(?ms)^# Input hints:.*?^inputs = [^\n]*\n|^inputs = [^\n]*\n")
 
 INGEST_SH = """\
 for ref in "$@"; do
@@ -95,7 +109,11 @@ SHELL_JOBS = {"ingest": INGEST_SH, "clean": CLEAN_SH, "weekly": WEEKLY_SH, "summ
 
 def rewrite(config: str, variant: Variant) -> str:
     """The example's ``databuild.toml`` as ``variant`` wants it."""
-    text = config
+    text = _HINT_BLOCK.sub("", config)
+    if variant.hints:
+        for job, patterns in HINTS.items():
+            listed = ", ".join(f'"{p}"' for p in patterns)
+            text = text.replace(f"[jobs.{job}]\n", f"[jobs.{job}]\ninputs = [{listed}]\n", 1)
     if variant.unbatched or variant.shell:
         text = re.sub(r"(?m)^max_batch = \d+$", "max_batch = 1", text)
     if variant.cold or variant.shell:

@@ -4,10 +4,11 @@ Luigi runs ``bench.luigi_calendar`` as a real subprocess (local scheduler) in a 
 directory, with 1 worker (tasks run in the scheduler's process: the configuration a user
 would pick for this workload) and with ``--parallel`` workers (a forked process per task).
 DataBuild runs the cold build of ``bench.cold_build`` on variants of the calendar
-(``bench.calendar_variants``): the example as it is (batched, warm Python jobs), every job
+(``bench.calendar_variants``): the example's jobs batched and warm, every job
 ``max_batch = 1`` with warm and with cold (a new Python process per run) jobs, and shell
-jobs. The headline ratio is DataBuild wall / the *faster*
-Luigi's wall.
+jobs, all without input hints (discovery alone); and ``batched_warm_hints``,
+``unbatched_warm_hints``, ``unbatched_cold_hints`` with the example's hint on ``clean``. The
+headline ratio is DataBuild wall / the *faster* Luigi's wall.
 
 Per variant it reports runs per build, runs per partition (runs / partitions Luigi writes)
 and orchestration overhead per run, ``(wall x slots - jobs' own time) / runs``: the slot

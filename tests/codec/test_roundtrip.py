@@ -87,6 +87,9 @@ STRATEGIES: dict[type, st.SearchStrategy[Any]] = {
     ev.PartitionBuilding: st.builds(ev.PartitionBuilding, REFS, RUN_IDS),
     ev.PartitionLive: st.builds(ev.PartitionLive, REFS, st.none() | RUN_IDS, TEXT),
     ev.PartitionFailed: st.builds(ev.PartitionFailed, REFS, st.none() | RUN_IDS, TEXT, FLOATS),
+    ev.PartitionWaiting: st.builds(
+        ev.PartitionWaiting, REFS, TEXT, st.lists(REFS, max_size=4).map(tuple)
+    ),
     ev.PartitionsInvalidated: st.builds(
         ev.PartitionsInvalidated, st.lists(REFS, max_size=4).map(tuple), TEXT, TEXT
     ),

@@ -55,6 +55,8 @@ def test_example_config_loads() -> None:
     assert [p.template for p in jobs["clean"].outputs] == ["daily/date={date}"]
     assert [p.template for p in jobs["weekly"].outputs] == ["weekly/week={week}"]
     assert [p.template for p in jobs["summary"].outputs] == ["summary/all"]
+    assert [p.template for p in jobs["clean"].inputs] == ["raw/date={date}"]
+    assert jobs["ingest"].inputs == jobs["weekly"].inputs == jobs["summary"].inputs == ()
     assert (jobs["ingest"].max_batch, jobs["clean"].max_batch, jobs["weekly"].max_batch) == (
         256,
         256,

@@ -42,6 +42,7 @@ def job(
     retries: int = 2,
     backoff: float = 1.0,
     backoff_max: float = 300.0,
+    inputs: Sequence[str] = (),
 ) -> JobSpec:
     return JobSpec(
         name=name,
@@ -52,6 +53,7 @@ def job(
         retries=retries,
         retry_backoff_seconds=backoff,
         retry_backoff_max_seconds=backoff_max,
+        inputs=tuple(PartitionPattern.compile(p) for p in inputs),
     )
 
 

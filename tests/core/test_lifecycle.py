@@ -288,6 +288,13 @@ def _scenario_live_at_once() -> Sim:
     return sim
 
 
+def _scenario_hinted_input_not_live() -> Sim:
+    sim = Sim(graph(job("a", "a/{x}", inputs=["dep/{x}"]), job("dep", "dep/{x}")))
+    sim.want("a/1", slots=0)
+    sim.tick()  # PENDING -> WAITING: its hinted input is wanted before a/1 runs
+    return sim
+
+
 def _scenario_unbuildable() -> Sim:
     sim = _graph_sim()
     sim.want("nope/x")
@@ -485,6 +492,7 @@ WANT_SCENARIOS: dict[WantEdge, Callable[[], Sim]] = {
     (None, W.RETRYING): _scenario_want_on_backoff,
     (W.PENDING, W.BUILDING): _scenario_want_pending_then_building,
     (W.PENDING, W.SATISFIED): _scenario_live_at_once,
+    (W.PENDING, W.WAITING): _scenario_hinted_input_not_live,
     (W.PENDING, W.FAILED): _scenario_unbuildable,
     (W.PENDING, W.EXPIRED): _scenario_expired_pending,
     (W.PENDING, W.CANCELED): _scenario_cancel_pending,

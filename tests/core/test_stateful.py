@@ -74,6 +74,18 @@ class Model:
     partitions: tuple[PartitionRef, ...]  # every partition a want may name
 
 
+def hints_for(layer: int, layers: int) -> st.SearchStrategy[list[str]]:
+    """Input hints a job may declare, true or not (they are advisory): the partition of the
+    same ``p`` one layer down (often a real input), one layer up (against the real edges: a
+    cycle with discovery), itself, or one nothing builds."""
+    options = [f"l{layer}/p={{p}}", "nope/p={p}"]
+    if layer > 0:
+        options.append(f"l{layer - 1}/p={{p}}")
+    if layer < layers - 1:
+        options.append(f"l{layer + 1}/p={{p}}")
+    return st.lists(st.sampled_from(options), unique=True, max_size=2) | st.just([])
+
+
 @st.composite
 def models(draw: st.DrawFn) -> Model:
     layers = draw(st.integers(2, 4))
@@ -100,6 +112,9 @@ def models(draw: st.DrawFn) -> Model:
             retries=draw(st.integers(0, 2)),
             retry_backoff_seconds=1.0,
             retry_backoff_max_seconds=4.0,
+            inputs=tuple(
+                PartitionPattern.compile(h) for h in draw(hints_for(layer, layers), label="hints")
+            ),
         )
         for layer in range(layers)
     )

@@ -279,3 +279,56 @@ def test_ctrl_c_stops_a_build_with_one_line_and_the_next_build_finishes(graph: P
     again = run_cli(graph, "build", "gate/id=1", "summary/all")
     assert again.returncode == 0, again.stderr
     check_outputs(graph)
+
+
+def runs_per_partition(runs: list[dict[str, object]]) -> dict[str, int]:
+    """How many runs each partition was dispatched in (JobRunQueued per partition)."""
+    counts: dict[str, int] = {}
+    for run in runs:
+        for ref in run["partition_refs"]:  # type: ignore[attr-defined]
+            counts[ref] = counts.get(ref, 0) + 1
+    return counts
+
+
+def without_hints(graph: Path) -> None:
+    config = graph / "databuild.toml"
+    text = config.read_text()
+    assert 'inputs = ["raw/date={date}"]\n' in text  # the example hints clean's input
+    config.write_text(text.replace('inputs = ["raw/date={date}"]\n', ""))
+
+
+def test_input_hints_make_a_cold_build_run_each_hinted_partition_once(
+    graph: Path, tmp_path: Path
+) -> None:
+    days = [f"daily/date=2024-01-{d:02d}" for d in range(1, DAYS + 1)]
+    built = run_cli(graph, "build", "-q", *days)
+    assert built.returncode == 0, built.stdout + built.stderr
+    counts = runs_per_partition(job_runs(graph))
+    # every raw and daily day in exactly one run: the dailies waited on their hinted raw days
+    assert len(counts) == 2 * DAYS
+    assert sum(counts.values()) / len(counts) == 1.0
+    assert all(r["status"] == "succeeded" for r in job_runs(graph))
+
+    # the whole example: the weeks and the summary still discover their inputs (one extra
+    # run each); the hinted dailies run once
+    whole = tmp_path / "whole"
+    shutil.copytree(graph, whole, ignore=shutil.ignore_patterns("data", ".databuild"))
+    assert run_cli(whole, "build", "-q", "summary/all").returncode == 0
+    check_outputs(whole)
+    counts = runs_per_partition(job_runs(whole))
+    assert len(counts) == 21 + 21 + 3 + 1
+    assert {ref: n for ref, n in counts.items() if n != 1} == {
+        **{f"weekly/week=2024-W0{w}": 2 for w in (1, 2, 3)},
+        "summary/all": 2,
+    }
+    with_hints = sum(counts.values()) / len(counts)
+
+    # the same build without the hint: every daily runs twice (once to learn its input)
+    bare = tmp_path / "bare"
+    shutil.copytree(graph, bare, ignore=shutil.ignore_patterns("data", ".databuild"))
+    without_hints(bare)
+    assert run_cli(bare, "build", "-q", "summary/all").returncode == 0
+    check_outputs(bare)
+    counts = runs_per_partition(job_runs(bare))
+    assert all(n == 2 for ref, n in counts.items() if ref.startswith("daily/"))
+    assert (with_hints, sum(counts.values()) / len(counts)) == (50 / 46, 71 / 46)

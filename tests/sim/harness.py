@@ -59,6 +59,7 @@ concurrency = 2
 [jobs.clean]
 outputs = ["daily/date={date}"]
 command = ["true"]
+inputs = ["raw/date={date}"]  # an input hint: raw is wanted before the first run
 retries = 3
 retry_backoff = "30s"
 concurrency = 2

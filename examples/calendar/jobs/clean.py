@@ -1,9 +1,10 @@
 """Job ``clean``: builds ``daily/date=YYYY-MM-DD`` from ``raw/date=YYYY-MM-DD``.
 
 DataBuild runs it as ``python jobs/clean.py REF...`` in the graph directory. It drops missing
-readings, stamps each kept one with its UTC hour and totals the day. When the raw partition is
-not live yet, ``sdk.require_for`` reports it missing and DataBuild builds it, then runs this
-again for that day; the other days of the batch are built at once.
+readings, stamps each kept one with its UTC hour and totals the day. databuild.toml hints the
+raw day as this job's input, so DataBuild builds it before the first run; should it still not
+be live, ``sdk.require_for`` reports it missing and DataBuild builds it, then runs this again
+for that day; the other days of the batch are built at once.
 The pure functions above ``build_batch`` are what the tests import; only it reads and writes.
 """
 

@@ -244,6 +244,7 @@ class JobTable(_Table):
         Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_version)] | None
     ) = None
     resources: ResourcesTable = Field(default_factory=lambda: ResourcesTable())
+    inputs: list[Pattern] = Field(default_factory=list)  # input hints (core.hints)
 
 
 class StorageTable(_Table):

@@ -33,6 +33,7 @@ from databuild.config.graph_config import (
 from databuild.config.overlap import overlap
 from databuild.config.problems import config_error_from, dotted_key
 from databuild.config.schedule import ScheduleSpec
+from databuild.core import hints
 from databuild.core.errors import ConfigError, InvalidInput
 from databuild.core.model import GraphSpec, JobSpec, RunResources, UpstreamSpec
 from databuild.core.refs import PartitionPattern
@@ -125,6 +126,7 @@ class _Assembly:
             external_spec(self.path, name, table) for name, table in parsed.externals.items()
         )
         self.check_unique_patterns(parsed)
+        self.check_hints(parsed)
         try:
             graph = GraphSpec(
                 name=parsed.graph.name, jobs=jobs, upstreams=upstreams, externals=externals
@@ -217,6 +219,7 @@ class _Assembly:
                 memory_bytes=table.resources.memory,
                 custom=tuple(sorted(table.resources.custom.items())),
             ),
+            inputs=tuple(table.inputs),
         )
 
     def expand(self, value: str, loc: tuple[int | str, ...]) -> str:
@@ -286,6 +289,59 @@ class _Assembly:
                         )
                 seen.append((owner, loc, pattern))
 
+    def check_hints(self, parsed: GraphFile) -> None:
+        """Each input hint can be filled from every output pattern of its job, is listed
+        once, and the hints form no cycle: no hint that can match an output of its own job,
+        and no ring of jobs each hinting an output of the next (``overlap``), which would
+        make a partition wait on itself. The reconciler also ignores a hint that leads
+        back at run time; refusing the ones the patterns show keeps them out of files."""
+        edges: dict[str, list[tuple[str, int, PartitionPattern, PartitionPattern, str]]] = {}
+        for name, table in parsed.jobs.items():
+            edges[name] = []
+            for index, hint in enumerate(table.inputs):
+                loc: tuple[int | str, ...] = ("jobs", name, "inputs", index)
+                if table.inputs.index(hint) != index:
+                    raise self.error(loc, f"pattern {hint.template!r} is listed twice")
+                for out_index, output in enumerate(table.outputs):
+                    lacking = hints.missing_fields(hint, output)
+                    if lacking:
+                        raise self.error(
+                            loc,
+                            f"job {name!r}: input hint {hint.template!r} names the field "
+                            f"{{{lacking[0]}}}, which its output pattern {output.template!r} "
+                            f"(jobs.{name}.outputs[{out_index}]) lacks; a hint's fields are "
+                            "filled from the fields of the output partition being built",
+                        )
+                for other, other_table in parsed.jobs.items():
+                    for output in other_table.outputs:
+                        witness = overlap(hint, output)
+                        if witness is not None:
+                            edges[name].append((other, index, hint, output, witness))
+        for name in parsed.jobs:
+            for other, index, hint, output, witness in edges[name]:
+                if other == name:
+                    raise self.error(
+                        ("jobs", name, "inputs", index),
+                        f"job {name!r}: input hint {hint.template!r} can match its own output "
+                        f"pattern {output.template!r} (both match {witness!r}): a partition "
+                        "would wait on itself; remove the hint (discovery at run time still "
+                        "finds the inputs the job really reads)",
+                    )
+        cycle = _hint_cycle(edges)
+        if cycle:
+            steps = "; ".join(
+                f"job {job!r} hints {hint.template!r}, an output of job {other!r}"
+                for job, other, hint in cycle
+            )
+            first, _, hint = cycle[0]
+            index = parsed.jobs[first].inputs.index(hint)
+            raise self.error(
+                ("jobs", first, "inputs", index),
+                f"input hints form a cycle: {steps}; a partition would wait on itself "
+                "through the others, so remove one of these hints (discovery at run time "
+                "still finds the inputs each job really reads)",
+            )
+
     def check_routable(self, graph: GraphSpec, schedule: ScheduleSpec) -> None:
         sample = schedule.ref_for(_SAMPLE_DAY)
         route = graph.route(sample)
@@ -332,6 +388,40 @@ class _Assembly:
 
 
 _OWNER_KIND = {"jobs": "job", "upstreams": "upstream", "externals": "external"}
+
+
+_HintEdge = tuple[str, int, PartitionPattern, PartitionPattern, str]
+
+
+def _hint_cycle(edges: dict[str, list[_HintEdge]]) -> list[tuple[str, str, PartitionPattern]]:
+    """A ring of two or more jobs, each hinting an output of the next, as (job, next job,
+    hint) steps; [] when there is none. Depth first over the jobs in file order."""
+    marks: dict[str, bool] = {}  # True: on the current path; False: explored, no ring
+    path: list[tuple[str, str, PartitionPattern]] = []
+
+    def visit(job: str) -> list[tuple[str, str, PartitionPattern]]:
+        marks[job] = True
+        for other, _, hint, _, _ in edges[job]:
+            if other == job:
+                continue  # a job hinting its own output is refused on its own
+            if marks.get(other):
+                start = next(i for i, step in enumerate(path) if step[0] == other)
+                return [*path[start:], (job, other, hint)]
+            if other not in marks:
+                path.append((job, other, hint))
+                found = visit(other)
+                if found:
+                    return found
+                path.pop()
+        marks[job] = False
+        return []
+
+    for job in edges:
+        if job not in marks:
+            found = visit(job)
+            if found:
+                return found
+    return []
 
 
 def _python_script(command: list[str]) -> bool:

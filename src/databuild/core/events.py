@@ -174,6 +174,19 @@ class PartitionFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class PartitionWaiting:
+    """Before dispatching ``partition_ref``, the reconciler found inputs its job's ``inputs``
+    hints name not live: the partition waits on them (child wants ask for them) as if a run
+    had reported them missing, and the job runs once they are live. With no ``waiting_on``,
+    the wait is released: a run's report closed a cycle through it, so the partition goes
+    to its job without waiting (hints are advisory; its discovery decides)."""
+
+    partition_ref: PartitionRef
+    job_name: str
+    waiting_on: tuple[PartitionRef, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class PartitionsInvalidated:
     """Live partitions that turned out wrong become absent again (``databuild partition
     invalidate``): not live to any job or want, rebuilt when wanted (the satisfied wants
@@ -222,6 +235,7 @@ EventPayload = (
     | PartitionBuilding
     | PartitionLive
     | PartitionFailed
+    | PartitionWaiting
     | PartitionsInvalidated
     | ConfigReloaded
     | ClockStepped
@@ -244,6 +258,7 @@ PAYLOAD_TYPES: tuple[type[EventPayload], ...] = (
     PartitionBuilding,
     PartitionLive,
     PartitionFailed,
+    PartitionWaiting,
     PartitionsInvalidated,
     ConfigReloaded,
     ClockStepped,
@@ -272,7 +287,7 @@ def partition_refs_of(payload: EventPayload) -> tuple[PartitionRef, ...]:
     """The partitions an event is about (for filtering streams by partition pattern)."""
     if isinstance(payload, WantCreated):
         return (payload.want.partition_ref,)
-    if isinstance(payload, PartitionBuilding | PartitionLive | PartitionFailed):
+    if isinstance(payload, PartitionBuilding | PartitionLive | PartitionFailed | PartitionWaiting):
         return (payload.partition_ref,)
     if isinstance(payload, JobRunQueued):
         return payload.partition_refs

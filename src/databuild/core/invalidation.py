@@ -6,7 +6,8 @@ partition built from it is invalidated too, transitively. What was built from wh
 learned from the log: each ``job_run_missing_deps`` event names, per output, the inputs a
 run lacked, and the fold keeps them on the run (``JobRunRecord.missing``). A run that found
 all its inputs live reported none, so an edge is known only once a build discovered it
-(a cold build discovers all of them); docs/concepts.md says so.
+(a cold build discovers all of them); docs/concepts.md says so. Inputs a partition waited on
+because its job's ``inputs`` hints named them (``PartitionWaiting``) are edges too.
 
 ``by_version`` picks the live partitions of one job built under another version of it
 (``core.versions``): ``invalidate --job NAME --older-than-version``.
@@ -36,6 +37,9 @@ def dependents(state: BuildState) -> dict[PartitionRef, set[PartitionRef]]:
         for item in run.missing:
             for dep in item.missing_refs:
                 edges[dep].add(item.partition_ref)
+    for ref, deps in state.hinted_inputs.items():  # inputs waited on before a run (hints)
+        for dep in deps:
+            edges[dep].add(ref)
     return edges
 
 

@@ -18,8 +18,9 @@ ACTIVE_WANT_STATUSES = frozenset({W.PENDING, W.BUILDING, W.WAITING, W.RETRYING})
 # new status -> allowed; ``None`` is "does not exist yet".
 WANT_TRANSITIONS: dict[WantStatus | None, frozenset[WantStatus]] = {
     None: ACTIVE_WANT_STATUSES,
+    # pending -> waiting: its job's input hints name inputs that are not live yet
     W.PENDING: frozenset(
-        {W.BUILDING, W.SATISFIED, W.FAILED, W.UPSTREAM_FAILED, W.EXPIRED, W.CANCELED}
+        {W.BUILDING, W.WAITING, W.SATISFIED, W.FAILED, W.UPSTREAM_FAILED, W.EXPIRED, W.CANCELED}
     ),
     W.BUILDING: frozenset(
         {W.PENDING, W.WAITING, W.RETRYING, W.SATISFIED, W.FAILED, W.EXPIRED, W.CANCELED}

@@ -144,6 +144,9 @@ class JobSpec:
     warm: bool = False  # a Python script run in a reused interpreter (same job protocol)
     version: str = ""  # recorded on each partition a run builds; "" none declared
     resources: RunResources = RunResources()
+    # input hints: patterns over the outputs' fields naming inputs wanted before a run
+    # (``core.hints``); advisory, the run's discovery stays the source of truth
+    inputs: tuple[PartitionPattern, ...] = ()
 
     def builds(self, ref: str) -> bool:
         return any(p.match(ref) is not None for p in self.outputs)

@@ -16,7 +16,7 @@ import heapq
 from dataclasses import dataclass
 
 from databuild.core import events as ev
-from databuild.core import externals, sla
+from databuild.core import externals, hints, sla
 from databuild.core.errors import NotFound
 from databuild.core.lifecycle import JobRunStatus, PartitionStatus
 from databuild.core.model import (
@@ -336,6 +336,8 @@ class Reconciler:
             if part.status is not PartitionStatus.WAITING:
                 continue
             cycle = self._cycle(part)
+            if cycle and self._release_hint_waits(cycle, now):
+                cycle = []  # the cycle went through hints only; it is broken now
             if cycle:
                 message = "dependency cycle: " + " -> ".join(cycle)
                 self._emit(ev.PartitionFailed(part.ref, run_id, message), now)
@@ -344,14 +346,19 @@ class Reconciler:
                 )
                 self._cascade_upstream_failure(part.ref, message, now)
                 continue
-            for want_id in sorted(part.active_wants):
-                parent = self.state.wants[want_id].want
-                for dep in sorted(part.waiting_on):
-                    self._want_child(parent, dep, now)
-                    if self.state.partition(part.ref).status is not PartitionStatus.WAITING:
-                        break  # a child failed at once (unbuildable) and failed this too
+            self._want_inputs(part, now)
+
+    def _want_inputs(self, part: PartitionRecord, now: float) -> None:
+        """Each input a waiting partition lacks becomes a child want of each of its active
+        wants: for inputs a run reported missing and for those its job's hints name alike."""
+        for want_id in sorted(part.active_wants):
+            parent = self.state.wants[want_id].want
+            for dep in sorted(part.waiting_on):
+                self._want_child(parent, dep, now)
                 if self.state.partition(part.ref).status is not PartitionStatus.WAITING:
-                    break
+                    break  # a child failed at once (unbuildable) and failed this too
+            if self.state.partition(part.ref).status is not PartitionStatus.WAITING:
+                break
 
     def _want_child(self, parent: Want, dep: PartitionRef, now: float) -> None:
         child_id = want_id_for(dep, parent.data_timestamp, WantSource.DERIVED)
@@ -397,6 +404,84 @@ class Reconciler:
             if node is not None:
                 stack.extend((d, [*path, d]) for d in sorted(node.waiting_on))
         return []
+
+    def _wait_for_hints(self, job: JobSpec, ref: PartitionRef, now: float) -> bool:
+        """About to dispatch ``ref``: if its job's input hints name inputs that are not
+        live, ``ref`` waits on them instead (``PartitionWaiting``, then child wants exactly
+        as for inputs a run reported missing) and True is returned: do not dispatch it now.
+
+        Only a partition that has not run yet (absent) waits on hints; a retry after a
+        failure goes straight to the job, whose discovery decides. A hinted input whose
+        want chain leads back to ``ref`` (a cycle of hints), and one that failed, are
+        ignored, so that the job runs and its discovery decides: a real cycle is then
+        reported and fails as one, and a failed input the job reads is asked for again."""
+        part = self.state.partition(ref)
+        if not job.inputs or part.status is not PartitionStatus.ABSENT:
+            return False
+        deps = tuple(
+            dep
+            for dep in hints.resolve(job, ref)
+            if self._worth_waiting_on(dep) and not self._leads_back(dep, part)
+        )
+        if not deps:
+            return False
+        self._emit(ev.PartitionWaiting(ref, job.name, deps), now)
+        self._want_inputs(self.state.partition(ref), now)
+        if self.state.partition(ref).status is not PartitionStatus.WAITING:
+            # a hinted input nothing builds failed it at once: the inputs asked for in this
+            # step that nothing else needs are released, or they would build (and, through
+            # their own discovery, ask for ``ref`` again) for no one
+            for dep in deps:
+                self._release(dep, f"no longer needed: {ref} failed", now)
+        return True
+
+    def _release_hint_waits(self, cycle: list[str], now: float) -> bool:
+        """A run's report closed ``cycle``: if partitions on it wait only because of hints,
+        they stop waiting (``PartitionWaiting`` with no inputs) and go to their jobs, whose
+        discovery decides: a hint never makes a cycle that discovery alone would not. True
+        if one was released (the cycle is then broken)."""
+        released = False
+        for ref in dict.fromkeys(PartitionRef(r) for r in cycle[1:-1]):
+            if ref in self.state.hint_waiting:
+                job = self.state.job_of(ref) or ""
+                self._emit(ev.PartitionWaiting(ref, job, ()), now)
+                released = True
+        return released
+
+    def _worth_waiting_on(self, dep: PartitionRef) -> bool:
+        """Not live, and not failed: a hinted input that failed is not asked for again by
+        a hint (that would reopen it, and a failing input would be retried for ever); the
+        job runs, and its discovery reopens the input if the job really reads it."""
+        node = self.state.partitions.get(dep)
+        return node is None or node.status not in (PartitionStatus.LIVE, PartitionStatus.FAILED)
+
+    def _leads_back(self, dep: PartitionRef, part: PartitionRecord) -> bool:
+        """Would ``part`` waiting on ``dep`` close a cycle? Yes when ``dep`` waits
+        (transitively) on ``part``, or when a want of ``dep`` is an ancestor of a want of
+        ``part`` (whatever state ``dep`` is in now: building, backing off, failed)."""
+        stack = [dep]
+        seen: set[PartitionRef] = set()
+        while stack:
+            ref = stack.pop()
+            if ref == part.ref:
+                return True
+            if ref in seen:
+                continue
+            seen.add(ref)
+            node = self.state.partitions.get(ref)
+            if node is not None:
+                stack.extend(node.waiting_on)
+        wants = self.state.wants
+        for want_id in part.active_wants:
+            parent_id = wants[want_id].want.parent_want_id
+            visited: set[WantId] = set()
+            while parent_id is not None and parent_id not in visited and parent_id in wants:
+                visited.add(parent_id)
+                parent = wants[parent_id].want
+                if parent.partition_ref == dep:
+                    return True
+                parent_id = parent.parent_want_id
+        return False
 
     def _failed(self, run_id: JobRunId, outcome: RunFailed, now: float) -> None:
         run = self.state.runs[run_id]
@@ -608,6 +693,11 @@ class Reconciler:
         self._fire_timers(now)
         self._fail_orphans(now)
         self._dispatch(now, free_slots)
+        # waits on hinted inputs in dispatch may have made child wants: the timers they bring
+        # (an SLA deadline already past) fire in this tick too, as a run's missing inputs'
+        # would; nothing they fire is dispatchable (no retry timer is due)
+        self._fire_timers(now)
+        self._fail_orphans(now)
 
     def next_wakeup(self) -> float | None:
         """When ``tick`` next has timed work to do (None: only new inputs can make work)."""
@@ -681,9 +771,12 @@ class Reconciler:
             chosen: set[PartitionRef] = set()
             while queue and len(batch) < size:
                 ref = heapq.heappop(queue)[-1]
-                if ref not in chosen and self._dispatchable(ref, now):
-                    batch.append(ref)
-                    chosen.add(ref)
+                if ref in chosen or not self._dispatchable(ref, now):
+                    continue
+                if self._wait_for_hints(job, ref, now):
+                    continue  # it waits on hinted inputs; their wants are made
+                batch.append(ref)
+                chosen.add(ref)
             if not batch:
                 continue
             run_id = job_run_id_for(state.run_count + 1)

@@ -180,6 +180,12 @@ class BuildState:
         # per upstream graph: the newest of its event sequences recorded here (the
         # follower resumes after it: core.federation)
         self.upstream_cursors: dict[str, int] = {}
+        # per partition: the hinted inputs it waited on before a run (``PartitionWaiting``),
+        # recorded edges like a run's missing inputs (``invalidation.dependents``)
+        self.hinted_inputs: dict[PartitionRef, frozenset[PartitionRef]] = {}
+        # partitions waiting now because of hints, not a run's report: the reconciler
+        # releases such a wait when discovery closes a cycle through it (hints are advisory)
+        self.hint_waiting: set[PartitionRef] = set()
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled (a snapshot) without the route cache: it is derived from the graph alone,
@@ -189,6 +195,8 @@ class BuildState:
         return attrs
 
     def __setstate__(self, attrs: dict[str, Any]) -> None:
+        attrs.setdefault("hinted_inputs", {})  # a snapshot taken before input hints existed
+        attrs.setdefault("hint_waiting", set())
         self.__dict__.update(attrs)
         self._route_cache = {}
 
@@ -223,7 +231,10 @@ class BuildState:
         """The partitions an event is about, for filtering by partition: a partition
         event's own ref, the outputs of the run a run event is about (its start, its end,
         a retry), the ref of the want a want event is about."""
-        if isinstance(payload, ev.PartitionBuilding | ev.PartitionLive | ev.PartitionFailed):
+        if isinstance(
+            payload,
+            ev.PartitionBuilding | ev.PartitionLive | ev.PartitionFailed | ev.PartitionWaiting,
+        ):
             return (payload.partition_ref,)
         if isinstance(payload, ev.WantCreated):
             return (payload.want.partition_ref,)
@@ -293,6 +304,8 @@ class BuildState:
 
     def _set_partition(self, part: PartitionRecord, status: PartitionStatus, now: float) -> None:
         self._check_partition(part, status)
+        if status is not PartitionStatus.WAITING:
+            self.hint_waiting.discard(part.ref)
         part.status = status
         part.updated_at = now
         want_status = _WANT_STATUS_OF_PARTITION[status]
@@ -371,6 +384,7 @@ class BuildState:
             heapq.heappush(self.sla_timers, (want.sla_deadline, want.want_id))
 
     def _clear_waiting(self, part: PartitionRecord) -> None:
+        self.hint_waiting.discard(part.ref)
         for dep in part.waiting_on:
             self.waiters[dep].discard(part.ref)
         part.waiting_on = _NO_REFS
@@ -635,6 +649,34 @@ def _partition_failed(state: BuildState, e: ev.PartitionFailed, now: float, seq:
     part.updated_at = now
 
 
+def _partition_waiting(state: BuildState, e: ev.PartitionWaiting, now: float, seq: int) -> None:
+    part = state.partition(e.partition_ref)
+    if not e.waiting_on:  # released: it goes to its job, whose discovery decides
+        if part.ref not in state.hint_waiting or part.status is not PartitionStatus.WAITING:
+            raise IllegalTransition(f"partition {part.ref} does not wait on hinted inputs")
+        state._check_partition(part, PartitionStatus.ABSENT)
+        state._clear_waiting(part)
+        state._set_partition(part, PartitionStatus.ABSENT, now)
+        return
+    # tests/core: check first. Only an absent partition (wanted, not yet run) waits on its
+    # hints; the reconciler names only inputs that are not live.
+    if part.status is not PartitionStatus.ABSENT:
+        raise IllegalTransition(
+            f"partition {part.ref} cannot wait on hinted inputs: it is {part.status.value}"
+        )
+    waiting = {ref for ref in e.waiting_on if not state.is_live(ref)}
+    if not waiting or part.ref in waiting:
+        raise IllegalTransition(f"partition {part.ref} cannot wait on {sorted(e.waiting_on)}")
+    state._check_partition(part, PartitionStatus.WAITING)
+    observe(state.observed_needs, e.job_name, e.waiting_on, state.graph, now)
+    state.hinted_inputs[part.ref] = state.hinted_inputs.get(part.ref, frozenset()) | waiting
+    part.waiting_on = waiting
+    for dep in waiting:
+        state.waiters[dep].add(part.ref)
+    state._set_partition(part, PartitionStatus.WAITING, now)
+    state.hint_waiting.add(part.ref)
+
+
 def _partitions_invalidated(
     state: BuildState, e: ev.PartitionsInvalidated, now: float, seq: int
 ) -> None:
@@ -674,6 +716,7 @@ _HANDLERS: dict[type, _Handler] = {
     ev.PartitionBuilding: _partition_building,
     ev.PartitionLive: _partition_live,
     ev.PartitionFailed: _partition_failed,
+    ev.PartitionWaiting: _partition_waiting,
     ev.PartitionsInvalidated: _partitions_invalidated,
     ev.ConfigReloaded: _config_reloaded,
     ev.ClockStepped: _clock_stepped,
@@ -707,6 +750,8 @@ def canonical(state: BuildState) -> dict[str, object]:
         "running": {k: tuple(sorted(v)) for k, v in sorted(state.running_by_job.items()) if v},
         "active_want_count": state.active_want_count,
         "upstream_cursors": dict(sorted(state.upstream_cursors.items())),
+        "hinted_inputs": {k: tuple(sorted(v)) for k, v in sorted(state.hinted_inputs.items())},
+        "hint_waiting": tuple(sorted(state.hint_waiting)),
     }
 
 

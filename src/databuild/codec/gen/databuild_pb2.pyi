@@ -684,6 +684,38 @@ class PartitionFailed(_message.Message):
 Global___PartitionFailed: _TypeAlias = PartitionFailed  # noqa: Y015
 
 @_typing.final
+class PartitionWaiting(_message.Message):
+    """Before dispatching a partition, the reconciler found inputs its job's `inputs` hints name
+    not live: the partition waits on them (child wants ask for them), as if a run had reported
+    them missing; the job runs once they are live. No waiting_on: the wait is released (a run's
+    report closed a cycle through it), and the partition goes to its job.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARTITION_REF_FIELD_NUMBER: _builtins.int
+    JOB_NAME_FIELD_NUMBER: _builtins.int
+    WAITING_ON_FIELD_NUMBER: _builtins.int
+    partition_ref: _builtins.str
+    job_name: _builtins.str
+    @_builtins.property
+    def waiting_on(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        partition_ref: _builtins.str = ...,
+        job_name: _builtins.str = ...,
+        waiting_on: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_name", b"job_name", "partition_ref", b"partition_ref", "waiting_on", b"waiting_on"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PartitionWaiting: _TypeAlias = PartitionWaiting  # noqa: Y015
+
+@_typing.final
 class PartitionsInvalidated(_message.Message):
     """Live partitions that turned out wrong become absent again (`databuild partition
     invalidate`); the whole decided set, downstream included when asked for.
@@ -798,6 +830,7 @@ class BuildEvent(_message.Message):
     PARTITION_LIVE_FIELD_NUMBER: _builtins.int
     PARTITION_FAILED_FIELD_NUMBER: _builtins.int
     PARTITIONS_INVALIDATED_FIELD_NUMBER: _builtins.int
+    PARTITION_WAITING_FIELD_NUMBER: _builtins.int
     CONFIG_RELOADED_FIELD_NUMBER: _builtins.int
     CLOCK_STEPPED_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
@@ -840,6 +873,8 @@ class BuildEvent(_message.Message):
     @_builtins.property
     def partitions_invalidated(self) -> Global___PartitionsInvalidated: ...
     @_builtins.property
+    def partition_waiting(self) -> Global___PartitionWaiting: ...
+    @_builtins.property
     def config_reloaded(self) -> Global___ConfigReloaded: ...
     @_builtins.property
     def clock_stepped(self) -> Global___ClockStepped: ...
@@ -866,14 +901,15 @@ class BuildEvent(_message.Message):
         partition_live: Global___PartitionLive | None = ...,
         partition_failed: Global___PartitionFailed | None = ...,
         partitions_invalidated: Global___PartitionsInvalidated | None = ...,
+        partition_waiting: Global___PartitionWaiting | None = ...,
         config_reloaded: Global___ConfigReloaded | None = ...,
         clock_stepped: Global___ClockStepped | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["clock_stepped", b"clock_stepped", "config_reloaded", b"config_reloaded", "job_run_canceled", b"job_run_canceled", "job_run_failed", b"job_run_failed", "job_run_missing_deps", b"job_run_missing_deps", "job_run_queued", b"job_run_queued", "job_run_started", b"job_run_started", "job_run_succeeded", b"job_run_succeeded", "partition_building", b"partition_building", "partition_failed", b"partition_failed", "partition_live", b"partition_live", "partitions_invalidated", b"partitions_invalidated", "payload", b"payload", "sla_missed", b"sla_missed", "want_canceled", b"want_canceled", "want_created", b"want_created", "want_expired", b"want_expired", "want_failed", b"want_failed", "want_reopened", b"want_reopened", "want_satisfied", b"want_satisfied"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["clock_stepped", b"clock_stepped", "config_reloaded", b"config_reloaded", "job_run_canceled", b"job_run_canceled", "job_run_failed", b"job_run_failed", "job_run_missing_deps", b"job_run_missing_deps", "job_run_queued", b"job_run_queued", "job_run_started", b"job_run_started", "job_run_succeeded", b"job_run_succeeded", "partition_building", b"partition_building", "partition_failed", b"partition_failed", "partition_live", b"partition_live", "partition_waiting", b"partition_waiting", "partitions_invalidated", b"partitions_invalidated", "payload", b"payload", "sla_missed", b"sla_missed", "want_canceled", b"want_canceled", "want_created", b"want_created", "want_expired", b"want_expired", "want_failed", b"want_failed", "want_reopened", b"want_reopened", "want_satisfied", b"want_satisfied"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["clock_stepped", b"clock_stepped", "config_reloaded", b"config_reloaded", "job_run_canceled", b"job_run_canceled", "job_run_failed", b"job_run_failed", "job_run_missing_deps", b"job_run_missing_deps", "job_run_queued", b"job_run_queued", "job_run_started", b"job_run_started", "job_run_succeeded", b"job_run_succeeded", "partition_building", b"partition_building", "partition_failed", b"partition_failed", "partition_live", b"partition_live", "partitions_invalidated", b"partitions_invalidated", "payload", b"payload", "sequence", b"sequence", "sla_missed", b"sla_missed", "timestamp", b"timestamp", "version", b"version", "want_canceled", b"want_canceled", "want_created", b"want_created", "want_expired", b"want_expired", "want_failed", b"want_failed", "want_reopened", b"want_reopened", "want_satisfied", b"want_satisfied"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clock_stepped", b"clock_stepped", "config_reloaded", b"config_reloaded", "job_run_canceled", b"job_run_canceled", "job_run_failed", b"job_run_failed", "job_run_missing_deps", b"job_run_missing_deps", "job_run_queued", b"job_run_queued", "job_run_started", b"job_run_started", "job_run_succeeded", b"job_run_succeeded", "partition_building", b"partition_building", "partition_failed", b"partition_failed", "partition_live", b"partition_live", "partition_waiting", b"partition_waiting", "partitions_invalidated", b"partitions_invalidated", "payload", b"payload", "sequence", b"sequence", "sla_missed", b"sla_missed", "timestamp", b"timestamp", "version", b"version", "want_canceled", b"want_canceled", "want_created", b"want_created", "want_expired", b"want_expired", "want_failed", b"want_failed", "want_reopened", b"want_reopened", "want_satisfied", b"want_satisfied"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["want_created", "want_reopened", "want_canceled", "want_expired", "want_satisfied", "want_failed", "sla_missed", "job_run_queued", "job_run_started", "job_run_succeeded", "job_run_failed", "job_run_missing_deps", "job_run_canceled", "partition_building", "partition_live", "partition_failed", "partitions_invalidated", "config_reloaded", "clock_stepped"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["want_created", "want_reopened", "want_canceled", "want_expired", "want_satisfied", "want_failed", "sla_missed", "job_run_queued", "job_run_started", "job_run_succeeded", "job_run_failed", "job_run_missing_deps", "job_run_canceled", "partition_building", "partition_live", "partition_failed", "partitions_invalidated", "partition_waiting", "config_reloaded", "clock_stepped"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
