@@ -47,6 +47,7 @@ ENV_RUN_ID = "DATABUILD_RUN_ID"
 ENV_JOB_NAME = "DATABUILD_JOB_NAME"
 ENV_RESULT_PATH = "DATABUILD_RESULT_PATH"
 ENV_GRAPH_URL = "DATABUILD_GRAPH_URL"
+ENV_LIVE_INPUTS = "DATABUILD_LIVE_INPUTS"
 
 LIVE = "live"
 EXIT_FAILED = 1
@@ -125,6 +126,10 @@ def live(refs: Iterable[str]) -> dict[str, bool]:
     if run_id != _answers_run:
         _answers.clear()
         _answers_run = run_id
+        # the inputs DataBuild already knows are live (the job's input hints): no question
+        for ref in os.environ.get(ENV_LIVE_INPUTS, "").split("\n"):
+            if ref:
+                _answers[ref] = True
     wanted = list(dict.fromkeys(_flatten((refs,))))
     unknown = [ref for ref in wanted if ref not in _answers]
     statuses: dict[str, str] = {}

@@ -68,6 +68,19 @@ def test_live_asks_once_for_many_refs(graph: LivenessStub) -> None:
     assert graph.queries == [[RAW_1, RAW_2, "raw/date=2024-01-03"]]
 
 
+def test_inputs_databuild_says_are_live_are_not_asked_about(
+    graph: LivenessStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """$DATABUILD_LIVE_INPUTS (the hinted inputs live at dispatch, docs/jobs.md): a cold job
+    whose inputs are all hinted asks nothing; the others are still asked, once."""
+    monkeypatch.setenv("DATABUILD_RUN_ID", "r-live-inputs")
+    monkeypatch.setenv("DATABUILD_LIVE_INPUTS", f"{RAW_1}\n{RAW_2}")
+    assert sdk.live([RAW_1, RAW_2]) == {RAW_1: True, RAW_2: True}
+    assert graph.queries == []
+    assert sdk.live([RAW_1, "raw/date=2024-01-03"]) == {RAW_1: True, "raw/date=2024-01-03": False}
+    assert graph.queries == [["raw/date=2024-01-03"]]
+
+
 @pytest.mark.parametrize("status", ["absent", "building", "waiting", "backoff", "failed"])
 def test_only_live_is_live(graph: LivenessStub, status: str) -> None:
     graph.statuses[RAW_1] = status

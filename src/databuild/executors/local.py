@@ -45,7 +45,12 @@ from databuild.executors.job_process import (
 )
 from databuild.executors.logs import BoundedLog
 from databuild.executors.port import RunRequest, StatusSource
-from databuild.executors.protocol import ENV_RUN_ID, NO_EXIT_CODE
+from databuild.executors.protocol import (
+    ENV_LIVE_INPUTS,
+    ENV_RUN_ID,
+    MAX_LIVE_INPUTS_CHARS,
+    NO_EXIT_CODE,
+)
 from databuild.executors.warm import PoolKey, WarmPool, Worker, WorkerProtocol, pool_key
 
 logger = logging.getLogger(__name__)
@@ -344,7 +349,11 @@ class LocalExecutor(BoundedExecutor[_Run]):
 
 
 def _environment(request: RunRequest) -> dict[str, str]:
-    return run_environment(request.job, request.job_run_id, request.result_path, request.graph_url)
+    env = run_environment(request.job, request.job_run_id, request.result_path, request.graph_url)
+    live = "\n".join(request.live_inputs)
+    if live and len(live) <= MAX_LIVE_INPUTS_CHARS:
+        env[ENV_LIVE_INPUTS] = live
+    return env
 
 
 def _unstartable(request: RunRequest) -> str:

@@ -45,6 +45,9 @@ class RunRequest:
     graph_url: str
     root_dir: Path
     runs_dir: Path
+    # inputs the job's hints name that were live at dispatch: the job is told (the local
+    # executor sets $DATABUILD_LIVE_INPUTS) and its SDK need not ask about them
+    live_inputs: tuple[PartitionRef, ...] = ()
 
     def __post_init__(self) -> None:
         # The id names a directory, so it must not be able to climb out of runs_dir.

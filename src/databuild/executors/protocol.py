@@ -49,6 +49,8 @@ ENV_RUN_ID = "DATABUILD_RUN_ID"
 ENV_JOB_NAME = "DATABUILD_JOB_NAME"
 ENV_RESULT_PATH = "DATABUILD_RESULT_PATH"
 ENV_GRAPH_URL = "DATABUILD_GRAPH_URL"
+ENV_LIVE_INPUTS = "DATABUILD_LIVE_INPUTS"  # newline-separated refs, live at dispatch
+MAX_LIVE_INPUTS_CHARS = 64 * 1024  # beyond it the variable is left out (the job asks)
 
 LOG_FILE_NAME = "log.txt"
 RESULT_FILE_NAME = "result.json"

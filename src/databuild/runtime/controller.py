@@ -40,7 +40,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from databuild.core import invalidation
+from databuild.core import hints, invalidation
 from databuild.core.errors import (
     DataBuildError,
     InvalidInput,
@@ -49,7 +49,7 @@ from databuild.core.errors import (
     StorageUnavailable,
 )
 from databuild.core.events import Event
-from databuild.core.model import GraphSpec, WantId, WantRequest, WantStatus
+from databuild.core.model import GraphSpec, JobSpec, WantId, WantRequest, WantStatus
 from databuild.core.outcomes import ExecutorReport, RunFinishedReport, RunStartedReport
 from databuild.core.reconcile import (
     Effect,
@@ -523,6 +523,16 @@ class Controller:
             self.failed.set()
             self._signal_commit()
 
+    def _live_hinted_inputs(
+        self, job: JobSpec, refs: Sequence[PartitionRef]
+    ) -> tuple[PartitionRef, ...]:
+        """The inputs ``job``'s hints name for ``refs`` that are live now (the run is told)."""
+        if not job.inputs:
+            return ()
+        state = self.reconciler.state
+        found = {dep: None for ref in refs for dep in hints.resolve(job, ref)}
+        return tuple(dep for dep in found if state.is_live(dep))
+
     def partition_statuses(self, raw_refs: Sequence[str]) -> dict[str, str]:
         """What ``GET /api/v1/partitions?ref=…`` answers a job, for the executor to answer
         without HTTP: each known partition's status (from memory, like the API). Called on
@@ -793,6 +803,7 @@ class Controller:
                 graph_url=self.graph_url,
                 root_dir=self.root_dir,
                 runs_dir=self.runs_dir,
+                live_inputs=self._live_hinted_inputs(job, effect.partition_refs),
             )
             self.stats.started_runs += 1
             await self.executor.start(request)
