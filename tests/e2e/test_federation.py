@@ -326,8 +326,13 @@ def test_unreachable_upstream_is_visible_then_recovers(federation: Federation) -
     fed.start_ingest()
     done = wait_until(lambda: ended(fed.reports_url, want_id), "the report after ingest is up")
     assert done["status"] == "satisfied", done
-    state = follower(fed.reports_url)
-    assert state["connected"] and state["last_error"] == "" and state["reconnects"] >= 1
+    state = wait_until(
+        lambda: (s := follower(fed.reports_url))["connected"] and s, "the follower connected"
+    )
+    assert state["last_error"] == "" and state["reconnects"] >= 1
+    # an upstream still replaying its log (/healthz "starting", last_sequence 0) was not
+    # taken for one whose log was reset
+    assert state["relists"] == 0
     metrics = httpx.get(f"{fed.reports_url}/metrics", timeout=10).text
     assert 'databuild_upstream_connected{upstream="ingest"} 1.0' in metrics
     check_exactly_once(fed)

@@ -74,6 +74,10 @@ class UpstreamProtocolError(Exception):
     """The upstream answered something this follower cannot use."""
 
 
+class UpstreamStarting(Exception):
+    """The upstream answers, but is still replaying its log: not followed yet."""
+
+
 class _NoStream(Exception):
     """The upstream offers no SSE stream: follow it by long-poll."""
 
@@ -221,6 +225,10 @@ class UpstreamFollower:
             try:
                 async with self._client() as client:
                     health = _json_object(await client.get("/healthz"), "/healthz")
+                    if health.get("status") == "starting":
+                        # replaying its log: its last_sequence (0) is not its log's end,
+                        # and taking it for one would look like a reset log (a relist)
+                        raise UpstreamStarting("it is starting (replaying its log)")
                     graph = _field(health, "graph", str, "/healthz")
                     last = _field(health, "last_sequence", int, "/healthz")
                     plan = resume_plan(self.status.cursor, graph, last, known_graph)
