@@ -18,6 +18,7 @@ from databuild.core.outcomes import (
 )
 from databuild.core.refs import parse_ref
 from databuild.executors import Executor, LocalExecutor, RunRequest
+from databuild.executors.port import StatusSource
 
 # Only a safety net so that a broken executor fails the test instead of hanging it.
 NEVER_SECONDS = 60.0
@@ -79,12 +80,20 @@ class Runs:
 
 
 def run_one(
-    runs: Runs, request: RunRequest, *, grace: float = 2.0, log_limit: int = 1 << 20
+    runs: Runs,
+    request: RunRequest,
+    *,
+    grace: float = 2.0,
+    log_limit: int = 1 << 20,
+    status_source: StatusSource | None = None,
 ) -> RunOutcome:
-    """Start ``request`` on a fresh LocalExecutor and return its outcome."""
+    """Start ``request`` on a fresh LocalExecutor (answering its warm job's questions from
+    ``status_source``, if given) and return its outcome."""
 
     async def scenario() -> RunOutcome:
         executor = LocalExecutor(4, log_limit, kill_grace_seconds=grace)
+        if status_source is not None:
+            executor.answer_statuses_with(status_source)
         runs.attach(executor)
         try:
             await executor.start(request)

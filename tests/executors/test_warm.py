@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -16,9 +17,10 @@ from databuild.core.events import FailureKind
 from databuild.core.model import JobSpec
 from databuild.core.outcomes import RunFailed, RunMissingDeps, RunOutcome, RunSucceeded
 from databuild.executors import LocalExecutor, RunRequest
+from databuild.executors.port import StatusSource
 from databuild.executors.warm import WarmPool
 
-from .harness import Runs, is_gone, wait_until_gone
+from .harness import Runs, is_gone, run_one, wait_until_gone
 
 JOB = """
 import os, sys, json
@@ -323,24 +325,14 @@ except sdk.SdkError as exc:
 """
 
 
-def ask(runs: Runs, tmp_path: Path, source: object, *refs: str) -> tuple[RunOutcome, str]:
+def ask(
+    runs: Runs, tmp_path: Path, source: StatusSource | None, *refs: str
+) -> tuple[RunOutcome, str]:
     job = tmp_path / "ask.py"
     job.write_text(ASKING)
     base = runs.request("python", str(job), refs=refs)
     request = dataclasses.replace(base, job=dataclasses.replace(base.job, warm=True))
-
-    async def scenario() -> RunOutcome:
-        executor = LocalExecutor(1, kill_grace_seconds=0.5)
-        if source is not None:
-            executor.answer_statuses_with(source)  # type: ignore[arg-type]
-        runs.attach(executor)
-        try:
-            await executor.start(request)
-            return await runs.outcome(request.job_run_id)
-        finally:
-            await executor.close()
-
-    outcome = asyncio.run(scenario())
+    outcome = run_one(runs, request, grace=0.5, status_source=source)
     return outcome, request.log_path.read_text()
 
 
@@ -350,7 +342,7 @@ def test_a_warm_job_asks_which_inputs_are_live_over_its_pipe_not_http(
     """The request's graph URL points nowhere (port 9): only the pipe can answer."""
     asked: list[list[str]] = []
 
-    def source(refs: list[str]) -> dict[str, str]:
+    def source(refs: Sequence[str]) -> dict[str, str]:
         asked.append(list(refs))
         return {"in/a": "live", "in/b": "building"}
 
@@ -364,7 +356,7 @@ def test_a_warm_job_asks_which_inputs_are_live_over_its_pipe_not_http(
 def test_a_refused_question_is_the_jobs_sdk_error_and_no_source_means_http(
     runs: Runs, tmp_path: Path
 ) -> None:
-    def refuse(refs: list[str]) -> dict[str, str]:
+    def refuse(refs: Sequence[str]) -> dict[str, str]:
         raise InvalidInput("ref[0]: 'Bad Ref' is not a partition ref")
 
     outcome, log = ask(runs, tmp_path, refuse, "Bad Ref")

@@ -389,9 +389,13 @@ class Reconciler:
     def _cycle(self, part: PartitionRecord) -> list[str]:
         """A path dep -> ... -> part through waiting edges, if ``part`` now waits on itself."""
         target = part.ref
-        stack: list[tuple[PartitionRef, list[str]]] = [
-            (dep, [target, dep]) for dep in sorted(part.waiting_on)
-        ]
+        return self._waiting_path([(dep, [target, dep]) for dep in sorted(part.waiting_on)], target)
+
+    def _waiting_path(
+        self, stack: list[tuple[PartitionRef, list[str]]], target: PartitionRef
+    ) -> list[str]:
+        """Depth first along waiting edges from ``stack`` (ref, path so far): the path to
+        ``target``, or [] when none leads there."""
         seen: set[PartitionRef] = set()
         while stack:
             ref, path = stack.pop()
@@ -459,18 +463,8 @@ class Reconciler:
         """Would ``part`` waiting on ``dep`` close a cycle? Yes when ``dep`` waits
         (transitively) on ``part``, or when a want of ``dep`` is an ancestor of a want of
         ``part`` (whatever state ``dep`` is in now: building, backing off, failed)."""
-        stack = [dep]
-        seen: set[PartitionRef] = set()
-        while stack:
-            ref = stack.pop()
-            if ref == part.ref:
-                return True
-            if ref in seen:
-                continue
-            seen.add(ref)
-            node = self.state.partitions.get(ref)
-            if node is not None:
-                stack.extend(node.waiting_on)
+        if self._waiting_path([(dep, [dep])], part.ref):
+            return True
         wants = self.state.wants
         for want_id in part.active_wants:
             parent_id = wants[want_id].want.parent_want_id
