@@ -173,13 +173,20 @@ def generate_bel(
     once the log first holds that many events: a restart then folds only the rest.
     ``snapshot_only``: the build is deterministic, so driving it again without writing the
     log, up to the snapshot, writes the very snapshot a kept log was generated with."""
+    from databuild.core.state import FLUSH_AT, BuildState
     from databuild.log import SqliteEventLog
+    from databuild.runtime.history import FILE_NAME, SqliteHistory
     from databuild.runtime.snapshots import SnapshotStore
 
     snapshot_sequence = 0
 
     t0 = time.perf_counter()
-    rec = Reconciler(calendar_graph())
+    # finished records go to the history store beside the snapshots, as the service's do
+    history_file = snapshot_dir(path) / FILE_NAME
+    for stale in (history_file, Path(f"{history_file}-wal"), Path(f"{history_file}-shm")):
+        stale.unlink(missing_ok=True)
+    history = SqliteHistory(history_file)
+    rec = Reconciler(calendar_graph(), BuildState(calendar_graph(), history))
     written = 0
     day = 0
     now = NOW
@@ -196,7 +203,10 @@ def generate_bel(
                 if log is not None:
                     log.append([e.payload for e in batch[start : start + 50_000]], now)
             written += len(batch)
-            if snapshot_at is not None and not snapshot_sequence and written >= snapshot_at:
+            taking = snapshot_at is not None and not snapshot_sequence and written >= snapshot_at
+            if taking or rec.state.pending_records() >= FLUSH_AT:
+                rec.state.flush_history()
+            if taking:
                 SnapshotStore(snapshot_dir(path), calendar_graph()).write(rec.state)
                 snapshot_sequence = rec.state.last_sequence
             return list(effects)
@@ -230,6 +240,8 @@ def generate_bel(
                         outcome = RunSucceeded(0.05)
                     rec.run_finished(RunFinishedReport(start.job_run_id, outcome), now)
                 flush()
+    rec.state.flush_history()
+    history.close()
     return {
         "events": written,
         "days": day,
@@ -323,10 +335,13 @@ def measure_start(path: Path, with_snapshot: bool = False) -> dict[str, Any]:
 def _usable_snapshot(path: Path, sequence: int) -> bool:
     """Whether ``path``'s snapshot directory holds a snapshot at ``sequence`` that this code
     can load (its header names the current FORMAT and this graph)."""
+    from databuild.runtime.history import FILE_NAME
     from databuild.runtime.snapshots import FORMAT, graph_fingerprint
 
     fingerprint = graph_fingerprint(calendar_graph())
     file = snapshot_dir(path) / f"state-{fingerprint}-{sequence:012d}.pickle"
+    if not (snapshot_dir(path) / FILE_NAME).exists():
+        return False
     try:
         with file.open("rb") as handle:
             return bool(pickle.load(handle) == (FORMAT, fingerprint))

@@ -91,9 +91,9 @@ def _snapshot(state: BuildState) -> object:
     """Everything the read model shows: canonical() plus every record, field by field."""
     return (
         canonical(state),
-        copy.deepcopy(state.wants),
+        copy.deepcopy(dict(state.wants.items())),
         copy.deepcopy(state.partitions),
-        copy.deepcopy(state.runs),
+        copy.deepcopy(dict(state.runs.items())),
         state.last_sequence,
         state.run_count,
     )

@@ -160,6 +160,10 @@ class ReconcilerMachine(RuleBasedStateMachine):
 
     def take(self) -> tuple[list[ev.EventPayload], list[Effect]]:
         events, effects = self.r.take()
+        # the compact fold: finished records leave for the (copying) history store at every
+        # step, as a service's flush does; replay_equals_incremental compares with a fold
+        # that keeps them all pending
+        self.state.flush_history()
         for event in events:
             assert event.timestamp == self.now
             hypothesis_event(ev.event_type_name(event.payload))  # --hypothesis-show-statistics
@@ -502,6 +506,27 @@ class ReconcilerMachine(RuleBasedStateMachine):
         if self.rec is None:
             return
         assert self.state.active_want_count == len(self.state.active_wants())
+
+    @invariant()
+    def memory_holds_active_work_and_the_fold_counts_every_record(self) -> None:
+        if self.rec is None:
+            return
+        state = self.state
+        wants, runs = state.wants.values(), state.runs.values()
+        assert all(w.active for w in state.wants.hot.values())
+        assert all(not r.status.terminal for r in state.runs.hot.values())
+        assert len(state.wants) == len(wants) and len(state.runs) == len(runs)
+        by_status = Counter(w.status for w in wants)
+        assert {s: n for s, n in state.want_counts.items() if n} == dict(by_status)
+        finished = Counter((r.job_name, r.status) for r in runs if r.status.terminal)
+        counted = Counter(
+            {
+                (job, s): n
+                for job, stats in state.run_stats.items()
+                for s, n in stats.outcomes.items()
+            }
+        )
+        assert counted == finished
 
     @invariant()
     def a_tick_with_free_slots_leaves_no_dispatchable_work_behind(self) -> None:

@@ -145,7 +145,10 @@ def test_a_snapshot_gives_back_every_field_of_every_record_exactly(tmp_path: Pat
     loaded = store.load(log.last_sequence())
     assert loaded is not None
     for table in ("wants", "partitions", "runs"):
-        before, after = getattr(state, table), getattr(loaded.state, table)
+        before, after = (
+            dict(getattr(state, table).items()),
+            dict(getattr(loaded.state, table).items()),
+        )
         assert list(after) == list(before) and after == before, table
         for key, record in before.items():
             for name in record.__slots__:

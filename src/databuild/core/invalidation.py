@@ -22,6 +22,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 from databuild.core.errors import InvalidInput
+from databuild.core.history import RecordFilter
 from databuild.core.lifecycle import PartitionStatus
 from databuild.core.refs import PartitionRef
 from databuild.core.state import BuildState
@@ -33,7 +34,7 @@ MAX_INVALIDATE = 100_000  # refs in one invalidation (the event is one log recor
 def dependents(state: BuildState) -> dict[PartitionRef, set[PartitionRef]]:
     """input ref -> the outputs whose runs reported it missing (built from it since)."""
     edges: defaultdict[PartitionRef, set[PartitionRef]] = defaultdict(set)
-    for run in state.runs.values():
+    for run in state.runs.scan(RecordFilter(flag=True)):
         for item in run.missing:
             for dep in item.missing_refs:
                 edges[dep].add(item.partition_ref)

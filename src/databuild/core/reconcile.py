@@ -156,14 +156,10 @@ class Reconciler:
         if not refs:
             return (), ()
         self._emit(ev.PartitionsInvalidated(refs, reason, requested_by), now)
-        chosen = set(refs)
         reopen = sorted(
             record.want.want_id
-            for record in self.state.wants.values()
-            if record.status is WantStatus.SATISFIED
-            and record.want.source is not WantSource.DERIVED
-            and record.want.partition_ref in chosen
-            and record.want.expires_at > now
+            for record in self.state.wants_on(set(refs), WantStatus.SATISFIED)
+            if record.want.source is not WantSource.DERIVED and record.want.expires_at > now
         )
         for want_id in reopen:
             self._emit(ev.WantReopened(want_id, None), now)
@@ -648,7 +644,7 @@ class Reconciler:
     # ---- restart -------------------------------------------------------------------
     def recover(self, now: float) -> None:
         """After a restart: runs in flight under the old process are killed and retried."""
-        for run in list(self.state.runs.values()):
+        for run in list(self.state.runs.hot.values()):  # a run not finished is in memory
             if run.status.terminal:
                 continue
             if run.pid:

@@ -19,6 +19,17 @@ from typing import Any
 
 from databuild.core import events as ev
 from databuild.core.errors import IllegalTransition
+from databuild.core.history import (
+    RUNS,
+    WANTS,
+    Described,
+    DetachedHistory,
+    History,
+    MemoryHistory,
+    RecordFilter,
+    RecordMap,
+    merged_items,
+)
 from databuild.core.lifecycle import (
     ACTIVE_WANT_STATUSES,
     JobRunStatus,
@@ -67,6 +78,7 @@ class WantRecord:
     children: list[WantId] = field(default_factory=list)
     job_run_ids: list[JobRunId] = field(default_factory=list)
     events: list[int] = field(default_factory=list)  # sequences of events about this want
+    order: int = 0  # the how-manieth want made (``RecordMap.add``): lists go by it
 
     @property
     def active(self) -> bool:
@@ -131,6 +143,7 @@ class JobRunRecord:
     message: str = ""
     missing: tuple[ev.MissingDeps, ...] = ()
     job_version: str = ""  # the job's version when the run was dispatched
+    order: int = 0  # the how-manieth run queued (``RecordMap.add``)
 
     @property
     def duration_seconds(self) -> float:
@@ -139,14 +152,65 @@ class JobRunRecord:
         return self.finished_at - self.started_at
 
 
-class BuildState:
-    """Everything the BEL says, folded. Read it; change it only through ``apply``."""
+# Run durations are counted into these buckets (seconds) as runs finish: the metrics'
+# histogram, kept by the fold instead of scanned from every run ever finished.
+DURATION_BUCKETS: tuple[float, ...] = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200)
 
-    def __init__(self, graph: GraphSpec) -> None:
+
+@dataclass(slots=True)
+class RunStats:
+    """Per job: finished runs by outcome, and the durations of those that ran."""
+
+    outcomes: dict[JobRunStatus, int] = field(default_factory=dict)
+    buckets: list[int] = field(default_factory=lambda: [0] * len(DURATION_BUCKETS))
+    duration_count: int = 0
+    duration_sum: float = 0.0
+
+
+def _describe_want(record: WantRecord) -> Described:
+    want = record.want
+    return Described(record.status.value, want.partition_ref, want.root_want_id, want.source.value)
+
+
+def _describe_run(record: JobRunRecord) -> Described:
+    return Described(record.status.value, "", "", record.job_name, bool(record.missing))
+
+
+def _want_key(record: WantRecord) -> str:
+    return record.want.want_id
+
+
+def _run_key(record: JobRunRecord) -> str:
+    return record.job_run_id
+
+
+def want_table(history: History) -> RecordMap[WantId, WantRecord]:
+    return RecordMap(WANTS, history, _describe_want, _want_key)
+
+
+def run_table(history: History) -> RecordMap[JobRunId, JobRunRecord]:
+    return RecordMap(RUNS, history, _describe_run, _run_key)
+
+
+# how many finished records the fold holds before the shell should flush them to history
+FLUSH_AT = 1024
+
+
+class BuildState:
+    """Everything the BEL says, folded. Read it; change it only through ``apply``.
+
+    Finished wants and runs leave memory for ``history`` (``core.history``): memory
+    follows active work, not the log's length."""
+
+    def __init__(self, graph: GraphSpec, history: History | None = None) -> None:
         self.graph = graph
-        self.wants: dict[WantId, WantRecord] = {}
+        self.history: History = history if history is not None else MemoryHistory()
+        self.wants = want_table(self.history)
         self.partitions: dict[PartitionRef, PartitionRecord] = {}
-        self.runs: dict[JobRunId, JobRunRecord] = {}
+        self.runs = run_table(self.history)
+        self.want_counts: dict[WantStatus, int] = defaultdict(int)  # wants by status
+        self.run_stats: dict[str, RunStats] = {}  # per job
+        self._seq = 0  # the sequence of the event being folded (a changed record's version)
         # how many wants are active, kept by the fold: health checks ask it at any scale
         # (counting 1M wants took ~0.1 s of the event loop at 10M events)
         self.active_want_count = 0
@@ -189,16 +253,56 @@ class BuildState:
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled (a snapshot) without the route cache: it is derived from the graph alone,
-        refilled on demand, and at millions of partitions a large part of a snapshot."""
+        refilled on demand, and at millions of partitions a large part of a snapshot. The
+        tables go as their hot records (``wants``, ``runs``: plain dicts) and the rest of
+        each map; a persistent history is not pickled (``attach_history`` after a load),
+        an in-memory one is, whole."""
         attrs = dict(self.__dict__)
         del attrs["_route_cache"]
+        kept = None if self.history.persistent else self.history
+        attrs["history"] = kept
+        for name in ("wants", "runs"):
+            table: RecordMap[Any, Any] = attrs.pop(name)
+            attrs[name] = table.hot
+            attrs[f"{name}_pending"] = table.pending
+            attrs[f"{name}_total"] = table.total
         return attrs
 
     def __setstate__(self, attrs: dict[str, Any]) -> None:
-        attrs.setdefault("hinted_inputs", {})  # a snapshot taken before input hints existed
-        attrs.setdefault("hint_waiting", set())
+        attrs = dict(attrs)
+        history = attrs.pop("history") or DetachedHistory()
+        wants, runs = want_table(history), run_table(history)
+        for name, table in (("wants", wants), ("runs", runs)):
+            table.hot = attrs.pop(name)
+            table.pending = attrs.pop(f"{name}_pending")
+            table.total = attrs.pop(f"{name}_total")
         self.__dict__.update(attrs)
+        self.history = history
+        self.wants, self.runs = wants, runs
         self._route_cache = {}
+
+    def attach_history(self, history: History) -> None:
+        """The store of finished records (a state read back from a snapshot)."""
+        self.history = history
+        self.wants.attach(history)
+        self.runs.attach(history)
+
+    def pending_records(self) -> int:
+        return len(self.wants.pending) + len(self.runs.pending)
+
+    def flush_history(self) -> int:
+        """Move the finished records out of memory into the history store (the shell calls
+        this after a commit; a row is a cache of the log, rewritten by a replay)."""
+        wants, runs = self.wants.pending, self.runs.pending
+        rows = self.wants.take_pending() + self.runs.take_pending()
+        if rows:
+            try:
+                self.history.put(rows)
+            except BaseException:  # kept for the next flush (newer changes win)
+                self.wants.pending = {**wants, **self.wants.pending}
+                self.runs.pending = {**runs, **self.runs.pending}
+                raise
+        return len(rows)
 
     # ---- queries -------------------------------------------------------------------
     def partition(self, ref: PartitionRef) -> PartitionRecord:
@@ -225,7 +329,18 @@ class BuildState:
         return min(self.wants[w].want.sla_deadline for w in record.active_wants)
 
     def active_wants(self) -> list[WantRecord]:
-        return [w for w in self.wants.values() if w.active]
+        return [w for w in self.wants.hot.values() if w.active]
+
+    def wants_on(self, refs: AbstractSet[str], status: WantStatus) -> list[WantRecord]:
+        """The wants in ``status`` for any of ``refs``, in the order they were made."""
+        found: list[WantRecord] = []
+        chosen = frozenset(refs)
+        for start in range(0, len(chosen), 500):  # bounded statements for the store
+            part = frozenset(sorted(chosen)[start : start + 500])
+            where = RecordFilter(statuses=frozenset({status.value}), refs=part)
+            found.extend(self.wants.scan(where))
+        found.sort(key=lambda r: r.order)
+        return found
 
     def partitions_of(self, payload: ev.EventPayload) -> tuple[PartitionRef, ...]:
         """The partitions an event is about, for filtering by partition: a partition
@@ -277,6 +392,7 @@ class BuildState:
         payload = event.payload
         now = event.timestamp
         handler = _HANDLERS[type(payload)]
+        self._seq = event.sequence
         handler(self, payload, now, event.sequence)
         if event.sequence:
             self.last_sequence = event.sequence
@@ -286,12 +402,15 @@ class BuildState:
             return
         check_want(record.status, status)
         was_active = record.status in ACTIVE_WANT_STATUSES
+        self.want_counts[record.status] -= 1
+        self.want_counts[status] += 1
         record.status = status
         self.active_want_count += (status in ACTIVE_WANT_STATUSES) - was_active
         record.updated_at = now
         if status.terminal:
             record.finished_at = now
             self.partition(record.want.partition_ref).discard_active_want(record.want.want_id)
+            self.wants.retire(record.want.want_id, self._seq)
 
     def _check_partition(self, part: PartitionRecord, status: PartitionStatus) -> None:
         # tests/core: check every want's change before changing anything, so that an
@@ -367,8 +486,10 @@ class BuildState:
         if new:
             check_want(None, target)
             record.status = target
+            self.want_counts[target] += 1
             self.active_want_count += target in ACTIVE_WANT_STATUSES
         else:
+            self.wants.revive(want.want_id, record)
             self._set_want(record, target, now)
         record.message = ""
         self.unbuildable.discard(want.want_id)
@@ -394,11 +515,31 @@ class BuildState:
         run.status = status
         run.finished_at = now
         self.running_by_job[run.job_name].discard(run.job_run_id)
+        self.runs.retire(run.job_run_id, self._seq)
+
+    def _count_finished(self, run: JobRunRecord) -> None:
+        """A run's outcome and duration into its job's figures (after its times are final)."""
+        stats = self.run_stats.get(run.job_name)
+        if stats is None:
+            stats = self.run_stats[run.job_name] = RunStats()
+        stats.outcomes[run.status] = stats.outcomes.get(run.status, 0) + 1
+        if run.status is not JobRunStatus.CANCELED and run.started_at:
+            duration = run.duration_seconds
+            stats.duration_count += 1
+            stats.duration_sum += duration
+            for i, bound in enumerate(DURATION_BUCKETS):
+                if duration <= bound:
+                    stats.buckets[i] += 1
+                    break
+
+    def want_for_update(self, want_id: WantId) -> WantRecord | None:
+        """A want the event being folded changes (it may be history)."""
+        return self.wants.for_update(want_id, self._seq)
 
     def _note_run_event(self, run_want_ids: tuple[WantId, ...], seq: int) -> None:
         """A run's event is on the timeline of each want it was queued for."""
         for want_id in run_want_ids:
-            record = self.wants.get(want_id)
+            record = self.want_for_update(want_id)
             if record is not None:
                 record.events.append(seq)
 
@@ -408,10 +549,12 @@ def _want_created(state: BuildState, e: ev.WantCreated, now: float, seq: int) ->
     if want.want_id in state.wants:
         raise IllegalTransition(f"want {want.want_id} already exists")
     record = WantRecord(want, WantStatus.PENDING, created_at=now, updated_at=now)
-    state.wants[want.want_id] = record
+    state.wants.add(want.want_id, record)
     record.events.append(seq)
-    if want.parent_want_id is not None and want.parent_want_id in state.wants:
-        state.wants[want.parent_want_id].children.append(want.want_id)
+    if want.parent_want_id is not None:
+        parent = state.want_for_update(want.parent_want_id)
+        if parent is not None:
+            parent.children.append(want.want_id)
     state._activate(record, now, new=True)
 
 
@@ -420,16 +563,18 @@ def _want_reopened(state: BuildState, e: ev.WantReopened, now: float, seq: int) 
     state._activate(record, now, new=False)  # tests/core: checks first, so it goes first
     record.events.append(seq)
     record.finished_at = 0.0
-    if e.parent_want_id is not None and e.parent_want_id in state.wants:
-        parent = state.wants[e.parent_want_id]
-        if e.want_id not in parent.children:
+    if e.parent_want_id is not None:
+        parent = state.want_for_update(e.parent_want_id)
+        if parent is not None and e.want_id not in parent.children:
             parent.children.append(e.want_id)
 
 
 def _want_terminal(
     state: BuildState, want_id: WantId, status: WantStatus, message: str, now: float, seq: int
 ) -> None:
-    record = state.wants[want_id]
+    record = state.want_for_update(want_id)
+    if record is None:
+        raise IllegalTransition(f"no want {want_id}")
     # tests/core: a want already in ``status`` (WantSatisfied twice) is illegal too, not a
     # silent no-op that records the event and overwrites the message; check before changing.
     check_want(record.status, status)
@@ -488,7 +633,9 @@ def _clock_stepped(state: BuildState, e: ev.ClockStepped, now: float, seq: int) 
 
 
 def _sla_missed(state: BuildState, e: ev.SlaMissed, now: float, seq: int) -> None:
-    record = state.wants[e.want_id]
+    record = state.want_for_update(e.want_id)
+    if record is None:
+        raise IllegalTransition(f"no want {e.want_id} to have missed its SLA")
     record.events.append(seq)
     if not record.sla_missed:
         state.sla_violations.append(e.want_id)
@@ -502,19 +649,22 @@ def _run_queued(state: BuildState, e: ev.JobRunQueued, now: float, seq: int) -> 
     if e.job_run_id in state.runs:
         raise IllegalTransition(f"job run {e.job_run_id} already exists")
     check_run(None, JobRunStatus.QUEUED)
-    state.runs[e.job_run_id] = JobRunRecord(
+    state.runs.add(
         e.job_run_id,
-        e.job_name,
-        e.partition_refs,
-        e.want_ids,
-        JobRunStatus.QUEUED,
-        now,
-        job_version=e.job_version,
+        JobRunRecord(
+            e.job_run_id,
+            e.job_name,
+            e.partition_refs,
+            e.want_ids,
+            JobRunStatus.QUEUED,
+            now,
+            job_version=e.job_version,
+        ),
     )
     state.run_count += 1
     state.running_by_job[e.job_name].add(e.job_run_id)
     for want_id in e.want_ids:
-        record = state.wants.get(want_id)
+        record = state.want_for_update(want_id)
         if record is not None:
             record.job_run_ids.append(e.job_run_id)
     state._note_run_event(e.want_ids, seq)
@@ -550,6 +700,7 @@ def _run_succeeded(state: BuildState, e: ev.JobRunSucceeded, now: float, seq: in
     state._finish_run(run, JobRunStatus.SUCCEEDED, now)  # tests/core: check before changing
     state._note_run_event(run.want_ids, seq)
     run.started_at = started_at
+    state._count_finished(run)
     durations = state.job_durations[run.job_name]
     durations.append(e.duration_seconds)
     if len(durations) > 50:
@@ -563,6 +714,7 @@ def _run_failed(state: BuildState, e: ev.JobRunFailed, now: float, seq: int) -> 
     run.exit_code = e.exit_code
     run.failure_kind = e.kind
     run.message = e.message
+    state._count_finished(run)
     for part in _building_parts(state, run):
         part.message = e.message
         if e.retry_at:
@@ -581,6 +733,7 @@ def _run_missing_deps(state: BuildState, e: ev.JobRunMissingDeps, now: float, se
     state._note_run_event(run.want_ids, seq)
     run.started_at = started_at
     run.missing = e.missing
+    state._count_finished(run)
     missing_refs = (ref for item in e.missing for ref in item.missing_refs)
     observe(state.observed_needs, run.job_name, missing_refs, state.graph, now)
     by_output = {m.partition_ref: m.missing_refs for m in e.missing}
@@ -600,6 +753,7 @@ def _run_canceled(state: BuildState, e: ev.JobRunCanceled, now: float, seq: int)
     state._finish_run(run, JobRunStatus.CANCELED, now)
     state._note_run_event(run.want_ids, seq)
     run.message = e.reason
+    state._count_finished(run)
     for part in _building_parts(state, run):
         state._set_partition(part, PartitionStatus.ABSENT, now)
 
@@ -728,7 +882,7 @@ def canonical(state: BuildState) -> dict[str, object]:
     return {
         "wants": {
             k: (w.status.value, w.message, w.sla_missed, tuple(w.children), tuple(w.job_run_ids))
-            for k, w in sorted(state.wants.items())
+            for k, w in sorted(merged_items(state.wants))
         },
         "partitions": {
             k: (
@@ -744,7 +898,7 @@ def canonical(state: BuildState) -> dict[str, object]:
         },
         "runs": {
             k: (r.status.value, r.partition_refs, r.want_ids, r.message, r.missing)
-            for k, r in sorted(state.runs.items())
+            for k, r in sorted(merged_items(state.runs))
         },
         "waiters": {k: tuple(sorted(v)) for k, v in sorted(state.waiters.items()) if v},
         "running": {k: tuple(sorted(v)) for k, v in sorted(state.running_by_job.items()) if v},

@@ -60,10 +60,12 @@ from databuild.core.reconcile import (
     StartRun,
 )
 from databuild.core.refs import PartitionRef, parse_ref
-from databuild.core.state import BuildState
+from databuild.core.state import FLUSH_AT, BuildState
 from databuild.executors.port import Executor, RunRequest
 from databuild.log.port import BuildEventLog, SharedEventLog
 from databuild.runtime.clock import Clock, SystemClock
+from databuild.runtime.history import FILE_NAME as HISTORY_FILE
+from databuild.runtime.history import SqliteHistory
 from databuild.runtime.snapshots import SnapshotStore, worth_writing_at_stop
 
 log = logging.getLogger("databuild.controller")
@@ -261,6 +263,7 @@ class Controller:
         self._snapshot_sequence = 0
         self._snapshot_child: int | None = None
         self.loaded_from_snapshot = 0
+        self.history: SqliteHistory | None = None
 
     @property
     def state(self) -> BuildState:
@@ -279,9 +282,18 @@ class Controller:
         if self.snapshots is not None and not self._given_state:
             last = await asyncio.to_thread(self.log.last_sequence)
             snapshot = await asyncio.to_thread(self.snapshots.load, last)
+            # finished records go to a store beside the snapshots (the compact fold): its
+            # versions newer than the snapshot are dropped, the tail's replay writes them
+            self.history = await asyncio.to_thread(
+                SqliteHistory, self.snapshots.directory / HISTORY_FILE
+            )
             if snapshot is not None:
+                snapshot.state.attach_history(self.history)
                 self.reconciler = Reconciler(self.graph, snapshot.state)
                 after = self._snapshot_sequence = self.loaded_from_snapshot = snapshot.sequence
+            else:
+                self.reconciler = Reconciler(self.graph, BuildState(self.graph, self.history))
+            await asyncio.to_thread(self.history.truncate_after, after)
         # The fold makes millions of long-lived objects and no cycles to collect: with the
         # collector on, it walks them again and again while they are made (~0.3 s of a
         # start at 10M events). Off while folding; then the folded state is moved out of
@@ -335,7 +347,10 @@ class Controller:
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         await self.executor.close()
+        self._flush_history()
         await self._snapshot_at_stop()
+        if self.history is not None:
+            self.history.close()
         self._signal_commit()
 
     # ---- inputs --------------------------------------------------------------------
@@ -765,7 +780,10 @@ class Controller:
         )
 
     def _maybe_snapshot(self) -> None:
-        """Right after a commit (state == log): fork a snapshot every ``snapshot_every``."""
+        """Right after a commit (state == log): finished records to the history store once
+        there are ``FLUSH_AT`` of them; fork a snapshot every ``snapshot_every``."""
+        if self.state.pending_records() >= FLUSH_AT:
+            self._flush_history()
         store = self.snapshots
         if store is None:
             return
@@ -775,15 +793,30 @@ class Controller:
             self._snapshot_child = None
         sequence = self.state.last_sequence
         if sequence - self._snapshot_sequence >= self.snapshot_every:
+            # what the snapshot leaves to the history store must be in it first
+            if not self._flush_history():
+                return
             self._snapshot_child = store.write_in_background(self.state)
             self._snapshot_sequence = sequence
+
+    def _flush_history(self) -> bool:
+        """Finished records into the history store; False if it could not take them (they
+        stay in memory, for the next flush)."""
+        if self.history is None or not self.state.pending_records():
+            return True
+        try:
+            self.state.flush_history()
+        except StorageError as exc:
+            log.warning("finished records kept in memory for now: %s", exc)
+            return False
+        return True
 
     async def _snapshot_at_stop(self) -> None:
         store = self.snapshots
         if store is None or self.failure is not None:
             return
         state = self.state
-        records = len(state.wants) + len(state.partitions) + len(state.runs)
+        records = len(state.wants.hot) + len(state.partitions) + len(state.runs.hot)
         if not worth_writing_at_stop(state.last_sequence - self._snapshot_sequence, records):
             return
         try:

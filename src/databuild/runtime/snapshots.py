@@ -40,12 +40,13 @@ from databuild.core.state import BuildState
 
 log = logging.getLogger("databuild.snapshots")
 
-FORMAT = 10  # 2: records pickle positionally (core.pickling); 3: equal strings shared;
+FORMAT = 11  # 2: records pickle positionally (core.pickling); 3: equal strings shared;
 # 4: empty sets written as one empty frozenset; 5: the tables written as columns;
 # 6: the fold's count of active wants; 7: unbuildable wants, orphans, observed needs;
 # 8: partitions awaiting an external (and externals in the graph);
 # 9: fair dispatch between roots (ready entries carry a rank; per-root next ranks);
-# 10: upstream graphs' cursors (issue 9)
+# 10: upstream graphs' cursors (issue 9); 11: the compact fold (finished records in
+# a history store, records carry their order, per-job run figures)
 _KEEP = 2
 _EMPTY_SET: frozenset[Any] = frozenset()
 _TABLES = ("wants", "partitions", "runs")
@@ -158,8 +159,9 @@ class _StatePickler(pickle.Pickler):
     def __init__(self, file: BinaryIO, state: BuildState) -> None:
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
         self._strings: dict[str, str] = {}
-        for name in _TABLES:
-            for key in getattr(state, name):  # the keys are pickled first: records share them
+        tables = (state.wants.hot, state.partitions, state.runs.hot)  # what is pickled
+        for table in tables:
+            for key in table:  # the keys are pickled first: records share them
                 self._strings.setdefault(key, key)
 
     def state_parts(self, state: BuildState) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -24,6 +24,7 @@ from databuild.core.errors import InvalidInput, NotFound
 from databuild.core.events import Event
 from databuild.core.federation import PatternSet
 from databuild.core.lineage import observed_edges
+from databuild.core.model import JobRunId
 from databuild.core.refs import parse_ref
 from databuild.executors.protocol import LOG_FILE_NAME
 from databuild.service import operations, schemas, views
@@ -183,7 +184,7 @@ async def list_job_runs(
 
 @router.get("/job-runs/{job_run_id}", response_model=schemas.JobRunView, responses=_ERRORS)
 async def get_job_run(job_run_id: str, request: Request) -> schemas.JobRunView:
-    run = host_of(request).state.runs.get(job_run_id)  # type: ignore[call-overload]
+    run = host_of(request).state.runs.get(JobRunId(job_run_id))
     if run is None:
         raise NotFound(f"no job run with id {job_run_id!r}")
     return views.job_run_view(run)

@@ -40,14 +40,13 @@ from prometheus_client.registry import Collector
 from databuild.core.externals import waiting_refs
 from databuild.core.lifecycle import JobRunStatus, PartitionStatus
 from databuild.core.model import ExternalSpec, WantStatus
-from databuild.core.state import BuildState
+from databuild.core.state import DURATION_BUCKETS, BuildState, RunStats
 from databuild.runtime.controller import ControllerStats
 from databuild.runtime.externals import ExternalCheckStats
 from databuild.service.host import GraphHost
 
 # The classic text format: every name here is a legacy Prometheus name, so 0.0.4 is exact.
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
-DURATION_BUCKETS: tuple[float, ...] = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200)
 _OUTCOMES = (
     JobRunStatus.SUCCEEDED,
     JobRunStatus.FAILED,
@@ -58,16 +57,14 @@ _OUTCOMES = (
 router = APIRouter()
 
 
-def _histogram(family: HistogramMetricFamily, values: Sequence[float], labels: list[str]) -> None:
-    ordered = sorted(values)
+def _histogram(family: HistogramMetricFamily, stats: RunStats, labels: list[str]) -> None:
     buckets: list[tuple[str, float]] = []
-    index = 0
-    for bound in DURATION_BUCKETS:
-        while index < len(ordered) and ordered[index] <= bound:
-            index += 1
-        buckets.append((f"{bound:g}", index))
-    buckets.append(("+Inf", len(ordered)))
-    family.add_metric(labels, buckets, sum(ordered))
+    cumulative = 0
+    for bound, count in zip(DURATION_BUCKETS, stats.buckets, strict=True):
+        cumulative += count
+        buckets.append((f"{bound:g}", cumulative))
+    buckets.append(("+Inf", stats.duration_count))
+    family.add_metric(labels, buckets, stats.duration_sum)
 
 
 def _queue_depth(state: BuildState, now: float) -> Counter[str]:
@@ -90,9 +87,8 @@ def _queue_depth(state: BuildState, now: float) -> Counter[str]:
 def state_families(state: BuildState, now: float) -> list[Metric]:
     """The metrics the folded state answers (the scan; cached by the caller)."""
     wants = GaugeMetricFamily("databuild_wants", "Wants by status.", labels=["status"])
-    by_status = Counter(record.status for record in state.wants.values())
     for status in WantStatus:
-        wants.add_metric([status.value], by_status.get(status, 0))
+        wants.add_metric([status.value], state.want_counts.get(status, 0))
 
     runs = CounterMetricFamily(
         "databuild_job_runs_total",
@@ -107,22 +103,15 @@ def state_families(state: BuildState, now: float) -> list[Metric]:
         "Duration of finished job runs (start to finish), by job.",
         labels=["job"],
     )
-    outcome_counts: Counter[tuple[str, JobRunStatus]] = Counter()
-    flying: Counter[str] = Counter()
-    per_job: dict[str, list[float]] = {job.name: [] for job in state.graph.jobs}
-    for run in state.runs.values():
-        if run.status.terminal:
-            outcome_counts[(run.job_name, run.status)] += 1
-            if run.status is not JobRunStatus.CANCELED and run.started_at:
-                per_job.setdefault(run.job_name, []).append(run.duration_seconds)
-        else:
-            flying[run.job_name] += 1
+    no_runs = RunStats()
     for job in state.graph.jobs:
+        stats = state.run_stats.get(job.name, no_runs)
         for outcome in _OUTCOMES:
-            runs.add_metric([job.name, outcome.value], outcome_counts.get((job.name, outcome), 0))
-        in_flight.add_metric([job.name], flying.get(job.name, 0))
-    for job_name, values in sorted(per_job.items()):
-        _histogram(durations, values, [job_name])
+            runs.add_metric([job.name, outcome.value], stats.outcomes.get(outcome, 0))
+        in_flight.add_metric([job.name], len(state.running_by_job.get(job.name, ())))
+    names = {job.name for job in state.graph.jobs} | set(state.run_stats)
+    for job_name in sorted(names):
+        _histogram(durations, state.run_stats.get(job_name, no_runs), [job_name])
 
     queue = GaugeMetricFamily(
         "databuild_ready_partitions",

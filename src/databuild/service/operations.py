@@ -23,6 +23,7 @@ from databuild.core.data_time import default_data_timestamp, format_timestamp, p
 from databuild.core.errors import InvalidInput, NotFound, ServiceError
 from databuild.core.events import EVENT_TYPE_NAMES, Event, event_type_name
 from databuild.core.federation import PatternSet
+from databuild.core.history import RecordFilter
 from databuild.core.model import WantId, WantRequest, WantSource, WantStatus
 from databuild.core.refs import PartitionPattern, PartitionRef, parse_ref
 from databuild.core.state import BuildState
@@ -120,9 +121,7 @@ def backfill_status(host: GraphHost, backfill_id: str) -> schemas.BackfillStatus
     """A backfill's wants counted by status, and the wants created on their behalf."""
     counts: Counter[str] = Counter()
     derived = 0
-    for record in host.state.wants.values():
-        if record.want.root_want_id != backfill_id:
-            continue
+    for record in host.state.wants.scan(RecordFilter(root=backfill_id)):
         if record.want.parent_want_id is None:
             counts[record.status.value] += 1
         else:

@@ -7,12 +7,13 @@ thin. Must not change state or touch the log (the timeline's events are passed i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from databuild.core import sla, versions
 from databuild.core.data_time import format_timestamp
 from databuild.core.errors import InvalidInput
+from databuild.core.history import RecordFilter, RecordMap
 from databuild.core.lineage import ObservedNeed
 from databuild.core.model import NO_DEADLINE, GraphSpec, Want, WantRequest
 from databuild.core.refs import PartitionRef
@@ -171,29 +172,33 @@ def list_wants(
     cursor: str,
     limit: int,
 ) -> schemas.ListWantsResponse:
-    records: Iterable[WantRecord] = state.wants.values()
-    if root_want_id:
-        records = _want_tree(state, root_want_id)
-    predicates: list[Callable[[WantRecord], bool]] = []
+    statuses: frozenset[str] | None = None
     if status:
-        statuses = set(status.split(","))
+        statuses = frozenset(status.split(","))
         if "active" in statuses:
             statuses |= {"pending", "building", "waiting", "retrying"}
-        predicates.append(lambda r: r.status.value in statuses)
-    if prefix:
-        predicates.append(lambda r: r.want.partition_ref.startswith(prefix))
-    if source:
-        predicates.append(lambda r: r.want.source.value == source)
-    matching = ((r.want.want_id, r) for r in records if all(p(r) for p in predicates))
-    page, next_cursor = _page(matching, cursor, limit)
+    where = RecordFilter(
+        statuses=statuses, prefix=prefix or None, root=root_want_id or None, tag=source or None
+    )
+    page, next_cursor = _scan_page(state.wants, where, cursor, limit, descending=False)
     return schemas.ListWantsResponse(
         wants=[want_view(state, r) for r in page], next_cursor=next_cursor
     )
 
 
-def _want_tree(state: BuildState, root_want_id: str) -> Iterator[WantRecord]:
-    """The root want and every want caused by it, in creation order."""
-    return (r for r in state.wants.values() if r.want.root_want_id == root_want_id)
+def _scan_page(
+    table: RecordMap[Any, T], where: RecordFilter, cursor: str, limit: int, *, descending: bool
+) -> tuple[list[T], str]:
+    """One page of a table's records matching ``where``; the cursor is the last key given."""
+    if limit < 1 or limit > MAX_LIMIT:
+        raise InvalidInput(f"limit must be between 1 and {MAX_LIMIT}, not {limit}")
+    if cursor and cursor not in table:
+        raise InvalidInput(f"cursor {cursor!r} is not a cursor this service gave out")
+    found = list(table.scan(where, after=cursor or None, descending=descending, limit=limit + 1))
+    if len(found) <= limit:
+        return found, ""
+    page = found[:limit]
+    return page, table.key_of(page[-1])
 
 
 def list_partitions(
@@ -231,14 +236,9 @@ def list_partitions(
 def list_job_runs(
     state: BuildState, *, job: str | None, status: str | None, cursor: str, limit: int
 ) -> schemas.ListJobRunsResponse:
-    statuses = set(status.split(",")) if status else None
-    newest_first = reversed(list(state.runs.values()))
-    matching = (
-        (r.job_run_id, r)
-        for r in newest_first
-        if (job is None or r.job_name == job) and (statuses is None or r.status.value in statuses)
-    )
-    page, next_cursor = _page(matching, cursor, limit)
+    statuses = frozenset(status.split(",")) if status else None
+    where = RecordFilter(statuses=statuses, tag=job)
+    page, next_cursor = _scan_page(state.runs, where, cursor, limit, descending=True)
     return schemas.ListJobRunsResponse(
         job_runs=[job_run_view(r) for r in page], next_cursor=next_cursor
     )

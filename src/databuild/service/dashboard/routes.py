@@ -8,7 +8,6 @@ API, from static/dashboard.js).
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,9 +22,10 @@ from markupsafe import Markup
 from databuild.core import sla
 from databuild.core.errors import DataBuildError, IllegalTransition, InvalidInput, NotFound
 from databuild.core.events import EVENT_TYPE_NAMES
+from databuild.core.history import RecordFilter
 from databuild.core.lifecycle import JobRunStatus, PartitionStatus
 from databuild.core.lineage import observed_edges
-from databuild.core.model import WantId, WantSource, WantStatus
+from databuild.core.model import JobRunId, WantId, WantSource, WantStatus
 from databuild.core.refs import parse_ref
 from databuild.core.state import BuildState, WantRecord
 from databuild.service import operations, schemas, views
@@ -39,7 +39,7 @@ STATIC_DIR = HERE / "static"
 PAGE_LIMIT = 50
 OVERVIEW_ITEMS = 10
 TREE_MAX_NODES = 300
-FAILURE_SCAN = 5000  # runs scanned (newest first) for the overview's recent failures
+
 MAX_PARAM = 512
 
 CSP = (
@@ -185,11 +185,9 @@ def _next_url(request: Request, cursor: str, name: str = "cursor") -> str:
 
 def _recent_failures(state: BuildState) -> list[schemas.JobRunView]:
     out: list[schemas.JobRunView] = []
-    for scanned, run in enumerate(reversed(state.runs.values())):
-        if scanned >= FAILURE_SCAN or len(out) >= OVERVIEW_ITEMS:
-            break
-        if run.status is JobRunStatus.FAILED:
-            out.append(views.job_run_view(run))
+    failed = RecordFilter(statuses=frozenset({JobRunStatus.FAILED.value}))
+    for run in state.runs.scan(failed, descending=True, limit=OVERVIEW_ITEMS):
+        out.append(views.job_run_view(run))
     return out
 
 
@@ -247,7 +245,7 @@ async def overview(request: Request) -> HTMLResponse:
 
     def build() -> dict[str, Any]:
         state = host.state
-        counts = collections.Counter(r.status.value for r in state.wants.values())
+        counts = {s.value: n for s, n in state.want_counts.items()}
         running = [
             views.job_run_view(state.runs[run_id])
             for run_ids in state.running_by_job.values()
@@ -398,7 +396,7 @@ async def run(request: Request, job_run_id: str) -> HTMLResponse:
     host = _host(request)
 
     def build() -> dict[str, Any]:
-        record = host.state.runs.get(job_run_id)  # type: ignore[call-overload]
+        record = host.state.runs.get(JobRunId(job_run_id))
         if record is None:
             raise NotFound(f"no job run with id {job_run_id[:64]!r}")
         return {"r": views.job_run_view(record)}

@@ -1,0 +1,190 @@
+"""``SqliteHistory``: the finished wants and runs of the compact fold, in a local file.
+
+The fold (``core.history``) keeps only active work in memory and hands finished records
+to a ``History``. This one is a SQLite file beside the snapshots (``<state_dir>/snapshots/
+history.sqlite``): like a snapshot it is a cache of the Build Event Log that this service
+writes for itself, rebuilt from the log when it is missing or damaged, so it is local to
+each service (a PostgreSQL standby keeps its own, consistent with its own fold) and needs
+no schema in the log's database.
+
+One row per version of a record: key, version (the sequence of the event that last
+changed it), order (the fold's counter: lists go by it), the columns a list filters on
+(status, partition ref, root want, source or job, reported-missing flag) and the record
+pickled (the positional form of ``core.pickling``; pickle because only this service
+writes the file, as with snapshots). ``current`` marks the newest version of each key.
+A restart from a snapshot at sequence S drops the versions newer than S and makes the
+newest remaining one current again; the tail's replay writes the rest again.
+
+Writes are batched by the fold (``FLUSH_AT`` records, and before every snapshot), each a
+transaction with ``synchronous=FULL``: what a snapshot relies on is on disk before it.
+Errors become ``StorageError`` naming the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pickle
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+from databuild.core.errors import StorageError
+from databuild.core.history import RecordFilter, Row
+
+FILE_NAME = "history.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS history (
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    current INTEGER NOT NULL,
+    ord INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    ref TEXT NOT NULL,
+    root TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    flag INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    PRIMARY KEY (kind, key, version)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS history_order ON history (kind, ord) WHERE current = 1;
+CREATE INDEX IF NOT EXISTS history_ref ON history (kind, ref) WHERE current = 1;
+CREATE INDEX IF NOT EXISTS history_root ON history (kind, root, ord) WHERE current = 1;
+CREATE INDEX IF NOT EXISTS history_version ON history (version);
+"""
+
+_INSERT = (
+    "INSERT OR REPLACE INTO history "
+    "(kind, key, version, current, ord, status, ref, root, tag, flag, body) "
+    "VALUES (?,?,?,1,?,?,?,?,?,?,?)"
+)
+_SUPERSEDE = "UPDATE history SET current = 0 WHERE kind = ? AND key = ? AND current = 1"
+
+
+class SqliteHistory:
+    persistent = True
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise StorageError(f"cannot open the history store {path}: {exc}") from exc
+
+    def _fail(self, doing: str, exc: Exception) -> StorageError:
+        return StorageError(f"history store {self.path}: {doing} failed: {exc}")
+
+    def get(self, kind: str, key: str) -> Any | None:
+        try:
+            with self._lock:
+                row = self._db.execute(
+                    "SELECT body FROM history WHERE kind = ? AND key = ? AND current = 1",
+                    (kind, key),
+                ).fetchone()
+        except sqlite3.Error as exc:
+            raise self._fail("a read", exc) from exc
+        return None if row is None else pickle.loads(row[0])
+
+    def put(self, rows: list[Row]) -> None:
+        values = []
+        for row in rows:
+            d = row.described
+            body = pickle.dumps(row.record, protocol=pickle.HIGHEST_PROTOCOL)
+            values.append(
+                (row.kind, row.key, row.version, row.order, d.status, d.ref, d.root, d.tag,
+                 int(d.flag), body)
+            )  # fmt: skip
+        try:
+            with self._lock:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._db.executemany(_SUPERSEDE, [(r.kind, r.key) for r in rows])
+                    self._db.executemany(_INSERT, values)
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise self._fail("a write", exc) from exc
+
+    def scan(
+        self, kind: str, where: RecordFilter, after: int | None, descending: bool, limit: int
+    ) -> list[tuple[int, Any]]:
+        clauses = ["kind = ?", "current = 1"]
+        args: list[Any] = [kind]
+        if where.statuses is not None:
+            clauses.append(f"status IN ({','.join('?' * len(where.statuses))})")
+            args.extend(sorted(where.statuses))
+        if where.prefix is not None:
+            clauses.append("substr(ref, 1, ?) = ?")
+            args.extend((len(where.prefix), where.prefix))
+        if where.root is not None:
+            clauses.append("root = ?")
+            args.append(where.root)
+        if where.tag is not None:
+            clauses.append("tag = ?")
+            args.append(where.tag)
+        if where.flag is not None:
+            clauses.append("flag = ?")
+            args.append(int(where.flag))
+        if where.refs is not None:
+            clauses.append(f"ref IN ({','.join('?' * len(where.refs))})")
+            args.extend(sorted(where.refs))
+        if after is not None:
+            clauses.append("ord < ?" if descending else "ord > ?")
+            args.append(after)
+        sql = (
+            f"SELECT ord, body FROM history WHERE {' AND '.join(clauses)} "
+            f"ORDER BY ord {'DESC' if descending else 'ASC'} LIMIT ?"
+        )
+        args.append(limit)
+        try:
+            with self._lock:
+                rows = self._db.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise self._fail("a scan", exc) from exc
+        return [(order, pickle.loads(body)) for order, body in rows]
+
+    def truncate_after(self, sequence: int) -> None:
+        try:
+            with self._lock:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    if sequence <= 0:
+                        self._db.execute("DELETE FROM history")
+                    else:
+                        touched = self._db.execute(
+                            "SELECT DISTINCT kind, key FROM history WHERE version > ?",
+                            (sequence,),
+                        ).fetchall()
+                        self._db.execute("DELETE FROM history WHERE version > ?", (sequence,))
+                        self._db.executemany(
+                            "UPDATE history SET current = 1 WHERE kind = ? AND key = ? AND "
+                            "version = (SELECT MAX(version) FROM history WHERE kind = ? "
+                            "AND key = ?)",
+                            [(k, key, k, key) for k, key in touched],
+                        )
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise self._fail("dropping versions newer than the snapshot", exc) from exc
+
+    def count(self, kind: str) -> int:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT COUNT(*) FROM history WHERE kind = ? AND current = 1", (kind,)
+            ).fetchone()
+        return int(row[0])
+
+    def close(self) -> None:
+        with self._lock, contextlib.suppress(sqlite3.Error):
+            self._db.close()

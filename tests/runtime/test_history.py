@@ -1,0 +1,134 @@
+"""The compact fold's history store: the contract both stores keep (the fake in
+``core.history`` and SQLite), and restarts from a snapshot while the store ran ahead."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from databuild.core.history import Described, History, MemoryHistory, RecordFilter, Row
+from databuild.core.state import BuildState, canonical
+from databuild.runtime.history import FILE_NAME, SqliteHistory
+from databuild.runtime.snapshots import SnapshotStore
+
+from .test_snapshots import GRAPH, fill_log, replayed, start_controller
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[History]:
+    made: History = (
+        MemoryHistory() if request.param == "memory" else SqliteHistory(tmp_path / FILE_NAME)
+    )
+    yield made
+    made.close()
+
+
+def _row(key: str, version: int, order: int, status: str, ref: str = "", tag: str = "") -> Row:
+    return Row("w", key, version, order, Described(status, ref, "root", tag), (key, status))
+
+
+def test_the_newest_version_is_read_and_truncation_restores_the_one_before(store: History) -> None:
+    store.put([_row("a", 5, 1, "satisfied"), _row("b", 6, 2, "failed")])
+    store.put([_row("a", 9, 1, "canceled")])
+    assert store.get("w", "a") == ("a", "canceled")
+    assert store.get("r", "a") is None  # another table
+    assert store.get("w", "nope") is None
+    store.put([_row("c", 12, 3, "satisfied")])
+    store.truncate_after(8)  # a restart from a snapshot at sequence 8
+    assert store.get("w", "a") == ("a", "satisfied")
+    assert store.get("w", "b") == ("b", "failed")
+    assert store.get("w", "c") is None
+    store.truncate_after(0)
+    assert store.get("w", "a") is None and store.get("w", "b") is None
+
+
+def test_scans_filter_on_every_column_in_order_both_ways(store: History) -> None:
+    store.put(
+        [
+            _row("a", 1, 1, "satisfied", "daily/1", "api"),
+            _row("b", 2, 2, "failed", "daily/2", "derived"),
+            _row("c", 3, 3, "satisfied", "raw/1", "api"),
+            _row("d", 4, 4, "satisfied", "daily/3", "api"),
+        ]
+    )
+    store.put([_row("a", 7, 1, "canceled", "daily/1", "api")])  # only the newest is scanned
+
+    def keys(where: RecordFilter, after: int | None = None, desc: bool = False) -> list[str]:
+        return [record[0] for _, record in store.scan("w", where, after, desc, 10)]
+
+    assert keys(RecordFilter()) == ["a", "b", "c", "d"]
+    assert keys(RecordFilter(), desc=True) == ["d", "c", "b", "a"]
+    assert keys(RecordFilter(statuses=frozenset({"satisfied"}))) == ["c", "d"]
+    assert keys(RecordFilter(prefix="daily/")) == ["a", "b", "d"]
+    assert keys(RecordFilter(tag="api", prefix="daily/")) == ["a", "d"]
+    assert keys(RecordFilter(refs=frozenset({"raw/1", "daily/2"}))) == ["b", "c"]
+    assert keys(RecordFilter(root="root")) == ["a", "b", "c", "d"]
+    assert keys(RecordFilter(root="other")) == []
+    assert keys(RecordFilter(), after=2) == ["c", "d"]
+    assert keys(RecordFilter(), after=3, desc=True) == ["b", "a"]
+    assert [o for o, _ in store.scan("w", RecordFilter(), None, False, 2)] == [1, 2]
+    # a prefix is text, not a LIKE pattern
+    store.put([_row("e", 8, 5, "satisfied", "da%ly/4")])
+    assert keys(RecordFilter(prefix="da%")) == ["e"]
+
+
+def test_a_restart_from_a_snapshot_behind_the_store_equals_a_full_replay(tmp_path: Path) -> None:
+    # The service goes on flushing finished records after a snapshot; a crash then leaves
+    # the store ahead of the snapshot. Whatever the cut, dropping the newer versions and
+    # folding the tail must give the full replay's state (and nothing twice: a want's
+    # timeline, a parent's children).
+    log = fill_log(tmp_path / "bel.sqlite")
+    events = log.read(0, 1_000_000)
+    expected = replayed(log)
+    for cut in range(1, len(events), 5):
+        history = SqliteHistory(tmp_path / f"history-{cut}.sqlite")
+        state = BuildState(GRAPH, history)
+        snapshots = SnapshotStore(tmp_path / f"snapshots-{cut}", GRAPH)
+        for event in events[:cut]:
+            state.apply(event)
+            state.flush_history()
+        snapshots.write(state)
+        for event in events[cut:]:  # the service ran on, then died
+            state.apply(event)
+            state.flush_history()
+        snapshot = snapshots.load(log.last_sequence())
+        assert snapshot is not None
+        snapshot.state.attach_history(history)
+        history.truncate_after(snapshot.sequence)
+        for event in events[cut:]:
+            snapshot.state.apply(event)
+        assert canonical(snapshot.state) == expected, f"snapshot after event {cut}"
+        history.close()
+
+
+def test_the_service_keeps_only_active_work_in_memory_and_serves_the_rest(tmp_path: Path) -> None:
+    log = fill_log(tmp_path / "bel.sqlite", wants=40)
+    store = SnapshotStore(tmp_path / "snapshots", GRAPH)
+    full = BuildState(GRAPH)
+    for event in log.read(0, 1_000_000):
+        full.apply(event)
+
+    async def run() -> None:
+        controller = await start_controller(log, store)
+        try:
+            state = controller.state
+            assert all(w.active for w in state.wants.hot.values())
+            assert all(not r.status.terminal for r in state.runs.hot.values())
+            state.flush_history()
+            assert not state.wants.pending and not state.runs.pending
+            finished = [w for w in full.wants.values() if not w.active]
+            assert finished, "the log has finished wants"
+            for record in finished:  # read back from the store
+                assert state.wants[record.want.want_id].status is record.status
+            assert len(state.wants) == len(full.wants)
+            assert [w.want.want_id for w in state.wants.values()] == [
+                w.want.want_id for w in full.wants.values()
+            ]
+        finally:
+            await controller.stop()
+
+    asyncio.run(run())
+    assert (tmp_path / "snapshots" / FILE_NAME).exists()
