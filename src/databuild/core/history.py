@@ -193,7 +193,7 @@ class RecordMap(Generic[K, R]):
         kind: str,
         history: History,
         describe: Callable[[Any], Described],
-        key_of: Callable[[Any], str],
+        key_of: Callable[[Any], K],
     ) -> None:
         self.kind = kind
         self.history = history
@@ -230,13 +230,13 @@ class RecordMap(Generic[K, R]):
         """Every record, in order made: reads all of history (tests, tools; not a hot path)."""
         return list(self.scan())
 
-    def items(self) -> list[tuple[str, R]]:
+    def items(self) -> list[tuple[K, R]]:
         return [(self.key_of(r), r) for r in self.scan()]
 
-    def keys(self) -> list[str]:
+    def keys(self) -> list[K]:
         return [self.key_of(r) for r in self.scan()]
 
-    def __iter__(self) -> Iterator[str]:
+    def __iter__(self) -> Iterator[K]:
         return iter(self.keys())
 
     def in_memory(self) -> Iterator[R]:
@@ -341,7 +341,7 @@ def _order(record: Any) -> int:
     return order
 
 
-def merged_items(table: RecordMap[K, R]) -> Iterable[tuple[str, R]]:
+def merged_items(table: RecordMap[K, R]) -> Iterable[tuple[K, R]]:
     """Every record of a table with its key (for tests and comparisons: reads it all)."""
     for record in table.scan():
         yield table.key_of(record), record

@@ -176,11 +176,11 @@ def _describe_run(record: JobRunRecord) -> Described:
     return Described(record.status.value, "", "", record.job_name, bool(record.missing))
 
 
-def _want_key(record: WantRecord) -> str:
+def _want_key(record: WantRecord) -> WantId:
     return record.want.want_id
 
 
-def _run_key(record: JobRunRecord) -> str:
+def _run_key(record: JobRunRecord) -> JobRunId:
     return record.job_run_id
 
 
