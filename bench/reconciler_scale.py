@@ -204,7 +204,9 @@ def generate_bel(
                     log.append([e.payload for e in batch[start : start + 50_000]], now)
             written += len(batch)
             taking = snapshot_at is not None and not snapshot_sequence and written >= snapshot_at
-            if taking or rec.state.pending_records() >= FLUSH_AT:
+            if taking:
+                rec.state.flush_for_snapshot()
+            elif rec.state.pending_records() >= FLUSH_AT:
                 rec.state.flush_history()
             if taking:
                 SnapshotStore(snapshot_dir(path), calendar_graph()).write(rec.state)

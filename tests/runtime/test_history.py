@@ -90,6 +90,7 @@ def test_a_restart_from_a_snapshot_behind_the_store_equals_a_full_replay(tmp_pat
         for event in events[:cut]:
             state.apply(event)
             state.flush_history()
+        state.flush_for_snapshot()
         snapshots.write(state)
         for event in events[cut:]:  # the service ran on, then died
             state.apply(event)
@@ -132,3 +133,35 @@ def test_the_service_keeps_only_active_work_in_memory_and_serves_the_rest(tmp_pa
 
     asyncio.run(run())
     assert (tmp_path / "snapshots" / FILE_NAME).exists()
+
+
+def test_a_snapshot_is_not_used_without_the_history_it_left_its_finished_records_to(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # history.sqlite lost (deleted, another disk) while a snapshot remains: the snapshot
+    # holds only active work, so the service replays the whole log instead of trusting it
+    log = fill_log(tmp_path / "bel.sqlite", wants=40)
+    store = SnapshotStore(tmp_path / "snapshots", GRAPH)
+    history = SqliteHistory(tmp_path / "snapshots" / FILE_NAME)
+    state = BuildState(GRAPH, history)
+    for event in log.read(0, 1_000_000):
+        state.apply(event)
+    state.flush_for_snapshot()
+    store.write(state)
+    history.close()
+    for leftover in (tmp_path / "snapshots").glob(f"{FILE_NAME}*"):
+        leftover.unlink()
+
+    async def run() -> None:
+        controller = await start_controller(log, store)
+        try:
+            assert controller.loaded_from_snapshot == 0
+            fresh = BuildState(GRAPH)
+            for event in log.read(0, 1_000_000):
+                fresh.apply(event)
+            assert canonical(controller.state) == canonical(fresh)
+        finally:
+            await controller.stop()
+
+    asyncio.run(run())
+    assert "holds the finished records only up to 0" in caplog.text

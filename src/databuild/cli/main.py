@@ -377,7 +377,7 @@ def build(
             # its fold still says which runs were in flight when it stopped (and killed them)
             in_flight = sorted(
                 run.job_run_id
-                for run in embedded.host.state.runs.values()
+                for run in embedded.host.state.runs.hot.values()
                 if run.status.value in ("queued", "running")
             )
             _embedded_build_interrupted(refs, stop, in_flight)

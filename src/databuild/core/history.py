@@ -104,6 +104,13 @@ class History(Protocol):
     def truncate_after(self, sequence: int) -> None:
         """Forget versions newer than ``sequence`` (a restart from a snapshot at it)."""
 
+    def mark(self, sequence: int) -> None:
+        """Everything the fold finished up to ``sequence`` is stored (before a snapshot)."""
+
+    def complete_through(self) -> int:
+        """The last ``mark`` (lowered by ``truncate_after``): a snapshot after it needs
+        records this store does not have, and is not used."""
+
     def close(self) -> None: ...
 
 
@@ -115,6 +122,7 @@ class MemoryHistory:
     def __init__(self) -> None:
         # kind -> key -> versions, oldest first: (version, order, described, pickled record)
         self._rows: dict[str, dict[str, list[tuple[int, int, Described, bytes]]]] = {}
+        self._through = 0
 
     def get(self, kind: str, key: str) -> Any | None:
         versions = self._rows.get(kind, {}).get(key)
@@ -141,7 +149,14 @@ class MemoryHistory:
         found.sort(reverse=descending)
         return [(order, pickle.loads(body)) for order, body in found[:limit]]
 
+    def mark(self, sequence: int) -> None:
+        self._through = sequence
+
+    def complete_through(self) -> int:
+        return self._through
+
     def truncate_after(self, sequence: int) -> None:
+        self._through = min(self._through, sequence)
         for table in self._rows.values():
             for key in list(table):
                 kept = [v for v in table[key] if v[0] <= sequence]
@@ -175,6 +190,12 @@ class DetachedHistory:
 
     def truncate_after(self, sequence: int) -> None:
         self._fail()
+
+    def mark(self, sequence: int) -> None:
+        self._fail()
+
+    def complete_through(self) -> int:
+        return self._fail()  # type: ignore[no-any-return]
 
     def close(self) -> None:
         pass

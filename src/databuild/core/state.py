@@ -304,6 +304,11 @@ class BuildState:
                 raise
         return len(rows)
 
+    def flush_for_snapshot(self) -> None:
+        """Flush, and mark the store complete up to this state (a snapshot of it follows)."""
+        self.flush_history()
+        self.history.mark(self.last_sequence)
+
     # ---- queries -------------------------------------------------------------------
     def partition(self, ref: PartitionRef) -> PartitionRecord:
         record = self.partitions.get(ref)

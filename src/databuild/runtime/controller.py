@@ -287,6 +287,15 @@ class Controller:
             self.history = await asyncio.to_thread(
                 SqliteHistory, self.snapshots.directory / HISTORY_FILE
             )
+            if snapshot is not None and snapshot.sequence > self.history.complete_through():
+                log.warning(
+                    "not starting from the snapshot at %d: the history store %s holds the "
+                    "finished records only up to %d (replaying the whole log instead)",
+                    snapshot.sequence,
+                    self.history.path,
+                    self.history.complete_through(),
+                )
+                snapshot = None
             if snapshot is not None:
                 snapshot.state.attach_history(self.history)
                 self.reconciler = Reconciler(self.graph, snapshot.state)
@@ -794,18 +803,21 @@ class Controller:
         sequence = self.state.last_sequence
         if sequence - self._snapshot_sequence >= self.snapshot_every:
             # what the snapshot leaves to the history store must be in it first
-            if not self._flush_history():
+            if not self._flush_history(for_snapshot=True):
                 return
             self._snapshot_child = store.write_in_background(self.state)
             self._snapshot_sequence = sequence
 
-    def _flush_history(self) -> bool:
+    def _flush_history(self, for_snapshot: bool = False) -> bool:
         """Finished records into the history store; False if it could not take them (they
         stay in memory, for the next flush)."""
-        if self.history is None or not self.state.pending_records():
+        if self.history is None or not (for_snapshot or self.state.pending_records()):
             return True
         try:
-            self.state.flush_history()
+            if for_snapshot:
+                self.state.flush_for_snapshot()
+            else:
+                self.state.flush_history()
         except StorageError as exc:
             log.warning("finished records kept in memory for now: %s", exc)
             return False
@@ -822,7 +834,8 @@ class Controller:
         try:
             # only when the state is exactly the log (a stop mid-append may leave it ahead)
             if await asyncio.to_thread(self.log.last_sequence) == self.state.last_sequence:
-                await asyncio.to_thread(store.write, self.state)
+                if self._flush_history(for_snapshot=True):
+                    await asyncio.to_thread(store.write, self.state)
         except Exception as exc:  # a snapshot is a cache: failing to write one is no error
             log.warning("no snapshot written at stop: %s", exc)
 

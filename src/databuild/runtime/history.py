@@ -53,7 +53,9 @@ CREATE INDEX IF NOT EXISTS history_order ON history (kind, ord) WHERE current = 
 CREATE INDEX IF NOT EXISTS history_ref ON history (kind, ref) WHERE current = 1;
 CREATE INDEX IF NOT EXISTS history_root ON history (kind, root, ord) WHERE current = 1;
 CREATE INDEX IF NOT EXISTS history_version ON history (version);
+CREATE TABLE IF NOT EXISTS history_meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+_THROUGH = "complete_through"
 
 _INSERT = (
     "INSERT OR REPLACE INTO history "
@@ -171,12 +173,36 @@ class SqliteHistory:
                             "AND key = ?)",
                             [(k, key, k, key) for k, key in touched],
                         )
+                    self._db.execute(
+                        "UPDATE history_meta SET value = MIN(value, ?) WHERE name = ?",
+                        (max(sequence, 0), _THROUGH),
+                    )
                 except BaseException:
                     self._db.execute("ROLLBACK")
                     raise
                 self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             raise self._fail("dropping versions newer than the snapshot", exc) from exc
+
+    def mark(self, sequence: int) -> None:
+        try:
+            with self._lock:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO history_meta (name, value) VALUES (?, ?)",
+                    (_THROUGH, sequence),
+                )
+        except sqlite3.Error as exc:
+            raise self._fail("a write", exc) from exc
+
+    def complete_through(self) -> int:
+        try:
+            with self._lock:
+                row = self._db.execute(
+                    "SELECT value FROM history_meta WHERE name = ?", (_THROUGH,)
+                ).fetchone()
+        except sqlite3.Error as exc:
+            raise self._fail("a read", exc) from exc
+        return 0 if row is None else int(row[0])
 
     def count(self, kind: str) -> int:
         with self._lock:
