@@ -833,9 +833,9 @@ class Controller:
             return
         try:
             # only when the state is exactly the log (a stop mid-append may leave it ahead)
-            if await asyncio.to_thread(self.log.last_sequence) == self.state.last_sequence:
-                if self._flush_history(for_snapshot=True):
-                    await asyncio.to_thread(store.write, self.state)
+            exact = await asyncio.to_thread(self.log.last_sequence) == self.state.last_sequence
+            if exact and self._flush_history(for_snapshot=True):
+                await asyncio.to_thread(store.write, self.state)
         except Exception as exc:  # a snapshot is a cache: failing to write one is no error
             log.warning("no snapshot written at stop: %s", exc)
 
