@@ -2,10 +2,11 @@
 Python jobs, shell jobs, with or without input hints.
 
 Input hints (``inputs`` in ``databuild.toml``, docs/config.md#input-hints): the example hints
-``clean``'s input (``raw/date={date}``), the only one of its jobs whose inputs a
-field-for-field pattern names (a week reads seven days, the summary every week). The
-``*_hints`` variants keep that hint; the others remove it, so that they measure discovery
-alone, as the figures before hints did.
+``clean``'s input (``raw/date={date}``) and ``weekly``'s seven days
+(``daily/date={week|iso_week_days}``); the summary reads every day of a range its
+environment sets, which no hint names, and discovers them. The ``*_hints`` variants keep
+those hints; the others remove them, so that they measure discovery alone, as the figures
+before hints did.
 
 ``make(parent, variant)`` copies ``examples/calendar`` into ``parent`` and rewrites its
 ``databuild.toml`` (and, for the shell variant, its jobs) so that one build of
@@ -54,7 +55,7 @@ VARIANTS = {
 
 # The input hints the *_hints variants give, per job: the inputs each run reads, as patterns
 # over its output's fields (only clean's can be written so).
-HINTS = {"clean": ("raw/date={date}",)}
+HINTS = {"clean": ("raw/date={date}",), "weekly": ("daily/date={week|iso_week_days}",)}
 _HINT_BLOCK = re.compile(r"(?ms)^# Input hints:.*?^inputs = [^\n]*\n|^inputs = [^\n]*\n")
 
 INGEST_SH = """\

@@ -8,6 +8,7 @@ import tomllib
 from pathlib import Path
 
 from databuild.config import DataDate, load_config
+from databuild.core import hints
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "calendar"
@@ -56,7 +57,8 @@ def test_example_config_loads() -> None:
     assert [p.template for p in jobs["weekly"].outputs] == ["weekly/week={week}"]
     assert [p.template for p in jobs["summary"].outputs] == ["summary/all"]
     assert [p.template for p in jobs["clean"].inputs] == ["raw/date={date}"]
-    assert jobs["ingest"].inputs == jobs["weekly"].inputs == jobs["summary"].inputs == ()
+    assert [hints.written(p) for p in jobs["weekly"].inputs] == ["daily/date={week|iso_week_days}"]
+    assert jobs["ingest"].inputs == jobs["summary"].inputs == ()
     assert (jobs["ingest"].max_batch, jobs["clean"].max_batch, jobs["weekly"].max_batch) == (
         256,
         256,

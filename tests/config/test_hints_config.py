@@ -74,3 +74,62 @@ def test_a_hint_listed_twice_is_refused(tmp_path: Path) -> None:
 def test_a_hint_that_is_not_a_pattern_is_refused(tmp_path: Path) -> None:
     error = load_error(tmp_path, clean('["raw/date={date"]'))
     assert error.key == "jobs.clean.inputs[0]"
+
+
+def weekly(inputs: str) -> str:
+    return (
+        MINIMAL
+        + f'\n[jobs.weekly]\noutputs = ["weekly/week={{week}}"]\ncommand = ["w"]\ninputs = {inputs}\n'
+    )
+
+
+def test_a_hint_names_a_set_through_an_expansion(tmp_path: Path) -> None:
+    config = load_text(tmp_path, weekly('["raw/date={week|iso_week_days}"]'))
+    job = config.graph.job("weekly")
+    # an ISO week may span two years
+    assert hints.resolve(job, PartitionRef("weekly/week=2020-W53")) == tuple(
+        f"raw/date={d}"
+        for d in (
+            "2020-12-28",
+            "2020-12-29",
+            "2020-12-30",
+            "2020-12-31",
+            "2021-01-01",
+            "2021-01-02",
+            "2021-01-03",
+        )
+    )
+    # a value the expansion does not understand skips the hint for that partition
+    assert hints.resolve(job, PartitionRef("weekly/week=latest")) == ()
+    assert hints.resolve(job, PartitionRef("weekly/week=2021-W53")) == ()  # no such week
+
+
+def test_month_and_trailing_day_expansions(tmp_path: Path) -> None:
+    text = MINIMAL + (
+        '\n[jobs.monthly]\noutputs = ["monthly/month={month}"]\ncommand = ["m"]\n'
+        'inputs = ["raw/date={month|month_days}"]\n'
+        '\n[jobs.rolling]\noutputs = ["rolling/date={date}"]\ncommand = ["r"]\n'
+        'inputs = ["raw/date={date|trailing_days:3}"]\n'
+    )
+    config = load_text(tmp_path, text)
+    february = hints.resolve(config.graph.job("monthly"), PartitionRef("monthly/month=2024-02"))
+    assert len(february) == 29 and february[-1] == "raw/date=2024-02-29"
+    assert hints.resolve(config.graph.job("rolling"), PartitionRef("rolling/date=2024-03-01")) == (
+        "raw/date=2024-02-28",
+        "raw/date=2024-02-29",
+        "raw/date=2024-03-01",
+    )
+
+
+def test_an_unknown_or_malformed_expansion_is_refused_naming_the_known_ones(
+    tmp_path: Path,
+) -> None:
+    error = load_error(tmp_path, weekly('["raw/date={week|fortnight}"]'))
+    assert error.key == "jobs.weekly.inputs[0]"
+    text = str(error)
+    assert "{week|fortnight} names no expansion" in text
+    assert "iso_week_days, month_days, trailing_days" in text
+    error = load_error(tmp_path, weekly('["raw/date={week|trailing_days:0}"]'))
+    assert "trailing_days takes a number of days from 1 to 1000" in str(error)
+    error = load_error(tmp_path, weekly('["raw/date={week|iso_week_days:2}"]'))
+    assert "iso_week_days takes no argument" in str(error)

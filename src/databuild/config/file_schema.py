@@ -29,6 +29,7 @@ from databuild.config.durations import ACCEPTED_FORMATS, parse_duration
 from databuild.config.graph_config import EXECUTOR_KINDS
 from databuild.config.schedule import SCHEDULE_FIELDS, DataDate
 from databuild.core.errors import InvalidPattern
+from databuild.core.hints import EXPANSIONS, HintPattern
 from databuild.core.refs import PartitionPattern
 
 _IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
@@ -58,6 +59,15 @@ def _pattern(value: object) -> PartitionPattern:
         raise ValueError(f"a partition pattern must be a string, not a {type(value).__name__}")
     try:
         return PartitionPattern.compile(value)
+    except InvalidPattern as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _hint(value: object) -> PartitionPattern:
+    if not isinstance(value, str):
+        raise ValueError(f"an input hint must be a string, not a {type(value).__name__}")
+    try:
+        return HintPattern.parse(value)
     except InvalidPattern as exc:
         raise ValueError(str(exc)) from None
 
@@ -180,6 +190,19 @@ EnvName = Annotated[
     ),
 ]
 Pattern = Annotated[PartitionPattern, BeforeValidator(_pattern), _PATTERN_SCHEMA]
+Hint = Annotated[
+    PartitionPattern,
+    BeforeValidator(_hint),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "description": "an input hint: a pattern over the output's fields, such as "
+            "raw/date={date}; {field|EXPANSION} names a set ("
+            + ", ".join(sorted(EXPANSIONS))
+            + "; trailing_days takes :N), such as daily/date={week|iso_week_days}",
+        }
+    ),
+]
 Duration = Annotated[
     float,
     BeforeValidator(_duration),
@@ -244,7 +267,7 @@ class JobTable(_Table):
         Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_version)] | None
     ) = None
     resources: ResourcesTable = Field(default_factory=lambda: ResourcesTable())
-    inputs: list[Pattern] = Field(default_factory=list)  # input hints (core.hints)
+    inputs: list[Hint] = Field(default_factory=list)  # input hints (core.hints)
 
 
 class StorageTable(_Table):

@@ -301,13 +301,13 @@ class _Assembly:
             for index, hint in enumerate(table.inputs):
                 loc: tuple[int | str, ...] = ("jobs", name, "inputs", index)
                 if table.inputs.index(hint) != index:
-                    raise self.error(loc, f"pattern {hint.template!r} is listed twice")
+                    raise self.error(loc, f"pattern {hints.written(hint)!r} is listed twice")
                 for out_index, output in enumerate(table.outputs):
                     lacking = hints.missing_fields(hint, output)
                     if lacking:
                         raise self.error(
                             loc,
-                            f"job {name!r}: input hint {hint.template!r} names the field "
+                            f"job {name!r}: input hint {hints.written(hint)!r} names the field "
                             f"{{{lacking[0]}}}, which its output pattern {output.template!r} "
                             f"(jobs.{name}.outputs[{out_index}]) lacks; a hint's fields are "
                             "filled from the fields of the output partition being built",
@@ -322,7 +322,7 @@ class _Assembly:
                 if other == name:
                     raise self.error(
                         ("jobs", name, "inputs", index),
-                        f"job {name!r}: input hint {hint.template!r} can match its own output "
+                        f"job {name!r}: input hint {hints.written(hint)!r} can match its own output "
                         f"pattern {output.template!r} (both match {witness!r}): a partition "
                         "would wait on itself; remove the hint (discovery at run time still "
                         "finds the inputs the job really reads)",
@@ -330,7 +330,7 @@ class _Assembly:
         cycle = _hint_cycle(edges)
         if cycle:
             steps = "; ".join(
-                f"job {job!r} hints {hint.template!r}, an output of job {other!r}"
+                f"job {job!r} hints {hints.written(hint)!r}, an output of job {other!r}"
                 for job, other, hint in cycle
             )
             first, _, hint = cycle[0]
