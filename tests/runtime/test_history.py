@@ -11,7 +11,7 @@ import pytest
 
 from databuild.core.history import Described, History, MemoryHistory, RecordFilter, Row
 from databuild.core.state import BuildState, canonical
-from databuild.runtime.history import FILE_NAME, SqliteHistory
+from databuild.runtime.history import FILE_NAME, SqliteHistory, starting_state
 from databuild.runtime.snapshots import SnapshotStore
 
 from .test_snapshots import GRAPH, fill_log, replayed, start_controller
@@ -165,3 +165,25 @@ def test_a_snapshot_is_not_used_without_the_history_it_left_its_finished_records
 
     asyncio.run(run())
     assert "holds the finished records only up to 0" in caplog.text
+
+
+def test_a_second_process_on_the_same_state_directory_keeps_its_history_in_memory(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # the store belongs to one service: another one started on the same folder must not
+    # drop the versions the first still reads, so it folds the whole log and keeps memory
+    log = fill_log(tmp_path / "bel.sqlite", wants=20)
+    store = SnapshotStore(tmp_path / "snapshots", GRAPH)
+    held = SqliteHistory(tmp_path / "snapshots" / FILE_NAME)
+    held.put([_row("a", 1, 1, "satisfied")])
+    try:
+        state, after = starting_state(store, GRAPH, log.last_sequence())
+        assert after == 0 and isinstance(state.history, MemoryHistory)
+        assert "held by another process" in caplog.text
+        assert held.get("w", "a") == ("a", "satisfied")  # untouched
+    finally:
+        held.close()
+    state, _ = starting_state(store, GRAPH, log.last_sequence())  # free again: the store
+    assert isinstance(state.history, SqliteHistory)
+    assert state.history.get("w", "a") is None  # an empty fold: the store is emptied
+    state.history.close()

@@ -64,8 +64,7 @@ from databuild.core.state import FLUSH_AT, BuildState
 from databuild.executors.port import Executor, RunRequest
 from databuild.log.port import BuildEventLog, SharedEventLog
 from databuild.runtime.clock import Clock, SystemClock
-from databuild.runtime.history import FILE_NAME as HISTORY_FILE
-from databuild.runtime.history import SqliteHistory
+from databuild.runtime.history import SqliteHistory, starting_state
 from databuild.runtime.snapshots import SnapshotStore, worth_writing_at_stop
 
 log = logging.getLogger("databuild.controller")
@@ -279,30 +278,15 @@ class Controller:
         self._loop = asyncio.get_running_loop()
         await asyncio.to_thread(self.log.acquire_writer, self.owner)
         after = self.reconciler.state.last_sequence if self._given_state else 0
+        if self._given_state and isinstance(self.state.history, SqliteHistory):
+            self.history = self.state.history  # a standby's, taking over: flushed from now
         if self.snapshots is not None and not self._given_state:
             last = await asyncio.to_thread(self.log.last_sequence)
-            snapshot = await asyncio.to_thread(self.snapshots.load, last)
-            # finished records go to a store beside the snapshots (the compact fold): its
-            # versions newer than the snapshot are dropped, the tail's replay writes them
-            self.history = await asyncio.to_thread(
-                SqliteHistory, self.snapshots.directory / HISTORY_FILE
-            )
-            if snapshot is not None and snapshot.sequence > self.history.complete_through():
-                log.warning(
-                    "not starting from the snapshot at %d: the history store %s holds the "
-                    "finished records only up to %d (replaying the whole log instead)",
-                    snapshot.sequence,
-                    self.history.path,
-                    self.history.complete_through(),
-                )
-                snapshot = None
-            if snapshot is not None:
-                snapshot.state.attach_history(self.history)
-                self.reconciler = Reconciler(self.graph, snapshot.state)
-                after = self._snapshot_sequence = self.loaded_from_snapshot = snapshot.sequence
-            else:
-                self.reconciler = Reconciler(self.graph, BuildState(self.graph, self.history))
-            await asyncio.to_thread(self.history.truncate_after, after)
+            state, after = await asyncio.to_thread(starting_state, self.snapshots, self.graph, last)
+            history = state.history
+            self.history = history if isinstance(history, SqliteHistory) else None
+            self.reconciler = Reconciler(self.graph, state)
+            self._snapshot_sequence = self.loaded_from_snapshot = after
         # The fold makes millions of long-lived objects and no cycles to collect: with the
         # collector on, it walks them again and again while they are made (~0.3 s of a
         # start at 10M events). Off while folding; then the folded state is moved out of

@@ -23,6 +23,9 @@ Errors become ``StorageError`` naming the file.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import logging
+import os
 import pickle
 import sqlite3
 import threading
@@ -31,6 +34,11 @@ from typing import Any
 
 from databuild.core.errors import StorageError
 from databuild.core.history import RecordFilter, Row
+from databuild.core.model import GraphSpec
+from databuild.core.state import BuildState
+from databuild.runtime.snapshots import SnapshotStore
+
+log = logging.getLogger("databuild.history")
 
 FILE_NAME = "history.sqlite"
 
@@ -65,14 +73,29 @@ _INSERT = (
 _SUPERSEDE = "UPDATE history SET current = 0 WHERE kind = ? AND key = ? AND current = 1"
 
 
+class HistoryBusy(StorageError):
+    """Another process holds this history store (two services on one state directory)."""
+
+
 class SqliteHistory:
     persistent = True
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
+        self._lock_fd: int | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise HistoryBusy(
+                    f"the history store {path} is held by another process (two services "
+                    "on one state directory?)"
+                ) from None
+            self._lock_fd = fd
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
@@ -214,3 +237,42 @@ class SqliteHistory:
     def close(self) -> None:
         with self._lock, contextlib.suppress(sqlite3.Error):
             self._db.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
+
+
+def starting_state(
+    snapshots: SnapshotStore, graph: GraphSpec, log_last_sequence: int
+) -> tuple[BuildState, int]:
+    """Where a service's fold starts: the newest usable snapshot with the history store
+    beside it (versions newer than the snapshot dropped: the tail's replay writes them
+    again), or an empty state on an emptied store. A snapshot whose finished records the
+    store does not hold (it was deleted, or is older) is not used. Returns (state, the
+    sequence it holds)."""
+    try:
+        history = SqliteHistory(snapshots.directory / FILE_NAME)
+    except HistoryBusy as exc:
+        # its snapshots leave finished records to that store: fold the log from the start,
+        # keeping history in memory (as a service without a state directory does)
+        log.warning("%s: keeping finished records in memory, replaying the whole log", exc)
+        return BuildState(graph), 0
+    snapshot = snapshots.load(log_last_sequence)
+    if snapshot is not None and not snapshot.state.history.persistent:
+        history.close()  # a snapshot of a state that kept its history in memory: whole
+        return snapshot.state, snapshot.sequence
+    if snapshot is not None and snapshot.sequence > history.complete_through():
+        log.warning(
+            "not starting from the snapshot at %d: the history store %s holds the finished "
+            "records only up to %d (replaying the whole log instead)",
+            snapshot.sequence,
+            history.path,
+            history.complete_through(),
+        )
+        snapshot = None
+    if snapshot is None:
+        history.truncate_after(0)
+        return BuildState(graph, history), 0
+    snapshot.state.attach_history(history)
+    history.truncate_after(snapshot.sequence)
+    return snapshot.state, snapshot.sequence

@@ -38,6 +38,7 @@ from databuild.runtime.clock import Clock, SystemClock
 from databuild.runtime.controller import Controller
 from databuild.runtime.externals import ExternalChecker
 from databuild.runtime.follower import LogFollower
+from databuild.runtime.history import starting_state
 from databuild.runtime.scheduler import Scheduler
 from databuild.runtime.snapshots import SnapshotStore
 from databuild.service.discovery import discovery_path, read_discovery
@@ -161,13 +162,9 @@ class GraphHost:
     async def _fold(self) -> BuildState:
         """The log folded into a state: from this graph's newest usable snapshot, then the
         events after it."""
-        state = BuildState(self.config.graph)
-        after = 0
         store = SnapshotStore(self.config.state_dir / "snapshots", self.config.graph)
         last = await asyncio.to_thread(self.log.last_sequence)
-        snapshot = await asyncio.to_thread(store.load, last)
-        if snapshot is not None:
-            state, after = snapshot.state, snapshot.sequence
+        state, after = await asyncio.to_thread(starting_state, store, self.config.graph, last)
         while True:
             chunk = await asyncio.to_thread(self.log.read, after, 50_000)
             if not chunk:
