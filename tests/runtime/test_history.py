@@ -30,18 +30,27 @@ def _row(key: str, version: int, order: int, status: str, ref: str = "", tag: st
     return Row("w", key, version, order, Described(status, ref, "root", tag), (key, status))
 
 
-def test_the_newest_version_is_read_and_truncation_restores_the_one_before(store: History) -> None:
+def test_the_newest_version_is_read_and_a_replay_reads_as_of_its_snapshot(store: History) -> None:
     store.put([_row("a", 5, 1, "satisfied"), _row("b", 6, 2, "failed")])
     store.put([_row("a", 9, 1, "canceled")])
     assert store.get("w", "a") == ("a", "canceled")
     assert store.get("r", "a") is None  # another table
     assert store.get("w", "nope") is None
-    store.put([_row("c", 12, 3, "satisfied")])
-    store.truncate_after(8)  # a restart from a snapshot at sequence 8
-    assert store.get("w", "a") == ("a", "satisfied")
+    store.put([_row("c", 12, 3, "satisfied"), _row("d", 20, 4, "satisfied")])
+    store.mark(12)
+    store.replay_from(8, 15)  # a restart from a snapshot at 8 of a log that ends at 15
+    assert store.complete_through() == 8
+    assert store.get("w", "a") == ("a", "satisfied")  # as the snapshot knew it
     assert store.get("w", "b") == ("b", "failed")
-    assert store.get("w", "c") is None
-    store.truncate_after(0)
+    assert store.get("w", "c") is None  # finished after the snapshot: the replay redoes it
+    store.put([_row("a", 9, 1, "canceled"), _row("c", 12, 3, "satisfied")])  # the same again
+    store.replay_done()
+    assert store.get("w", "a") == ("a", "canceled")
+    assert store.get("w", "c") == ("c", "satisfied")
+    assert store.get("w", "d") is None  # past the log's end: gone
+    assert [r[0] for _, r in store.scan("w", RecordFilter(), None, False, 10)] == ["a", "b", "c"]
+    store.replay_from(0, 15)  # a full replay starts from an empty store
+    store.replay_done()
     assert store.get("w", "a") is None and store.get("w", "b") is None
 
 
@@ -98,9 +107,11 @@ def test_a_restart_from_a_snapshot_behind_the_store_equals_a_full_replay(tmp_pat
         snapshot = snapshots.load(log.last_sequence())
         assert snapshot is not None
         snapshot.state.attach_history(history)
-        history.truncate_after(snapshot.sequence)
+        history.replay_from(snapshot.sequence, log.last_sequence())
         for event in events[cut:]:
             snapshot.state.apply(event)
+        history.replay_done()
+        snapshot.state.flush_history()
         assert canonical(snapshot.state) == expected, f"snapshot after event {cut}"
         history.close()
 

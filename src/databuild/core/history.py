@@ -10,9 +10,10 @@ pending, history, in that order; the fold marks a record it changes out of histo
 back to memory (``revive``).
 
 Each stored row carries the sequence of the event that last changed the record (its
-*version*): a service that restarts from a snapshot at sequence S first drops the rows
-newer than S (``truncate_after``) and then folds the log's tail again, which writes them
-again. So the store is a cache of the log, like the snapshot, and never the truth.
+*version*): a service that restarts from a snapshot at sequence S reads only the versions
+up to S while it folds the log's tail again (``replay_from``), which writes the later
+ones again, the same. So the store is a cache of the log, like the snapshot, and never
+the truth.
 
 Scans (the API's lists) merge the hot records with the store's, in the order the records
 were made (``order``, a counter per table), with the same filter applied on both sides
@@ -101,14 +102,19 @@ class History(Protocol):
         """Up to ``limit`` (order, record) of the newest versions matching ``where``, by
         order (newest first if ``descending``), strictly past order ``after``."""
 
-    def truncate_after(self, sequence: int) -> None:
-        """Forget versions newer than ``sequence`` (a restart from a snapshot at it)."""
+    def replay_from(self, sequence: int, log_end: int) -> None:
+        """A restart from a snapshot at ``sequence`` (0: none) of a log ending at
+        ``log_end``: versions past the log's end are dropped, and until ``replay_done``
+        reads see the versions up to ``sequence`` only (the replay of the tail writes the
+        later ones again, the same)."""
+
+    def replay_done(self) -> None: ...
 
     def mark(self, sequence: int) -> None:
         """Everything the fold finished up to ``sequence`` is stored (before a snapshot)."""
 
     def complete_through(self) -> int:
-        """The last ``mark`` (lowered by ``truncate_after``): a snapshot after it needs
+        """The last ``mark`` (lowered by ``replay_from``): a snapshot after it needs
         records this store does not have, and is not used."""
 
     def close(self) -> None: ...
@@ -123,16 +129,21 @@ class MemoryHistory:
         # kind -> key -> versions, oldest first: (version, order, described, pickled record)
         self._rows: dict[str, dict[str, list[tuple[int, int, Described, bytes]]]] = {}
         self._through = 0
+        self._as_of: int | None = None
 
     def get(self, kind: str, key: str) -> Any | None:
-        versions = self._rows.get(kind, {}).get(key)
+        versions = self._rows.get(kind, {}).get(key, [])
+        if self._as_of is not None:
+            versions = [v for v in versions if v[0] <= self._as_of]
         return pickle.loads(versions[-1][3]) if versions else None
 
     def put(self, rows: list[Row]) -> None:
         for row in rows:
             body = pickle.dumps(row.record, protocol=pickle.HIGHEST_PROTOCOL)
-            table = self._rows.setdefault(row.kind, {})
-            table.setdefault(row.key, []).append((row.version, row.order, row.described, body))
+            versions = self._rows.setdefault(row.kind, {}).setdefault(row.key, [])
+            versions[:] = [v for v in versions if v[0] != row.version]  # a replay's rewrite
+            versions.append((row.version, row.order, row.described, body))
+            versions.sort(key=lambda v: v[0])
 
     def scan(
         self, kind: str, where: RecordFilter, after: int | None, descending: bool, limit: int
@@ -155,15 +166,21 @@ class MemoryHistory:
     def complete_through(self) -> int:
         return self._through
 
-    def truncate_after(self, sequence: int) -> None:
+    def replay_from(self, sequence: int, log_end: int) -> None:
         self._through = min(self._through, sequence)
+        self._as_of = sequence
+        if sequence <= 0:  # a full replay writes everything: start empty
+            self._rows = {}
         for table in self._rows.values():
             for key in list(table):
-                kept = [v for v in table[key] if v[0] <= sequence]
+                kept = [v for v in table[key] if v[0] <= log_end]
                 if kept:
                     table[key] = kept
                 else:
                     del table[key]
+
+    def replay_done(self) -> None:
+        self._as_of = None
 
     def close(self) -> None:
         pass
@@ -188,7 +205,10 @@ class DetachedHistory:
     ) -> list[tuple[int, Any]]:
         return self._fail()  # type: ignore[no-any-return]
 
-    def truncate_after(self, sequence: int) -> None:
+    def replay_from(self, sequence: int, log_end: int) -> None:
+        self._fail()
+
+    def replay_done(self) -> None:
         self._fail()
 
     def mark(self, sequence: int) -> None:

@@ -312,6 +312,8 @@ class Controller:
             gc.freeze()
             if collecting:
                 gc.enable()
+        if self.history is not None:
+            self.history.replay_done()
         self.last_committed = self.recent_base = self.reconciler.state.last_sequence
         self.executor.set_reporter(self._report)
         self.executor.answer_statuses_with(self.partition_statuses)

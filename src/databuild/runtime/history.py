@@ -12,8 +12,9 @@ changed it), order (the fold's counter: lists go by it), the columns a list filt
 (status, partition ref, root want, source or job, reported-missing flag) and the record
 pickled (the positional form of ``core.pickling``; pickle because only this service
 writes the file, as with snapshots). ``current`` marks the newest version of each key.
-A restart from a snapshot at sequence S drops the versions newer than S and makes the
-newest remaining one current again; the tail's replay writes the rest again.
+A restart from a snapshot at sequence S reads only the versions up to S while the tail is
+folded again (which writes the later versions again, the same: ``INSERT OR REPLACE``); only
+versions past the log's end (a log cut back by hand) are deleted.
 
 Writes are batched by the fold (``FLUSH_AT`` records, and before every snapshot), each a
 transaction with ``synchronous=FULL``: what a snapshot relies on is on disk before it.
@@ -84,6 +85,7 @@ class SqliteHistory:
         self.path = path
         self._lock = threading.Lock()
         self._lock_fd: int | None = None
+        self._as_of: int | None = None  # while a replay runs: reads see versions up to it
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
@@ -109,10 +111,17 @@ class SqliteHistory:
     def get(self, kind: str, key: str) -> Any | None:
         try:
             with self._lock:
-                row = self._db.execute(
-                    "SELECT body FROM history WHERE kind = ? AND key = ? AND current = 1",
-                    (kind, key),
-                ).fetchone()
+                if self._as_of is None:
+                    row = self._db.execute(
+                        "SELECT body FROM history WHERE kind = ? AND key = ? AND current = 1",
+                        (kind, key),
+                    ).fetchone()
+                else:  # replaying: what the store held at the snapshot
+                    row = self._db.execute(
+                        "SELECT body FROM history WHERE kind = ? AND key = ? AND version <= ? "
+                        "ORDER BY version DESC LIMIT 1",
+                        (kind, key, self._as_of),
+                    ).fetchone()
         except sqlite3.Error as exc:
             raise self._fail("a read", exc) from exc
         return None if row is None else pickle.loads(row[0])
@@ -177,19 +186,24 @@ class SqliteHistory:
             raise self._fail("a scan", exc) from exc
         return [(order, pickle.loads(body)) for order, body in rows]
 
-    def truncate_after(self, sequence: int) -> None:
+    def replay_from(self, sequence: int, log_end: int) -> None:
         try:
             with self._lock:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    if sequence <= 0:
-                        self._db.execute("DELETE FROM history")
-                    else:
-                        touched = self._db.execute(
-                            "SELECT DISTINCT kind, key FROM history WHERE version > ?",
-                            (sequence,),
-                        ).fetchall()
-                        self._db.execute("DELETE FROM history WHERE version > ?", (sequence,))
+                    if sequence <= 0:  # a full replay writes everything: start empty
+                        self._db.execute("DROP TABLE history")
+                        self._db.execute("DROP TABLE history_meta")
+                        for statement in _SCHEMA.split(";"):
+                            if statement.strip():
+                                self._db.execute(statement)
+                    # versions past the log's end (a log cut back by hand): dropped, and the
+                    # newest one left of each such key made current again
+                    touched = self._db.execute(
+                        "SELECT DISTINCT kind, key FROM history WHERE version > ?", (log_end,)
+                    ).fetchall()
+                    if touched:
+                        self._db.execute("DELETE FROM history WHERE version > ?", (log_end,))
                         self._db.executemany(
                             "UPDATE history SET current = 1 WHERE kind = ? AND key = ? AND "
                             "version = (SELECT MAX(version) FROM history WHERE kind = ? "
@@ -204,8 +218,12 @@ class SqliteHistory:
                     self._db.execute("ROLLBACK")
                     raise
                 self._db.execute("COMMIT")
+                self._as_of = sequence
         except sqlite3.Error as exc:
-            raise self._fail("dropping versions newer than the snapshot", exc) from exc
+            raise self._fail("dropping versions past the log's end", exc) from exc
+
+    def replay_done(self) -> None:
+        self._as_of = None
 
     def mark(self, sequence: int) -> None:
         try:
@@ -246,8 +264,8 @@ def starting_state(
     snapshots: SnapshotStore, graph: GraphSpec, log_last_sequence: int
 ) -> tuple[BuildState, int]:
     """Where a service's fold starts: the newest usable snapshot with the history store
-    beside it (versions newer than the snapshot dropped: the tail's replay writes them
-    again), or an empty state on an emptied store. A snapshot whose finished records the
+    beside it, read as of the snapshot until ``replay_done`` (the tail's replay writes the
+    later versions again), or an empty state. A snapshot whose finished records the
     store does not hold (it was deleted, or is older) is not used. Returns (state, the
     sequence it holds)."""
     try:
@@ -271,8 +289,8 @@ def starting_state(
         )
         snapshot = None
     if snapshot is None:
-        history.truncate_after(0)
+        history.replay_from(0, log_last_sequence)
         return BuildState(graph, history), 0
     snapshot.state.attach_history(history)
-    history.truncate_after(snapshot.sequence)
+    history.replay_from(snapshot.sequence, log_last_sequence)
     return snapshot.state, snapshot.sequence

@@ -172,6 +172,7 @@ class GraphHost:
             for event in chunk:
                 state.apply(event)
             after = chunk[-1].sequence
+        state.history.replay_done()
         return state
 
     async def _start_standby(self, shared: SharedEventLog, locked: LogLocked) -> None:

@@ -201,6 +201,21 @@ def _url(host: str, sock: socket.socket) -> str:
     return f"http://{shown}:{port}"
 
 
+def _loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """asyncio's handler, except for one race of its own: out of descriptors, ``accept``
+    pauses and retries a second later (``_start_serving``); a server that stopped in that
+    second has no socket left, and the retry fails with "Invalid file descriptor: -1".
+    Nothing is lost (the service is stopping), so that retry says nothing."""
+    handle = context.get("handle")
+    callback = getattr(handle, "_callback", None)
+    if (
+        isinstance(context.get("exception"), ValueError)
+        and getattr(callback, "__name__", "") == "_start_serving"
+    ):
+        return
+    loop.default_exception_handler(context)
+
+
 class Service:
     """One service instance; ``run`` serves until ``request_stop`` (or a signal).
     ``eager_app``: build the FastAPI app at once (else on the first request that needs it)."""
@@ -248,6 +263,7 @@ class Service:
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._loop.set_exception_handler(_loop_exception)
         try:
             await self.host.open()  # bad storage settings: one clear error, nothing served
         except BaseException as exc:
