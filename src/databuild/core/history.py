@@ -96,6 +96,9 @@ class History(Protocol):
     def put(self, rows: list[Row]) -> None:
         """Store new versions (one transaction)."""
 
+    def existing(self, kind: str, keys: list[str]) -> set[str]:
+        """Which of ``keys`` a ``get`` would find (batched)."""
+
     def scan(
         self, kind: str, where: RecordFilter, after: int | None, descending: bool, limit: int
     ) -> list[tuple[int, Any]]:
@@ -136,6 +139,9 @@ class MemoryHistory:
         if self._as_of is not None:
             versions = [v for v in versions if v[0] <= self._as_of]
         return pickle.loads(versions[-1][3]) if versions else None
+
+    def existing(self, kind: str, keys: list[str]) -> set[str]:
+        return {k for k in keys if self.get(kind, k) is not None}
 
     def put(self, rows: list[Row]) -> None:
         for row in rows:
@@ -200,6 +206,9 @@ class DetachedHistory:
     def put(self, rows: list[Row]) -> None:
         self._fail()
 
+    def existing(self, kind: str, keys: list[str]) -> set[str]:
+        return self._fail()  # type: ignore[no-any-return]
+
     def scan(
         self, kind: str, where: RecordFilter, after: int | None, descending: bool, limit: int
     ) -> list[tuple[int, Any]]:
@@ -243,6 +252,7 @@ class RecordMap(Generic[K, R]):
         self.hot: dict[K, R] = {}
         self.pending: dict[K, tuple[R, int]] = {}  # finished or changed: (record, version)
         self.total = 0
+        self.absent: set[K] = set()  # keys known not to be in history (``expect_new``)
 
     # ---- reading -------------------------------------------------------------------
     def get(self, key: K, default: R | None = None) -> R | None:
@@ -252,6 +262,8 @@ class RecordMap(Generic[K, R]):
         held = self.pending.get(key)
         if held is not None:
             return held[0]
+        if key in self.absent:
+            return default
         found: R | None = self.history.get(self.kind, key)
         return default if found is None else found
 

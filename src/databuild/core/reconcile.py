@@ -109,9 +109,15 @@ class Reconciler:
         return events, effects
 
     def load(self, events: list[ev.Event]) -> None:
-        """Fold events read back from the log (a restart)."""
-        for event in events:
-            self.state.apply(event)
+        """Fold events read back from the log (a restart). The keys the events make are
+        looked up in history once for the whole batch, not one lookup each."""
+        self.state.expect_new(events)
+        try:
+            for event in events:
+                self.state.apply(event)
+        finally:
+            self.state.wants.absent.clear()
+            self.state.runs.absent.clear()
 
     # ---- wants ---------------------------------------------------------------------
     def request_want(self, request: WantRequest, now: float) -> WantId:

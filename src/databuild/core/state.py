@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import heapq
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
@@ -192,6 +192,13 @@ def run_table(history: History) -> RecordMap[JobRunId, JobRunRecord]:
     return RecordMap(RUNS, history, _describe_run, _run_key)
 
 
+def _expect_absent(table: RecordMap[Any, Any], keys: Sequence[str]) -> None:
+    fresh = [k for k in keys if k not in table.hot and k not in table.pending]
+    if fresh:
+        stored = table.history.existing(table.kind, fresh)
+        table.absent.update(k for k in fresh if k not in stored)
+
+
 # how many finished records the fold holds before the shell should flush them to history
 FLUSH_AT = 1024
 
@@ -286,6 +293,14 @@ class BuildState:
         self.history = history
         self.wants.attach(history)
         self.runs.attach(history)
+
+    def expect_new(self, events: list[ev.Event]) -> None:
+        """Before folding ``events``: the want and run ids they create, found in no table
+        (one batched question to history), are known absent while they are folded."""
+        wants = [e.payload.want.want_id for e in events if type(e.payload) is ev.WantCreated]
+        runs = [e.payload.job_run_id for e in events if type(e.payload) is ev.JobRunQueued]
+        _expect_absent(self.wants, wants)
+        _expect_absent(self.runs, runs)
 
     def pending_records(self) -> int:
         return len(self.wants.pending) + len(self.runs.pending)

@@ -148,6 +148,24 @@ class SqliteHistory:
         except sqlite3.Error as exc:
             raise self._fail("a write", exc) from exc
 
+    def existing(self, kind: str, keys: list[str]) -> set[str]:
+        found: set[str] = set()
+        limit = "" if self._as_of is None else f" AND version <= {int(self._as_of)}"
+        current = " AND current = 1" if self._as_of is None else ""
+        try:
+            with self._lock:
+                for start in range(0, len(keys), 500):
+                    part = keys[start : start + 500]
+                    rows = self._db.execute(
+                        f"SELECT DISTINCT key FROM history WHERE kind = ? AND key IN "
+                        f"({','.join('?' * len(part))}){current}{limit}",
+                        [kind, *part],
+                    ).fetchall()
+                    found.update(row[0] for row in rows)
+        except sqlite3.Error as exc:
+            raise self._fail("a read", exc) from exc
+        return found
+
     def scan(
         self, kind: str, where: RecordFilter, after: int | None, descending: bool, limit: int
     ) -> list[tuple[int, Any]]:
@@ -199,9 +217,18 @@ class SqliteHistory:
                                 self._db.execute(statement)
                     # versions past the log's end (a log cut back by hand): dropped, and the
                     # newest one left of each such key made current again
-                    touched = self._db.execute(
-                        "SELECT DISTINCT kind, key FROM history WHERE version > ?", (log_end,)
-                    ).fetchall()
+                    beyond = self._db.execute(  # the version index: no scan when none
+                        "SELECT 1 FROM history WHERE version > ? LIMIT 1", (log_end,)
+                    ).fetchone()
+                    touched = (
+                        self._db.execute(
+                            "SELECT DISTINCT kind, key FROM history INDEXED BY history_version "
+                            "WHERE version > ?",
+                            (log_end,),
+                        ).fetchall()
+                        if beyond
+                        else []
+                    )
                     if touched:
                         self._db.execute("DELETE FROM history WHERE version > ?", (log_end,))
                         self._db.executemany(
