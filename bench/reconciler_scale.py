@@ -38,6 +38,7 @@ import json
 import pickle
 import random
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -56,6 +57,7 @@ from databuild.core.outcomes import (
 )
 from databuild.core.reconcile import Reconciler, StartRun
 from databuild.core.refs import PartitionPattern, PartitionRef
+from databuild.runtime.controller import SNAPSHOT_EVERY  # the service's interval
 
 NOW = 1_700_000_000.0
 FANOUT = 10
@@ -159,9 +161,6 @@ def calendar_graph() -> GraphSpec:
             ),
         ),
     )
-
-
-SNAPSHOT_EVERY = 200_000  # Controller's default snapshot_every
 
 
 def generate_bel(
@@ -372,6 +371,19 @@ def kept_or_generated_bel(path: Path, events: int, keep: bool) -> dict[str, Any]
         made: dict[str, Any] = json.loads(meta.read_text())
         print(f"   reusing the BEL of {made['events']:,} events kept at {path}")
         sequence = made["snapshot_sequence"]
+        target = max(0, made["events"] - SNAPSHOT_EVERY)
+        if made.get("snapshot_at", made["events"] - 200_000) != target:
+            # the service's interval changed since: its worst case is another snapshot
+            shutil.rmtree(snapshot_dir(path), ignore_errors=True)
+            t0 = time.perf_counter()
+            again = generate_bel(path, made["events"], target, snapshot_only=True)
+            made.update(snapshot_at=target, snapshot_sequence=again["snapshot_sequence"])
+            meta.write_text(json.dumps(made))
+            print(
+                f"   wrote its snapshot at {made['snapshot_sequence']:,} (the service's interval "
+                f"is now {SNAPSHOT_EVERY:,}) in {time.perf_counter() - t0:.0f} s"
+            )
+            return made
         if sequence and not _usable_snapshot(path, sequence):
             seconds = rebuild_snapshot(path, made)
             print(f"   rebuilt its snapshot at {sequence:,} (current format) in {seconds:.0f} s")
@@ -379,6 +391,7 @@ def kept_or_generated_bel(path: Path, events: int, keep: bool) -> dict[str, Any]
     # the service snapshots every SNAPSHOT_EVERY events: the worst case loads one and folds
     # that many events after it
     made = generate_bel(path, events, snapshot_at=max(0, events - SNAPSHOT_EVERY))
+    made["snapshot_at"] = max(0, events - SNAPSHOT_EVERY)
     print(
         f"   generated a BEL of {made['events']:,} events ({made['days']:,} days, "
         f"{made['file_mb']} MB) in {made['generate_seconds']} s"

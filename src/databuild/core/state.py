@@ -199,6 +199,8 @@ def _expect_absent(table: RecordMap[Any, Any], keys: Sequence[str]) -> None:
         table.absent.update(k for k in fresh if k not in stored)
 
 
+_PRUNE_RANKS_EVERY = 4096  # partitions dispatched
+
 # how many finished records the fold holds before the shell should flush them to history
 FLUSH_AT = 1024
 
@@ -476,8 +478,10 @@ class BuildState:
         roots = {self.wants[w].want.root_want_id for w in part.active_wants}
         if not roots:
             return self.dispatched_count
-        root = min(roots, key=lambda r: (self.root_next_rank.get(r, 0), r))
-        rank = max(self.root_next_rank.get(root, 0), self.dispatched_count)
+        clock = self.dispatched_count
+        # a next rank behind the clock is the clock (so dropping it changes nothing)
+        root = min(roots, key=lambda r: (max(self.root_next_rank.get(r, 0), clock), r))
+        rank = max(self.root_next_rank.get(root, 0), clock)
         self.root_next_rank[root] = rank + 1
         return rank
 
@@ -784,6 +788,11 @@ def _partition_building(state: BuildState, e: ev.PartitionBuilding, now: float, 
     part.job_run_id = e.job_run_id
     part.message = ""
     state.dispatched_count += 1
+    if state.dispatched_count % _PRUNE_RANKS_EVERY == 0:
+        # a root's next rank at or behind the clock counts as none (``_fair_rank`` takes
+        # the max with the clock): dropped, else the table grows with every root ever seen
+        clock = state.dispatched_count
+        state.root_next_rank = {r: n for r, n in state.root_next_rank.items() if n > clock}
     state._set_partition(part, PartitionStatus.BUILDING, now)
 
 

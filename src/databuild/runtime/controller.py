@@ -201,6 +201,12 @@ class ControllerStats:
     storage_outages: int = 0
 
 
+# Events between snapshots: a restart folds at most this many after the newest. With the
+# compact fold a snapshot holds active work and partitions only (at 10M events: 5 s to
+# write in the forked child, 64 MB), so they are taken twice as often as before.
+SNAPSHOT_EVERY = 100_000
+
+
 class Controller:
     def __init__(
         self,
@@ -214,7 +220,7 @@ class Controller:
         clock: Clock | None = None,
         owner: str = "",
         snapshots: SnapshotStore | None = None,
-        snapshot_every: int = 200_000,
+        snapshot_every: int = SNAPSHOT_EVERY,
         storage_grace: float | None = None,
         state: BuildState | None = None,
     ) -> None:
