@@ -13,6 +13,7 @@ from databuild.core.history import Described, History, MemoryHistory, RecordFilt
 from databuild.core.state import BuildState, canonical
 from databuild.runtime.history import FILE_NAME, SqliteHistory, starting_state
 from databuild.runtime.snapshots import SnapshotStore
+from databuild.service import views
 
 from .test_snapshots import GRAPH, fill_log, replayed, start_controller
 
@@ -138,6 +139,28 @@ def test_the_service_keeps_only_active_work_in_memory_and_serves_the_rest(tmp_pa
             assert len(state.wants) == len(full.wants)
             assert [w.want.want_id for w in state.wants.values()] == [
                 w.want.want_id for w in full.wants.values()
+            ]
+            # the API's pages merge memory and the store, in order, by cursor, filtered
+            for status in (None, "satisfied", "active", "satisfied,active"):
+                paged, cursor = [], ""
+                while True:
+                    page = views.list_wants(
+                        state, status=status, prefix=None, root_want_id=None, source=None,
+                        cursor=cursor, limit=7,
+                    )  # fmt: skip
+                    paged += [w.want_id for w in page.wants]
+                    cursor = page.next_cursor
+                    if not cursor:
+                        break
+                whole = views.list_wants(
+                    full, status=status, prefix=None, root_want_id=None, source=None,
+                    cursor="", limit=1000,
+                )  # fmt: skip
+                assert paged == [w.want_id for w in whole.wants], status
+            newest = views.list_job_runs(state, job="down", status=None, cursor="", limit=1000)
+            expected = views.list_job_runs(full, job="down", status=None, cursor="", limit=1000)
+            assert [r.job_run_id for r in newest.job_runs] == [
+                r.job_run_id for r in expected.job_runs
             ]
         finally:
             await controller.stop()

@@ -244,8 +244,12 @@ class RecordMap(Generic[K, R]):
         history: History,
         describe: Callable[[Any], Described],
         key_of: Callable[[Any], K],
+        active_statuses: frozenset[str] = frozenset(),
     ) -> None:
         self.kind = kind
+        # statuses only records in memory have (the store holds finished ones): a scan for
+        # those alone does not ask the store
+        self.active_statuses = active_statuses
         self.history = history
         self.describe = describe
         self.key_of = key_of
@@ -322,9 +326,12 @@ class RecordMap(Generic[K, R]):
             key=lambda pair: pair[0],
             reverse=descending,
         )
-        merged = heapq.merge(
-            memory, self._stored(where, start, descending), key=lambda p: p[0], reverse=descending
+        stored = (
+            iter(())
+            if where.statuses is not None and where.statuses <= self.active_statuses
+            else self._stored(where, start, descending)
         )
+        merged = heapq.merge(memory, stored, key=lambda p: p[0], reverse=descending)
         for _, record in itertools.islice(merged, limit):
             yield record
 

@@ -185,11 +185,13 @@ def _run_key(record: JobRunRecord) -> JobRunId:
 
 
 def want_table(history: History) -> RecordMap[WantId, WantRecord]:
-    return RecordMap(WANTS, history, _describe_want, _want_key)
+    active = frozenset(s.value for s in ACTIVE_WANT_STATUSES)
+    return RecordMap(WANTS, history, _describe_want, _want_key, active)
 
 
 def run_table(history: History) -> RecordMap[JobRunId, JobRunRecord]:
-    return RecordMap(RUNS, history, _describe_run, _run_key)
+    active = frozenset(s.value for s in JobRunStatus if not s.terminal)
+    return RecordMap(RUNS, history, _describe_run, _run_key, active)
 
 
 def _expect_absent(table: RecordMap[Any, Any], keys: Sequence[str]) -> None:
