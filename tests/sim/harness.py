@@ -44,6 +44,7 @@ from databuild.log.memory import InMemoryEventLog, InMemoryStore
 from databuild.runtime import controller as controller_module
 from databuild.runtime.clock import FakeClock
 from databuild.runtime.controller import Controller
+from databuild.runtime.snapshots import SnapshotStore
 
 CONFIG = """
 [graph]
@@ -203,6 +204,7 @@ class Simulation:
         self.faults = faults
         self.rng = random.Random(seed)
         self.log_rng = random.Random(seed * 7919 + 1)
+        self.fold_rng = random.Random(seed * 104729 + 3)  # snapshot and flush intervals
         self.report = Report(seed)
         self.clock = FakeClock(float(T0 + HOUR))
         self.store = InMemoryStore()
@@ -241,7 +243,13 @@ class Simulation:
                 clock=self.clock,
                 owner=f"sim {self.seed} start {self.step}",
                 storage_grace=1e9,  # simulated outages end; the grace is not what is tested
+                # the compact fold under crashes: snapshots (forked, as in the service) and
+                # the history store beside them, flushed often, survive a crash as a real
+                # one leaves them; every restart starts from them
+                snapshots=SnapshotStore(self.root / "snapshots", self.graph),
+                snapshot_every=self.fold_rng.choice((20, 60, 100_000)),
             )
+            controller.flush_at = self.fold_rng.choice((1, 4, 32))
             controller._rng = random.Random(self.seed + self.step)
             try:
                 await controller.start()
@@ -263,6 +271,8 @@ class Simulation:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if controller.history is not None:
+            controller.history.close()  # the process's file lock goes with it; nothing flushed
         self.store.writer = None
         self.controller = None
 

@@ -269,6 +269,7 @@ class Controller:
         self._snapshot_child: int | None = None
         self.loaded_from_snapshot = 0
         self.history: SqliteHistory | None = None
+        self.flush_at = FLUSH_AT  # finished records held before a flush to the store
 
     @property
     def state(self) -> BuildState:
@@ -783,7 +784,7 @@ class Controller:
     def _maybe_snapshot(self) -> None:
         """Right after a commit (state == log): finished records to the history store once
         there are ``FLUSH_AT`` of them; fork a snapshot every ``snapshot_every``."""
-        if self.state.pending_records() >= FLUSH_AT:
+        if self.state.pending_records() >= self.flush_at:
             self._flush_history()
         store = self.snapshots
         if store is None:
