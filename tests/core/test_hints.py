@@ -310,3 +310,29 @@ def test_a_partition_hinting_itself_is_dispatched() -> None:
     assert len(sim.starts()) == 1 and sim.events_of(ev.PartitionWaiting) == []
     sim.finish(sim.run_of("a/1"), ok())
     assert sim.status(root) == "satisfied"
+
+
+def test_a_report_that_closes_several_hint_cycles_at_once_releases_them_all() -> None:
+    # q/1 and q/2 both hint p/x; p/x's run then reports both missing: two cycles through
+    # hint waits close in one report. Releasing the first cycle's hint left the second in
+    # place (q/2 waited on p/x, p/x on q/2: a hang the stateful test found); each is
+    # released, the q's run, and everything ends.
+    sim = Sim(
+        graph(
+            job("q", "q/{n}", concurrency=4, inputs=("p/x",)),
+            job("p", "p/{name}"),
+        )
+    )
+    first, second = sim.want("q/1"), sim.want("q/2")
+    assert {w.partition_ref for w in sim.events_of(ev.PartitionWaiting)} == {
+        ref("q/1"),
+        ref("q/2"),
+    }
+    sim.finish(sim.run_of("p/x"), missing(("p/x", ["q/1", "q/2"])))
+    released = [w for w in sim.events_of(ev.PartitionWaiting) if not w.waiting_on]
+    assert {w.partition_ref for w in released} == {ref("q/1"), ref("q/2")}
+    for text in ("q/1", "q/2"):
+        sim.finish(sim.run_of(text), ok())
+    sim.finish(sim.run_of("p/x"), ok())
+    assert sim.status(first) == sim.status(second) == "satisfied"
+    assert sim.replayed() == canonical(sim.state)

@@ -221,3 +221,21 @@ def test_a_second_process_on_the_same_state_directory_keeps_its_history_in_memor
     assert isinstance(state.history, SqliteHistory)
     assert state.history.get("w", "a") is None  # an empty fold: the store is emptied
     state.history.close()
+
+
+def test_lineage_edges_are_asked_by_input(store: History) -> None:
+    # invalidation walks downstream a frontier at a time: the store answers which outputs
+    # reported an input missing without reading every finished run
+    run = Row(
+        "r", "r1", 4, 1,
+        Described("missing_deps", "", "", "clean", True,
+                  (("raw/1", "daily/1"), ("raw/2", "daily/1"), ("raw/2", "daily/2"))),
+        ("r1",),
+    )  # fmt: skip
+    store.put([run])
+    assert store.dependents_of(["raw/2", "raw/9"]) == {"raw/2": {"daily/1", "daily/2"}}
+    store.put([run])  # a replay writes it again: no duplicates
+    assert store.dependents_of(["raw/1"]) == {"raw/1": {"daily/1"}}
+    store.replay_from(0, 10)
+    store.replay_done()
+    assert store.dependents_of(["raw/1"]) == {}

@@ -47,6 +47,8 @@ class Described:
     root: str = ""  # a want's root want
     tag: str = ""  # a want's source, a run's job
     flag: bool = False  # a run that reported missing inputs
+    # (input, output) pairs a run reported missing: lineage, asked by input (invalidation)
+    edges: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +101,9 @@ class History(Protocol):
     def existing(self, kind: str, keys: list[str]) -> set[str]:
         """Which of ``keys`` a ``get`` would find (batched)."""
 
+    def dependents_of(self, refs: list[str]) -> dict[str, set[str]]:
+        """input -> the outputs whose stored records reported it missing (``edges``)."""
+
     def scan(
         self, kind: str, where: RecordFilter, after: int | None, descending: bool, limit: int
     ) -> list[tuple[int, Any]]:
@@ -142,6 +147,15 @@ class MemoryHistory:
 
     def existing(self, kind: str, keys: list[str]) -> set[str]:
         return {k for k in keys if self.get(kind, k) is not None}
+
+    def dependents_of(self, refs: list[str]) -> dict[str, set[str]]:
+        wanted, found = set(refs), dict[str, set[str]]()
+        for table in self._rows.values():
+            for versions in table.values():
+                for dep, out in versions[-1][2].edges:
+                    if dep in wanted:
+                        found.setdefault(dep, set()).add(out)
+        return found
 
     def put(self, rows: list[Row]) -> None:
         for row in rows:
@@ -207,6 +221,9 @@ class DetachedHistory:
         self._fail()
 
     def existing(self, kind: str, keys: list[str]) -> set[str]:
+        return self._fail()  # type: ignore[no-any-return]
+
+    def dependents_of(self, refs: list[str]) -> dict[str, set[str]]:
         return self._fail()  # type: ignore[no-any-return]
 
     def scan(

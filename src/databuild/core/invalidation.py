@@ -22,7 +22,6 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 from databuild.core.errors import InvalidInput
-from databuild.core.history import RecordFilter
 from databuild.core.lifecycle import PartitionStatus
 from databuild.core.refs import PartitionRef
 from databuild.core.state import BuildState
@@ -31,16 +30,25 @@ from databuild.core.versions import is_stale
 MAX_INVALIDATE = 100_000  # refs in one invalidation (the event is one log record)
 
 
-def dependents(state: BuildState) -> dict[PartitionRef, set[PartitionRef]]:
-    """input ref -> the outputs whose runs reported it missing (built from it since)."""
+def dependents(
+    state: BuildState, refs: Iterable[PartitionRef]
+) -> dict[PartitionRef, set[PartitionRef]]:
+    """input ref (of ``refs``) -> the outputs whose runs reported it missing (built from
+    it since), or that waited on it through a hint. Finished runs' edges are asked of the
+    history store by input, so a step of the walk costs its frontier, not the history."""
+    wanted = set(refs)
     edges: defaultdict[PartitionRef, set[PartitionRef]] = defaultdict(set)
-    for run in state.runs.scan(RecordFilter(flag=True)):
+    for run in state.runs.in_memory():
         for item in run.missing:
             for dep in item.missing_refs:
-                edges[dep].add(item.partition_ref)
+                if dep in wanted:
+                    edges[dep].add(item.partition_ref)
+    for stored, outs in state.history.dependents_of(sorted(wanted)).items():
+        edges[PartitionRef(stored)].update(PartitionRef(o) for o in outs)
     for ref, deps in state.hinted_inputs.items():  # inputs waited on before a run (hints)
         for dep in deps:
-            edges[dep].add(ref)
+            if dep in wanted:
+                edges[dep].add(ref)
     return edges
 
 
@@ -60,10 +68,10 @@ def plan(
         _check_local(state, ref)
         chosen[ref] = None
     if downstream:
-        edges = dependents(state)
         frontier = list(chosen)
         while frontier:
             nxt: list[PartitionRef] = []
+            edges = dependents(state, frontier)
             for ref in frontier:
                 for out in sorted(edges.get(ref, ())):
                     if out not in chosen and state.is_live(out):

@@ -173,7 +173,8 @@ def _describe_want(record: WantRecord) -> Described:
 
 
 def _describe_run(record: JobRunRecord) -> Described:
-    return Described(record.status.value, "", "", record.job_name, bool(record.missing))
+    edges = tuple((dep, item.partition_ref) for item in record.missing for dep in item.missing_refs)
+    return Described(record.status.value, "", "", record.job_name, bool(record.missing), edges)
 
 
 def _want_key(record: WantRecord) -> WantId:

@@ -63,6 +63,15 @@ CREATE INDEX IF NOT EXISTS history_ref ON history (kind, ref) WHERE current = 1;
 CREATE INDEX IF NOT EXISTS history_root ON history (kind, root, ord) WHERE current = 1;
 CREATE INDEX IF NOT EXISTS history_version ON history (version);
 CREATE TABLE IF NOT EXISTS history_meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS history_edges (
+    dep TEXT NOT NULL,
+    out TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    PRIMARY KEY (dep, out, kind, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS history_edges_version ON history_edges (version);
 """
 _THROUGH = "complete_through"
 
@@ -141,6 +150,15 @@ class SqliteHistory:
                 try:
                     self._db.executemany(_SUPERSEDE, [(r.kind, r.key) for r in rows])
                     self._db.executemany(_INSERT, values)
+                    self._db.executemany(
+                        "INSERT OR IGNORE INTO history_edges (dep, out, kind, key, version) "
+                        "VALUES (?,?,?,?,?)",
+                        [
+                            (dep, out, r.kind, r.key, r.version)
+                            for r in rows
+                            for dep, out in r.described.edges
+                        ],
+                    )
                 except BaseException:
                     self._db.execute("ROLLBACK")
                     raise
@@ -162,6 +180,23 @@ class SqliteHistory:
                         [kind, *part],
                     ).fetchall()
                     found.update(row[0] for row in rows)
+        except sqlite3.Error as exc:
+            raise self._fail("a read", exc) from exc
+        return found
+
+    def dependents_of(self, refs: list[str]) -> dict[str, set[str]]:
+        found: dict[str, set[str]] = {}
+        try:
+            with self._lock:
+                for start in range(0, len(refs), 500):
+                    part = refs[start : start + 500]
+                    rows = self._db.execute(
+                        "SELECT dep, out FROM history_edges WHERE dep IN "
+                        f"({','.join('?' * len(part))})",
+                        part,
+                    ).fetchall()
+                    for dep, out in rows:
+                        found.setdefault(dep, set()).add(out)
         except sqlite3.Error as exc:
             raise self._fail("a read", exc) from exc
         return found
@@ -212,6 +247,7 @@ class SqliteHistory:
                     if sequence <= 0:  # a full replay writes everything: start empty
                         self._db.execute("DROP TABLE history")
                         self._db.execute("DROP TABLE history_meta")
+                        self._db.execute("DROP TABLE history_edges")
                         for statement in _SCHEMA.split(";"):
                             if statement.strip():
                                 self._db.execute(statement)
@@ -231,6 +267,7 @@ class SqliteHistory:
                     )
                     if touched:
                         self._db.execute("DELETE FROM history WHERE version > ?", (log_end,))
+                        self._db.execute("DELETE FROM history_edges WHERE version > ?", (log_end,))
                         self._db.executemany(
                             "UPDATE history SET current = 1 WHERE kind = ? AND key = ? AND "
                             "version = (SELECT MAX(version) FROM history WHERE kind = ? "
