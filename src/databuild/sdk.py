@@ -271,6 +271,11 @@ def _run(body: Callable[[list[str]], None], refs: Sequence[str] | None) -> NoRet
             result["missing"] = missing
         if collector.failed:
             result["failed"] = collector.failed
+        # the outputs reported neither way were built: said so, so that DataBuild makes
+        # them live instead of running them again with the ones that lack inputs
+        built = [r for r in dict.fromkeys(todo) if r not in missing and r not in collector.failed]
+        if built:
+            result["built"] = built
         _write_result(path, result)
     # 0 also with per-output failures: the result file says which failed, and DataBuild
     # takes the outputs it names nowhere as built only when the job exits 0.

@@ -336,3 +336,29 @@ def test_a_report_that_closes_several_hint_cycles_at_once_releases_them_all() ->
     sim.finish(sim.run_of("p/x"), ok())
     assert sim.status(first) == sim.status(second) == "satisfied"
     assert sim.replayed() == canonical(sim.state)
+
+
+def test_a_run_released_later_in_the_same_dispatch_pass_is_never_started() -> None:
+    """Found by the stateful test: one pass queues a run for l1/p=0, then meets l0/p=0,
+    which hints l1/p=0 and an input no job builds; that fails l0 and, up the chain, every
+    want that needed l1/p=0, which releases the run queued a moment before. It must not
+    start (and then be killed): the step's effects hold neither its start nor a kill."""
+    sim = Sim(
+        graph(
+            job("job0", "l0/p={p}", inputs=["nope/p={p}", "l1/p={p}"]),
+            job("job1", "l1/p={p}", max_batch=2),
+            job("job2", "l2/p={p}"),
+        )
+    )
+    top = sim.want("l2/p=2")
+    sim.finish(sim.run_of("l2/p=2"), missing(("l2/p=2", ["l1/p=0", "l1/p=1"])))
+    both = sim.run_of("l1/p=0")
+    sim.finish(both, missing(("l1/p=1", ["l0/p=0"])))
+    # that pass: l1/p=0 is queued again, then l0/p=0 (for l1/p=1) fails at once
+    assert sim.status(top) == "upstream_failed"
+    (canceled,) = sim.events_of(ev.JobRunCanceled)
+    assert canceled.job_run_id != both
+    assert canceled.job_run_id not in {s.job_run_id for s in sim.step_starts()}
+    assert not sim.kills()
+    assert sim.state.runs[canceled.job_run_id].status.value == "canceled"
+    assert sim.replayed() == canonical(sim.state)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from databuild.core import events as ev
 from databuild.core.model import WantId, WantRequest, WantStatus
-from databuild.core.outcomes import OutputFailed, RunPartial
+from databuild.core.outcomes import OutputFailed, RunMissingDeps, RunPartial
 from databuild.core.state import BuildState, canonical
 
 REGIONS = ("east", "west", "north", "south", "up", "down")
@@ -110,6 +110,49 @@ def test_built_missing_and_failed_in_one_run() -> None:
     sim.finish(again.job_run_id, ok())
     assert sim.status(west) == "satisfied"
     assert sim.replayed() == canonical(sim.state)
+
+
+def test_what_a_batch_built_beside_missing_inputs_goes_live_and_only_the_rest_runs_again() -> None:
+    """The calendar's flake (CI at b48ef66): a batch of a first try and second tries
+    reported only the first's input missing; the second tries, built, ran a third time."""
+    sim = trips()
+    east, west, north = (sim.rec.request_want(_req(r), sim.now) for r in ("east", "west", "north"))
+    sim.tick()
+    (run,) = sim.starts()
+    lacking = missing(("trips/region=west", ["raw/region=west"]))
+    built = (ref("trips/region=east"), ref("trips/region=north"))
+    sim.finish(run.job_run_id, RunMissingDeps(lacking.missing, 1.0, built))
+    assert (sim.status(east), sim.status(west), sim.status(north)) == (
+        "satisfied",
+        "waiting",
+        "satisfied",
+    )
+    lives = sim.events_of(ev.PartitionLive)
+    assert [(e.partition_ref, e.job_run_id) for e in lives] == [(r, run.job_run_id) for r in built]
+    assert sim.state.runs[run.job_run_id].status.value == "missing_deps"
+    sim.finish(sim.run_of("raw/region=west"), ok())
+    (again,) = (s for s in sim.step_starts() if s.job_name == "trips")
+    assert again.partition_refs == (ref("trips/region=west"),)
+    sim.finish(again.job_run_id, ok())
+    assert sim.status(west) == "satisfied"
+    assert sim.replayed() == canonical(sim.state)
+
+
+def test_built_outside_the_run_or_also_missing_is_a_bad_result() -> None:
+    for built, expected in (
+        ("trips/region=south", "as built, which it was not asked to build"),
+        ("trips/region=west", "both as built and as missing inputs"),
+    ):
+        sim = trips()
+        sim.rec.request_want(_req("east"), sim.now)
+        sim.rec.request_want(_req("west"), sim.now)
+        sim.tick()
+        (run,) = sim.starts()
+        lacking = missing(("trips/region=west", ["raw/region=west"]))
+        sim.finish(run.job_run_id, RunMissingDeps(lacking.missing, 1.0, (ref(built),)))
+        (failed,) = sim.events_of(ev.JobRunFailed)
+        assert failed.kind is ev.FailureKind.BAD_RESULT and expected in failed.message
+        assert not sim.events_of(ev.PartitionLive)
 
 
 def test_a_per_output_failure_of_an_output_not_asked_for_is_a_bad_result() -> None:

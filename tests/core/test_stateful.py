@@ -124,7 +124,7 @@ def models(draw: st.DrawFn) -> Model:
 
 
 OUTCOMES = st.sampled_from(
-    ["honest", "honest", "honest", "fail", "permanent", "timeout", "per_output"]
+    ["honest", "honest", "honest_built", "fail", "permanent", "timeout", "per_output"]
 )
 
 
@@ -184,7 +184,7 @@ class ReconcilerMachine(RuleBasedStateMachine):
     def in_flight(self) -> list[JobRunId]:
         return sorted(r.job_run_id for r in self.state.runs.values() if not r.status.terminal)
 
-    def honest(self, run_id: JobRunId) -> RunOutcome:
+    def honest(self, run_id: JobRunId, say_built: bool = False) -> RunOutcome:
         run = self.state.runs[run_id]
         blocked = []
         for output in run.partition_refs:
@@ -192,7 +192,9 @@ class ReconcilerMachine(RuleBasedStateMachine):
             if lacking:
                 blocked.append(ev.MissingDeps(output, lacking))
         if blocked:
-            return RunMissingDeps(tuple(blocked), 1.0)
+            blocked_outputs = {m.partition_ref for m in blocked}
+            built = tuple(r for r in run.partition_refs if r not in blocked_outputs) if say_built else ()
+            return RunMissingDeps(tuple(blocked), 1.0, built)
         return RunSucceeded(1.0)
 
     def one_output_failed(self, data: st.DataObject, run_id: JobRunId) -> RunOutcome:
@@ -306,6 +308,8 @@ class ReconcilerMachine(RuleBasedStateMachine):
         result: RunOutcome
         if outcome == "honest":
             result = self.honest(run_id)
+        elif outcome == "honest_built":  # a batch that says what it built (the SDK does)
+            result = self.honest(run_id, say_built=True)
         elif outcome == "fail":
             result = RunFailed(ev.FailureKind.EXIT_NONZERO, "exit 1", 1, 1.0)
         elif outcome == "timeout":

@@ -324,12 +324,15 @@ def test_input_hints_make_a_cold_build_run_each_hinted_partition_once(
     with_hints = sum(counts.values()) / len(counts)
 
     # the same build without the hints: every daily and week runs twice (once to learn its
-    # inputs)
+    # inputs). A batch may hold first tries and second tries at once (CI at b48ef66): the
+    # SDK says what it built ("built"), so those go live and do not run a third time
     bare = tmp_path / "bare"
     shutil.copytree(graph, bare, ignore=shutil.ignore_patterns("data", ".databuild"))
     without_hints(bare)
     assert run_cli(bare, "build", "-q", "summary/all").returncode == 0
     check_outputs(bare)
-    counts = runs_per_partition(job_runs(bare))
-    assert all(n == 2 for ref, n in counts.items() if ref.startswith(("daily/", "weekly/")))
+    runs = job_runs(bare)
+    counts = runs_per_partition(runs)
+    rerun = {ref: n for ref, n in counts.items() if ref.startswith(("daily/", "weekly/"))}
+    assert len(rerun) == 24 and set(rerun.values()) == {2}, (counts, runs)
     assert (with_hints, sum(counts.values()) / len(counts)) == (47 / 46, 71 / 46)

@@ -198,3 +198,77 @@ def test_any_mix_of_outputs_gives_each_output_exactly_one_fate(
         else:
             assert failed[ref].kind is FailureKind.EXIT_NONZERO  # exited 1, said nothing
             assert "without reporting this output" in failed[ref].message
+
+
+# --- "built": the outputs a run built, beside those that lack inputs --------------------
+
+DAYS = tuple(PartitionRef(f"daily/date=2024-01-0{d}") for d in (1, 2, 3))
+
+
+def documented_built_example() -> str:
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs" / "jobs.md").read_text(encoding="utf-8")
+    block = doc.split('```json title="built beside missing"\n', 1)[1].split("```", 1)[0]
+    return block
+
+
+def test_the_documented_built_beside_missing_makes_two_live_and_the_third_waits() -> None:
+    outcome = outcome_from(0, None, False, documented_built_example().encode(), DAYS, 1.0, "")
+    assert outcome == RunMissingDeps(
+        (MissingDeps(DAYS[2], (PartitionRef("raw/date=2024-01-03"),)),), 1.0, DAYS[:2]
+    )
+    # whatever the exit code: the job said it built them
+    crashed = outcome_from(3, None, False, documented_built_example().encode(), DAYS, 1.0, "")
+    assert isinstance(crashed, RunMissingDeps) and crashed.built == DAYS[:2]
+
+
+def test_built_lines_merge_and_count_as_named_after_a_non_zero_exit() -> None:
+    result = line(built=[EAST]) + line(failed={NORTH: {"message": "no file"}})
+    outcome = ended(1, result)
+    assert isinstance(outcome, RunPartial)
+    # east said built: not failed; west named nowhere after exit 1: failed retryably
+    assert {f.partition_ref for f in outcome.failed} == {NORTH, WEST}
+
+
+@pytest.mark.parametrize(
+    ("result", "expected"),
+    [
+        (
+            line(built="trips/region=east", missing={NORTH: [RAW_NORTH]}),
+            "result file: 'built' must be a list of the output refs this run built, not a string",
+        ),
+        (
+            line(built=["trips/region=south"], missing={NORTH: [RAW_NORTH]}),
+            "result file: built[0] is 'trips/region=south', which this run was not asked to build",
+        ),
+        (
+            line(built=[EAST, ""], missing={NORTH: [RAW_NORTH]}),
+            "result file: built[1]: invalid partition ref '': must not be empty",
+        ),
+        (
+            line(missing={NORTH: [RAW_NORTH]}) + line(built=[EAST, NORTH]),
+            "result file line 2: 'built' lists 'trips/region=north', which the result also "
+            "reports as missing inputs",
+        ),
+        (
+            line(built=[EAST], failed={EAST: {"message": "x"}}),
+            "result file: 'built' lists 'trips/region=east', which the result also reports as "
+            "failed",
+        ),
+        (
+            line(built=[EAST, WEST]),
+            "result file: 'built' alone leaves out 'trips/region=north'; when every output was "
+            "built write no result",
+        ),
+    ],
+)
+def test_a_bad_built_list_is_a_bad_result_saying_what_is_wrong(result: str, expected: str) -> None:
+    outcome = ended(0, result)
+    assert isinstance(outcome, RunFailed)
+    assert outcome.kind is FailureKind.BAD_RESULT
+    assert outcome.message.startswith(expected), outcome.message
+
+
+def test_built_naming_every_output_alone_is_a_success() -> None:
+    assert ended(0, line(built=[EAST, WEST, NORTH])) == RunSucceeded(2.0)

@@ -32,8 +32,12 @@ class RunFailed:
 
 @dataclass(frozen=True, slots=True)
 class RunMissingDeps:
+    """Some outputs lack inputs; ``built`` are those the job says it built meanwhile (a
+    batch: they go live, only the others run again). Outputs in neither run again."""
+
     missing: tuple[MissingDeps, ...]
     duration_seconds: float
+    built: tuple[PartitionRef, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

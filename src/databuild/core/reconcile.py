@@ -245,8 +245,18 @@ class Reconciler:
                     self.state.partition(r).active_wants for r in run.partition_refs
                 ):
                     self._emit(ev.JobRunCanceled(run.job_run_id, reason), now)
-                    self.effects.append(KillRun(run.job_run_id, reason))
+                    self._stop_run(run.job_run_id, reason)
             stack.extend(sorted(part.waiting_on))
+
+    def _stop_run(self, run_id: JobRunId, reason: str) -> None:
+        """A run canceled: kill it, or, if it was dispatched in this same step (its start
+        not yet taken), never start it (tests/core: a hint wait that failed at once later
+        in one dispatch pass released a run queued earlier in it)."""
+        for index, effect in enumerate(self.effects):
+            if isinstance(effect, StartRun) and effect.job_run_id == run_id:
+                del self.effects[index]
+                return
+        self.effects.append(KillRun(run_id, reason))
 
     # ---- run reports ---------------------------------------------------------------
     def run_started(self, report: RunStartedReport, now: float) -> None:
@@ -332,6 +342,12 @@ class Reconciler:
             self._make_live(ref, None, "", now, external=name)
 
     def _missing(self, run_id: JobRunId, outcome: RunMissingDeps, now: float) -> None:
+        # what the batch built goes live first, while the run still holds it: only the
+        # outputs that lack inputs (and those it named nowhere) run again
+        for ref in outcome.built:
+            part = self.state.partition(ref)
+            if part.status is PartitionStatus.BUILDING and part.job_run_id == run_id:
+                self._make_live(ref, run_id, "", now)
         self._emit(ev.JobRunMissingDeps(run_id, outcome.missing, outcome.duration_seconds), now)
         for item in outcome.missing:
             part = self.state.partition(item.partition_ref)
@@ -828,4 +844,14 @@ def _missing_problem(
             )
         if not item.missing_refs:
             return f"the job reported output {item.partition_ref!r} as blocked but named no input"
+    if isinstance(outcome, RunMissingDeps):
+        blocked = {m.partition_ref for m in outcome.missing}
+        for ref in outcome.built:
+            if ref not in requested:
+                return (
+                    f"the job reported {ref!r} as built, which it was not asked to build "
+                    f"(asked: {', '.join(requested)})"
+                )
+            if ref in blocked:
+                return f"the job reported {ref!r} both as built and as missing inputs"
     return ""

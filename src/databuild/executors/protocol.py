@@ -15,7 +15,8 @@ The rules, in order (docs/jobs.md says the same for job authors):
    ``EXIT_NONZERO``; ``{"failed": {OUTPUT: {"message": ..., "retryable": ...}, ...}}`` (per
    output) -> ``RunPartial``, where outputs named in neither ``failed`` nor ``missing`` were
    built if the job exited 0 and failed retryably with the exit status if not;
-   ``{"missing": ...}`` alone -> ``RunMissingDeps``. Several JSON objects, one per line, are
+   ``{"missing": ...}`` alone -> ``RunMissingDeps``, where outputs listed in ``"built"``
+   were built and the others named nowhere are run again. Several JSON objects, one per line, are
    merged, so that a shell job can append one line per output with ``>>``: missing inputs
    are collected per output, the first failure of an output stands and wins over its
    missing inputs, and a whole-run failure wins over everything.
@@ -63,9 +64,10 @@ _MAX_SHOWN_CHARS = 60
 
 @dataclass(frozen=True, slots=True)
 class ReportedMissing:
-    """The job said these outputs lack these inputs."""
+    """The job said these outputs lack these inputs, and that it built ``built``."""
 
     missing: tuple[MissingDeps, ...]
+    built: tuple[PartitionRef, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +85,7 @@ class ReportedOutputs:
 
     failed: tuple[OutputFailed, ...]
     missing: tuple[MissingDeps, ...]
+    built: tuple[PartitionRef, ...] = ()
 
 
 JobResult = ReportedMissing | ReportedFailure | ReportedOutputs | None
@@ -115,13 +118,15 @@ def outcome_from(
         kind = FailureKind.EXIT_NONZERO if result.retryable else FailureKind.PERMANENT
         return RunFailed(kind, result.message, code, duration)
     if isinstance(result, ReportedMissing):
-        return RunMissingDeps(result.missing, duration)
+        return RunMissingDeps(result.missing, duration, result.built)
     if isinstance(result, ReportedOutputs):
         failed = result.failed
         if exit_code != 0:
             # Outputs it said nothing about were not necessarily built: the job crashed or
-            # gave up on them, so they fail as a non-zero exit would (retryable).
+            # gave up on them, so they fail as a non-zero exit would (retryable). Those it
+            # listed as built, it built.
             named = {f.partition_ref for f in failed} | {m.partition_ref for m in result.missing}
+            named |= set(result.built)
             message = f"the job {ended} without reporting this output" + _tail(log_tail)
             failed += tuple(
                 OutputFailed(ref, FailureKind.EXIT_NONZERO, message)
@@ -158,8 +163,13 @@ def parse_result(data: bytes | None, requested: Sequence[PartitionRef]) -> JobRe
     missing: dict[PartitionRef, list[PartitionRef]] = {}
     failure: ReportedFailure | None = None
     failed: dict[PartitionRef, OutputFailed] = {}
+    built: dict[PartitionRef, str] = {}  # -> where it was listed
     for where, document in documents:
-        found_missing, found_failure, found_failed = _read_document(document, where, requested)
+        found_missing, found_failure, found_failed, found_built = _read_document(
+            document, where, requested
+        )
+        for ref in found_built:
+            built.setdefault(ref, where)
         for output, inputs in found_missing:
             merged = missing.setdefault(output, [])
             merged.extend(ref for ref in inputs if ref not in merged)
@@ -169,6 +179,13 @@ def parse_result(data: bytes | None, requested: Sequence[PartitionRef]) -> JobRe
             failed.setdefault(output_failed.partition_ref, output_failed)
     if failure is not None:
         return failure
+    for ref, where in built.items():
+        also = "failed" if ref in failed else "missing inputs" if ref in missing else ""
+        if also:
+            raise InvalidJobResult(
+                f"{where}: 'built' lists {_shown(ref)}, which the result also reports as "
+                f"{also}; an output is built, lacks inputs, or failed"
+            )
     if failed:
         return ReportedOutputs(
             tuple(failed.values()),
@@ -177,11 +194,22 @@ def parse_result(data: bytes | None, requested: Sequence[PartitionRef]) -> JobRe
                 for output, inputs in missing.items()
                 if output not in failed
             ),
+            tuple(built),
         )
     if missing:
         return ReportedMissing(
-            tuple(MissingDeps(output, tuple(inputs)) for output, inputs in missing.items())
+            tuple(MissingDeps(output, tuple(inputs)) for output, inputs in missing.items()),
+            tuple(built),
         )
+    if built:
+        left = [ref for ref in dict.fromkeys(requested) if ref not in built]
+        if left:
+            where = next(iter(built.values()))
+            raise InvalidJobResult(
+                f"{where}: 'built' alone leaves out {_listed(left)}; when every output was "
+                "built write no result, otherwise report what the others lack ('missing') "
+                "or why they failed ('failed')"
+            )
     return None
 
 
@@ -228,23 +256,27 @@ def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
 def _read_document(
     document: object, where: str, requested: Sequence[PartitionRef]
 ) -> tuple[
-    list[tuple[PartitionRef, list[PartitionRef]]], ReportedFailure | None, list[OutputFailed]
+    list[tuple[PartitionRef, list[PartitionRef]]],
+    ReportedFailure | None,
+    list[OutputFailed],
+    list[PartitionRef],
 ]:
     if not isinstance(document, dict):
         raise InvalidJobResult(f"{where} must be a JSON object, not {_json_type(document)}")
-    unknown = sorted(set(document) - {"missing", "failed"})
+    unknown = sorted(set(document) - {"missing", "failed", "built"})
     if unknown:
         raise InvalidJobResult(
             f"{where} has the unknown key {_shown(unknown[0])}; "
-            "a result has only 'missing' and/or 'failed'"
+            "a result has only 'missing', 'failed' and 'built'"
         )
     missing = _read_missing(document["missing"], where, requested) if "missing" in document else []
+    built = _read_built(document["built"], where, requested) if "built" in document else []
     if "failed" not in document:
-        return missing, None, []
+        return missing, None, [], built
     value = document["failed"]
     if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
-        return missing, None, _read_failed_outputs(value, where, requested)
-    return missing, _read_failed(value, where, requested), []
+        return missing, None, _read_failed_outputs(value, where, requested), built
+    return missing, _read_failed(value, where, requested), [], built
 
 
 def _read_missing(
@@ -288,6 +320,29 @@ def _read_missing(
             if ref not in inputs:
                 inputs.append(ref)
         out.append((output, inputs))
+    return out
+
+
+def _read_built(value: object, where: str, requested: Sequence[PartitionRef]) -> list[PartitionRef]:
+    """``"built": [OUTPUT REF, ...]``: outputs of this run that the job built."""
+    if not isinstance(value, list):
+        raise InvalidJobResult(
+            f"{where}: 'built' must be a list of the output refs this run built, "
+            f"not {_json_type(value)}"
+        )
+    out: list[PartitionRef] = []
+    for index, raw in enumerate(value):
+        try:
+            ref = parse_ref(raw)
+        except InvalidPartitionRef as exc:
+            raise InvalidJobResult(f"{where}: built[{index}]: {exc}") from None
+        if ref not in requested:
+            raise InvalidJobResult(
+                f"{where}: built[{index}] is {_shown(ref)}, which this run was not asked to "
+                f"build (it was asked for {_listed(requested)})"
+            )
+        if ref not in out:
+            out.append(ref)
     return out
 
 
