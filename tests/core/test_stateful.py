@@ -193,7 +193,11 @@ class ReconcilerMachine(RuleBasedStateMachine):
                 blocked.append(ev.MissingDeps(output, lacking))
         if blocked:
             blocked_outputs = {m.partition_ref for m in blocked}
-            built = tuple(r for r in run.partition_refs if r not in blocked_outputs) if say_built else ()
+            built = (
+                tuple(r for r in run.partition_refs if r not in blocked_outputs)
+                if say_built
+                else ()
+            )
             return RunMissingDeps(tuple(blocked), 1.0, built)
         return RunSucceeded(1.0)
 
