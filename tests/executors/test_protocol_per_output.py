@@ -209,7 +209,7 @@ def documented_built_example() -> str:
     from pathlib import Path
 
     doc = (Path(__file__).parents[2] / "docs" / "jobs.md").read_text(encoding="utf-8")
-    block = doc.split('```json title="built beside missing"\n', 1)[1].split("```", 1)[0]
+    block = doc.split('```json title="built result.json"\n', 1)[1].split("```", 1)[0]
     return block
 
 

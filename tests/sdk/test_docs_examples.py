@@ -45,7 +45,13 @@ def examples() -> dict[str, tuple[str, str]]:
 
 
 COMMANDS = {"python": ("python",), "sh": ("sh",)}
-TITLES = ["jobs/daily.py", "jobs/daily.sh", "jobs/trips.py", "per-output result.json"]
+TITLES = [
+    "built result.json",
+    "jobs/daily.py",
+    "jobs/daily.sh",
+    "jobs/trips.py",
+    "per-output result.json",
+]
 
 
 def test_the_doc_has_both_examples() -> None:
@@ -55,6 +61,7 @@ def test_the_doc_has_both_examples() -> None:
     assert found["jobs/daily.sh"][0] == "sh"
     assert found["jobs/trips.py"][0] == "python"
     assert found["per-output result.json"][0] == "json"
+    assert found["built result.json"][0] == "json"  # tests/executors/test_protocol_per_output
 
 
 def run_example(

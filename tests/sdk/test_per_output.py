@@ -54,9 +54,11 @@ def test_fail_of_one_ref_fails_that_ref_and_run_goes_on(result_path: Path) -> No
     assert parsed(result_path) == ReportedOutputs(
         failed=(OutputFailed(PartitionRef(WEST), FailureKind.PERMANENT, "no file for west"),),
         missing=(),
+        built=(PartitionRef(EAST), PartitionRef(NORTH)),
     )
     assert json.loads(result_path.read_text()) == {
-        "failed": {WEST: {"message": "no file for west", "retryable": False}}
+        "failed": {WEST: {"message": "no file for west", "retryable": False}},
+        "built": [EAST, NORTH],
     }
 
 

@@ -208,7 +208,7 @@ def test_run_reports_missing_inputs_per_output_and_builds_the_rest(
     assert exit_code_of(lambda: sdk.run(build, [DAY_1, DAY_2])) == 0
     assert built == [DAY_2]
     assert result_of(result_path, [DAY_1, DAY_2]) == ReportedMissing(
-        (MissingDeps(PartitionRef(DAY_1), (PartitionRef(RAW_1),)),)
+        (MissingDeps(PartitionRef(DAY_1), (PartitionRef(RAW_1),)),), (PartitionRef(DAY_2),)
     )
     assert f"{DAY_1} needs {RAW_1}" in capsys.readouterr().err
     assert list(result_path.parent.iterdir()) == [result_path]  # no temporary file left
@@ -320,7 +320,7 @@ def test_run_batch_reports_per_output_inputs(graph: LivenessStub, result_path: P
     assert exit_code_of(lambda: sdk.run_batch(build, [DAY_1, DAY_2])) == 0
     assert built == [[DAY_1]]
     assert result_of(result_path, [DAY_1, DAY_2]) == ReportedMissing(
-        (MissingDeps(PartitionRef(DAY_2), (PartitionRef(RAW_2),)),)
+        (MissingDeps(PartitionRef(DAY_2), (PartitionRef(RAW_2),)),), (PartitionRef(DAY_1),)
     )
 
 
@@ -337,7 +337,7 @@ def test_answers_are_remembered_for_the_run_so_a_batch_asks_once(
     assert exit_code_of(lambda: sdk.run_batch(build, [DAY_1, DAY_2])) == 0
     assert graph.queries == [[RAW_1, RAW_2]]
     assert result_of(result_path, [DAY_1, DAY_2]) == ReportedMissing(
-        (MissingDeps(PartitionRef(DAY_2), (PartitionRef(RAW_2),)),)
+        (MissingDeps(PartitionRef(DAY_2), (PartitionRef(RAW_2),)),), (PartitionRef(DAY_1),)
     )
 
 
