@@ -98,9 +98,6 @@ class History(Protocol):
     def put(self, rows: list[Row]) -> None:
         """Store new versions (one transaction)."""
 
-    def existing(self, kind: str, keys: list[str]) -> set[str]:
-        """Which of ``keys`` a ``get`` would find (batched)."""
-
     def dependents_of(self, refs: list[str]) -> dict[str, set[str]]:
         """input -> the outputs whose stored records reported it missing (``edges``)."""
 
@@ -144,9 +141,6 @@ class MemoryHistory:
         if self._as_of is not None:
             versions = [v for v in versions if v[0] <= self._as_of]
         return pickle.loads(versions[-1][3]) if versions else None
-
-    def existing(self, kind: str, keys: list[str]) -> set[str]:
-        return {k for k in keys if self.get(kind, k) is not None}
 
     def dependents_of(self, refs: list[str]) -> dict[str, set[str]]:
         wanted, found = set(refs), dict[str, set[str]]()
@@ -219,9 +213,6 @@ class DetachedHistory:
 
     def put(self, rows: list[Row]) -> None:
         self._fail()
-
-    def existing(self, kind: str, keys: list[str]) -> set[str]:
-        return self._fail()  # type: ignore[no-any-return]
 
     def dependents_of(self, refs: list[str]) -> dict[str, set[str]]:
         return self._fail()  # type: ignore[no-any-return]

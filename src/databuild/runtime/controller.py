@@ -202,9 +202,10 @@ class ControllerStats:
 
 
 # Events between snapshots: a restart folds at most this many after the newest. With the
-# compact fold a snapshot holds active work and partitions only (at 10M events: 5 s to
-# write in the forked child, 64 MB), so they are taken twice as often as before.
-SNAPSHOT_EVERY = 100_000
+# compact fold a snapshot holds active work and partitions only (at 10M events: ~5 s to
+# write in the forked child, ~53 MB; one child at a time), so they are taken often: a
+# 100k-event tail was ~1 s of a 10M-event start, 50k is half that (docs/performance.md).
+SNAPSHOT_EVERY = 50_000
 
 
 class Controller:

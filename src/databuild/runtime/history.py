@@ -166,24 +166,6 @@ class SqliteHistory:
         except sqlite3.Error as exc:
             raise self._fail("a write", exc) from exc
 
-    def existing(self, kind: str, keys: list[str]) -> set[str]:
-        found: set[str] = set()
-        limit = "" if self._as_of is None else f" AND version <= {int(self._as_of)}"
-        current = " AND current = 1" if self._as_of is None else ""
-        try:
-            with self._lock:
-                for start in range(0, len(keys), 500):
-                    part = keys[start : start + 500]
-                    rows = self._db.execute(
-                        f"SELECT DISTINCT key FROM history WHERE kind = ? AND key IN "
-                        f"({','.join('?' * len(part))}){current}{limit}",
-                        [kind, *part],
-                    ).fetchall()
-                    found.update(row[0] for row in rows)
-        except sqlite3.Error as exc:
-            raise self._fail("a read", exc) from exc
-        return found
-
     def dependents_of(self, refs: list[str]) -> dict[str, set[str]]:
         found: dict[str, set[str]] = {}
         try:
