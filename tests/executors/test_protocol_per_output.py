@@ -240,7 +240,8 @@ def test_built_lines_merge_and_count_as_named_after_a_non_zero_exit() -> None:
         ),
         (
             line(built=["trips/region=south"], missing={NORTH: [RAW_NORTH]}),
-            "result file: built[0] is 'trips/region=south', which this run was not asked to build",
+            "result file: 'built' lists 'trips/region=south', which this run was not asked "
+            "to build",
         ),
         (
             line(built=[EAST, ""], missing={NORTH: [RAW_NORTH]}),

@@ -311,16 +311,21 @@ def _read_missing(
             raise InvalidJobResult(
                 f"{at} is empty; list the inputs it lacks, or leave {_shown(output)} out"
             )
-        inputs: list[PartitionRef] = []
-        for index, raw_input in enumerate(raw_inputs):
-            try:
-                ref = parse_ref(raw_input)
-            except InvalidPartitionRef as exc:
-                raise InvalidJobResult(f"{at}[{index}]: {exc}") from None
-            if ref not in inputs:
-                inputs.append(ref)
-        out.append((output, inputs))
+        out.append((output, _refs(raw_inputs, at)))
     return out
+
+
+def _refs(values: list[object], at: str) -> list[PartitionRef]:
+    """The refs of a JSON list, each once, in order; ``at[i]: why`` for a bad one."""
+    refs: list[PartitionRef] = []
+    for index, raw in enumerate(values):
+        try:
+            ref = parse_ref(raw)
+        except InvalidPartitionRef as exc:
+            raise InvalidJobResult(f"{at}[{index}]: {exc}") from None
+        if ref not in refs:
+            refs.append(ref)
+    return refs
 
 
 def _read_built(value: object, where: str, requested: Sequence[PartitionRef]) -> list[PartitionRef]:
@@ -330,20 +335,14 @@ def _read_built(value: object, where: str, requested: Sequence[PartitionRef]) ->
             f"{where}: 'built' must be a list of the output refs this run built, "
             f"not {_json_type(value)}"
         )
-    out: list[PartitionRef] = []
-    for index, raw in enumerate(value):
-        try:
-            ref = parse_ref(raw)
-        except InvalidPartitionRef as exc:
-            raise InvalidJobResult(f"{where}: built[{index}]: {exc}") from None
+    refs = _refs(value, f"{where}: built")
+    for ref in refs:
         if ref not in requested:
             raise InvalidJobResult(
-                f"{where}: built[{index}] is {_shown(ref)}, which this run was not asked to "
+                f"{where}: 'built' lists {_shown(ref)}, which this run was not asked to "
                 f"build (it was asked for {_listed(requested)})"
             )
-        if ref not in out:
-            out.append(ref)
-    return out
+    return refs
 
 
 def _read_failed(value: object, where: str, requested: Sequence[PartitionRef]) -> ReportedFailure:
