@@ -123,3 +123,22 @@ def test_close_ends_everything_and_refuses_more(
 
 def test_kill_orphan_of_an_unknown_run_kills_nothing(make: Callable[[int], Executor]) -> None:
     assert make(1).kill_orphan(JobRunId("r-never"), 999_999_999) is False
+
+
+def test_staging_reports_nothing_takes_no_slot_and_start_goes_on_as_usual(
+    make: Callable[[int], Executor], runs: Runs
+) -> None:
+    async def body() -> None:
+        executor = make(1)
+        runs.attach(executor)
+        request = runs.request(*SLEEPER)
+        executor.stage(request)
+        assert not runs.reports
+        assert executor.free_slots() == 1
+        await executor.start(request)
+        assert isinstance(runs.started(request.job_run_id), RunStartedReport)
+        assert executor.free_slots() == 0
+        executor.stage(runs.request(*SLEEPER))  # staged, never started: close lets it go
+        await executor.close()
+
+    scenario(body)

@@ -498,3 +498,67 @@ def test_a_spawn_out_of_file_descriptors_is_a_retryable_failure(
     ), outcome.message
     # With descriptors free again, the same job starts.
     assert isinstance(run_one(runs, runs.request("true")), RunSucceeded)
+
+
+# --- staging (Executor.stage, while the step that decided the run is committed) ---------
+
+
+def test_a_staged_run_has_its_directory_and_log_before_it_starts(runs: Runs) -> None:
+    code = "import sys; print('hello from', sys.argv[1])"
+    request = runs.request(*python(code))
+    request.run_dir.mkdir(parents=True)
+    request.result_path.write_text('{"failed": {"message": "old"}}')
+
+    async def scenario() -> RunOutcome:
+        executor = LocalExecutor(4)
+        runs.attach(executor)
+        try:
+            executor.stage(request)
+            assert request.log_path.exists() and not request.result_path.exists()
+            assert not runs.reports  # staged is not started: nothing runs, nothing reported
+            await executor.start(request)
+            return await runs.outcome(request.job_run_id)
+        finally:
+            await executor.close()
+
+    assert isinstance(asyncio.run(scenario()), RunSucceeded)
+    assert "hello from out/date=2024-01-01" in request.log_path.read_text()
+
+
+def test_a_staged_run_that_cannot_get_a_directory_fails_at_start_as_unstaged(
+    runs: Runs,
+) -> None:
+    runs.runs_dir.parent.mkdir(parents=True)
+    runs.runs_dir.write_text("a file where the runs directory should be")
+    request = runs.request("true")
+
+    async def scenario() -> RunOutcome:
+        executor = LocalExecutor(4)
+        runs.attach(executor)
+        try:
+            executor.stage(request)
+            assert not runs.reports  # the problem is reported by start, after the commit
+            await executor.start(request)
+            return await runs.outcome(request.job_run_id)
+        finally:
+            await executor.close()
+
+    outcome = failed(asyncio.run(scenario()), FailureKind.SPAWN_ERROR)
+    assert outcome.message.startswith("could not prepare the run directory "), outcome.message
+
+
+def test_a_staged_run_never_started_is_let_go_at_close(runs: Runs) -> None:
+    request = runs.request("true")
+
+    async def scenario() -> None:
+        executor = LocalExecutor(4)
+        runs.attach(executor)
+        before = len(os.listdir("/proc/self/fd"))
+        executor.stage(request)
+        executor.stage(request)  # staged again (a retried commit): the first log is closed
+        assert len(os.listdir("/proc/self/fd")) == before + 1
+        await executor.close()
+        assert len(os.listdir("/proc/self/fd")) == before
+        assert not runs.reports
+
+    asyncio.run(scenario())

@@ -40,10 +40,11 @@ class InProcessBuildApi:
         return created.model_dump(mode="json")
 
     def events(self, after: int) -> dict[str, Any]:
-        page = self.service.call(
-            lambda: operations.events_page(self.host, after=after, limit=1000, wait=WAIT_SECONDS)
+        return self.service.call(
+            lambda: operations.event_documents(
+                self.host, after=after, limit=1000, wait=WAIT_SECONDS
+            )
         )
-        return page.model_dump(mode="json")
 
     def want(self, want_id: str) -> dict[str, Any]:
         async def one() -> schemas.WantView:

@@ -103,27 +103,35 @@ class LocalExecutor(BoundedExecutor[_Run]):
         )
         self._warm = WarmPool()
         self._prespawning: set[asyncio.Task[None]] = set()
+        self._staged: dict[JobRunId, _Staged] = {}
+
+    def stage(self, request: RunRequest) -> None:
+        """The run's directory and log file and its environment, made while the step that
+        decided it is committed (see the port); ``start`` takes them over."""
+        if self._closed or request.job_run_id in self._runs:
+            return  # start will refuse it, as it would unstaged
+        earlier = self._staged.pop(request.job_run_id, None)
+        if earlier is not None and earlier.log is not None:
+            earlier.log.close()
+        self._staged[request.job_run_id] = _prepared(request, self._log_limit)
 
     async def start(self, request: RunRequest) -> None:
         self._check_start(request)
         rid = request.job_run_id
-        try:
-            request.run_dir.mkdir(parents=True, exist_ok=True)
-            request.result_path.unlink(missing_ok=True)
-            log = BoundedLog(request.log_path, self._log_limit)
-        except OSError as exc:
-            self._spawn_failed(
-                rid,
-                f"could not prepare the run directory {request.run_dir}: {_os_error_text(exc)}",
-                _spawn_failure_kind(exc),
-            )
+        staged = self._staged.pop(rid, None)
+        if staged is None or staged.request is not request:
+            if staged is not None and staged.log is not None:
+                staged.log.close()
+            staged = _prepared(request, self._log_limit)
+        log = staged.log
+        if log is None:
+            self._spawn_failed(rid, staged.problem, staged.kind)
             return
-        problem = _unstartable(request)
-        if problem:
-            self._spawn_failed(rid, problem, log=log)
+        if staged.problem:
+            self._spawn_failed(rid, staged.problem, log=log)
             return
         if request.job.warm:
-            await self._start_warm(request, log)
+            await self._start_warm(request, log, staged.env)
             return
         argv = [*request.job.command, *request.partition_refs]
         loop = asyncio.get_running_loop()
@@ -136,7 +144,7 @@ class LocalExecutor(BoundedExecutor[_Run]):
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 cwd=request.root_dir,
-                env=_environment(request),
+                env=staged.env,
                 start_new_session=True,
             )
         except OSError as exc:
@@ -149,9 +157,8 @@ class LocalExecutor(BoundedExecutor[_Run]):
         self._report(RunStartedReport(rid, pid))
         run.task = asyncio.create_task(self._watch(run), name=f"databuild-run-{rid}")
 
-    async def _start_warm(self, request: RunRequest, log: BoundedLog) -> None:
+    async def _start_warm(self, request: RunRequest, log: BoundedLog, env: dict[str, str]) -> None:
         rid = request.job_run_id
-        env = _environment(request)
         started_at = self._clock()
         try:
             worker = await self._warm.acquire(request, env)
@@ -223,6 +230,10 @@ class LocalExecutor(BoundedExecutor[_Run]):
 
     async def close(self) -> None:
         await self._kill_all()
+        for staged in self._staged.values():  # staged by a step whose commit failed
+            if staged.log is not None:
+                staged.log.close()
+        self._staged.clear()
         for task in self._prespawning:
             task.cancel()
         if self._prespawning:
@@ -346,6 +357,31 @@ class LocalExecutor(BoundedExecutor[_Run]):
             log.close()
         outcome = RunFailed(kind, message, NO_EXIT_CODE, 0.0)
         self._report(RunFinishedReport(rid, outcome))
+
+
+@dataclass(eq=False)
+class _Staged:
+    """A run made ready to start: its log (None if its directory could not be made), why
+    it cannot start (empty if it can), and its environment."""
+
+    request: RunRequest
+    log: BoundedLog | None
+    problem: str = ""
+    kind: FailureKind = FailureKind.SPAWN_ERROR
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def _prepared(request: RunRequest, log_limit: int) -> _Staged:
+    """The run's directory (with no result file left from an earlier try) and log file."""
+    try:
+        request.run_dir.mkdir(parents=True, exist_ok=True)
+        request.result_path.unlink(missing_ok=True)
+        log = BoundedLog(request.log_path, log_limit)
+    except OSError as exc:
+        message = f"could not prepare the run directory {request.run_dir}: {_os_error_text(exc)}"
+        return _Staged(request, None, message, _spawn_failure_kind(exc))
+    problem = _unstartable(request)
+    return _Staged(request, log, problem, env={} if problem else _environment(request))
 
 
 def _environment(request: RunRequest) -> dict[str, str]:

@@ -107,6 +107,16 @@ class Executor(ABC):
     async def close(self) -> None:
         """Kill every run still going (reporting nothing for them) and release resources."""
 
+    def stage(self, request: RunRequest) -> None:
+        """A run the caller has decided to start, told before ``start`` while the decision
+        is being made durable (the step's commit waits on the disk meanwhile). An executor
+        may do here what no crash could make wrong, so that ``start`` does less once the
+        commit is done: the local one creates the run's directory and log file. Nothing of
+        the job may run yet. Never raises for a job's problem (``start`` reports it), and
+        ``start`` works the same for a run never staged. A staged run that is never started
+        (the commit failed) is let go by ``close``. The default does nothing."""
+        return None
+
     def answer_statuses_with(self, source: StatusSource) -> None:
         """Where a running job's question "which of these partitions are live?" can be
         answered without HTTP (the local executor's warm workers ask over their pipe): the

@@ -36,7 +36,7 @@ import logging
 import math
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +49,7 @@ from databuild.core.errors import (
     StorageUnavailable,
 )
 from databuild.core.events import Event
-from databuild.core.model import GraphSpec, JobSpec, WantId, WantRequest, WantStatus
+from databuild.core.model import GraphSpec, JobRunId, JobSpec, WantId, WantRequest, WantStatus
 from databuild.core.outcomes import ExecutorReport, RunFinishedReport, RunStartedReport
 from databuild.core.reconcile import (
     Effect,
@@ -436,7 +436,10 @@ class Controller:
         loop = self._loop
         if loop is None:
             return
-        loop.call_soon_threadsafe(self._receive, report)
+        if asyncio._get_running_loop() is loop:  # the local executor reports on the loop:
+            loop.call_soon(self._receive, report)  # no need to wake it through its pipe
+        else:
+            loop.call_soon_threadsafe(self._receive, report)
 
     def _receive(self, report: ExecutorReport) -> None:
         """On the loop: a start is stamped with when it was heard of, since its step may be
@@ -702,35 +705,53 @@ class Controller:
     async def _commit_and_act(self, now: float) -> None:
         self.reconciler.tick(now, self.executor.free_slots())
         events, effects = self.reconciler.take()
+        requests = {
+            effect.job_run_id: self._run_request(effect)
+            for effect in effects
+            if isinstance(effect, StartRun)
+        }
         if events:
-            await self._append(events, now)
+            # While the commit waits on the disk, the executor readies the runs it decided
+            # (directories, log files); nothing of them runs before the commit is done.
+            await self._append(events, now, lambda: self._stage(requests.values()))
             self.stats.events += len(events)
             self._maybe_snapshot()
             self._remember(events)
             self.last_committed = events[-1].sequence
             self._signal_commit()
-        if isinstance(self.log, SharedEventLog) and any(isinstance(e, StartRun) for e in effects):
+        if isinstance(self.log, SharedEventLog) and requests:
             # A leader paused between its append and here may have been replaced since:
             # it must not start runs its successor has already retried. (Storage away:
             # no answer, go on; the next append is fenced all the same.)
             with contextlib.suppress(StorageUnavailable):
                 await asyncio.to_thread(self.log.confirm_writer)
         for effect in effects:
-            await self._carry_out(effect)
+            await self._carry_out(effect, requests)
 
-    async def _append(self, events: list[Event], now: float) -> None:
+    def _stage(self, requests: Iterable[RunRequest]) -> None:
+        for request in requests:
+            try:
+                self.executor.stage(request)
+            except Exception:  # staging only saves time: start does the same without it
+                log.exception("staging run %s failed", request.job_run_id)
+
+    async def _append(
+        self, events: list[Event], now: float, meanwhile: Callable[[], None] | None = None
+    ) -> None:
         """Make ``events`` durable, exactly once, retrying transient faults within the
-        grace (see the module docstring)."""
+        grace (see the module docstring). ``meanwhile`` runs on the loop while the first
+        attempt is on its thread."""
         loop = asyncio.get_running_loop()
         attempt = 0
         outage_began: float | None = None  # loop.time(): monotonic, immune to clock steps
         while True:
             try:
                 if attempt == 0:
-                    stored = await asyncio.to_thread(
-                        self.log.append, [e.payload for e in events], now
-                    )
-                    _check_stored(stored, events)
+                    payloads = [e.payload for e in events]
+                    appending = loop.run_in_executor(None, self.log.append, payloads, now)
+                    if meanwhile is not None:
+                        meanwhile()
+                    _check_stored(await appending, events)
                 else:
                     await asyncio.to_thread(self._append_unless_recorded, events, now)
                 break
@@ -833,20 +854,22 @@ class Controller:
         except Exception as exc:  # a snapshot is a cache: failing to write one is no error
             log.warning("no snapshot written at stop: %s", exc)
 
-    async def _carry_out(self, effect: Effect) -> None:
+    def _run_request(self, effect: StartRun) -> RunRequest:
+        job = self.graph.job(effect.job_name)
+        return RunRequest(
+            job_run_id=effect.job_run_id,
+            job=job,
+            partition_refs=effect.partition_refs,
+            graph_url=self.graph_url,
+            root_dir=self.root_dir,
+            runs_dir=self.runs_dir,
+            live_inputs=self._live_hinted_inputs(job, effect.partition_refs),
+        )
+
+    async def _carry_out(self, effect: Effect, requests: dict[JobRunId, RunRequest]) -> None:
         if isinstance(effect, StartRun):
-            job = self.graph.job(effect.job_name)
-            request = RunRequest(
-                job_run_id=effect.job_run_id,
-                job=job,
-                partition_refs=effect.partition_refs,
-                graph_url=self.graph_url,
-                root_dir=self.root_dir,
-                runs_dir=self.runs_dir,
-                live_inputs=self._live_hinted_inputs(job, effect.partition_refs),
-            )
             self.stats.started_runs += 1
-            await self.executor.start(request)
+            await self.executor.start(requests[effect.job_run_id])
         elif isinstance(effect, KillRun):
             # Killing waits out a grace period; the loop must not wait with it.
             task = asyncio.create_task(self.executor.kill(effect.job_run_id, effect.reason))
