@@ -5,7 +5,9 @@ stream waits on commits) and tests. What it does, one *step* at a time: take eve
 that has arrived (want requests, cancels, executor reports), let the reconciler decide,
 fire due timers and dispatch (``tick``), append all resulting events to the Build Event
 Log in ONE transaction, and only after that commit acknowledge clients and start or kill
-runs. It sleeps until an input arrives or the reconciler's next timer is due: no polling.
+runs (while the commit waits on the disk, the executor stages the runs it will start:
+``Executor.stage``). It sleeps until an input arrives or the reconciler's next timer is
+due: no polling.
 
 What it must not do: decide anything itself, or acknowledge a want before the event that
 records it is durable.
