@@ -53,8 +53,7 @@ def _exit_code(exc: SystemExit) -> int:
 
 def _run(request: dict[str, Any]) -> int:
     sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__  # undo a previous job's redirect
-    os.environ.clear()
-    os.environ.update(request["env"])
+    _replace_environment(request["env"])
     os.chdir(request["cwd"])
     argv = [str(a) for a in request["argv"]]
     sys.argv = argv
@@ -98,11 +97,25 @@ def _run_script(script: str) -> None:
             sys.modules["__main__"] = main_module
 
 
-def _forget_graph_modules(root: str) -> None:
-    """Modules the job imported from its own directory are read afresh next run."""
+def _replace_environment(env: dict[str, str]) -> None:
+    """``os.environ`` becomes exactly ``env``. Only what differs is changed: from one run to
+    the next that is the run's own DATABUILD_* variables, not the forty-odd others (each
+    change is a setenv or unsetenv call)."""
+    environ = os.environ
+    for name in [name for name in environ if name not in env]:
+        del environ[name]
+    for name, value in env.items():
+        if environ.get(name) != value:
+            environ[name] = value
+
+
+def _forget_graph_modules(root: str, before: set[str]) -> None:
+    """Modules the job imported from its own directory are read afresh next run. Only the
+    modules imported during the run (not in ``before``) are looked at: the others were
+    there before it, and those from the graph's directory never outlive a run."""
     prefix = os.path.abspath(root) + os.sep
-    for name, module in list(sys.modules.items()):
-        path = getattr(module, "__file__", None) or ""
+    for name in [name for name in sys.modules if name not in before]:
+        path = getattr(sys.modules[name], "__file__", None) or ""
         if path.startswith(prefix):
             del sys.modules[name]
 
@@ -153,12 +166,13 @@ def main() -> None:
         sdk._ask_service = _Asker(control, b"\x1e" + token.encode() + b"?")  # type: ignore[attr-defined]
     for line in control:
         request = json.loads(line)
+        before = set(sys.modules)
         code = _run(request)
         with contextlib.suppress(Exception):
             sys.stdout.flush()
             sys.stderr.flush()
         os.write(1, marker + str(code).encode() + b"\n")
-        _forget_graph_modules(request["cwd"])
+        _forget_graph_modules(request["cwd"], before)
 
 
 if __name__ == "__main__":

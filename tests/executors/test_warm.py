@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -367,3 +368,44 @@ def test_a_refused_question_is_the_jobs_sdk_error_and_no_source_means_http(
     outcome, log = ask(runs, tmp_path, None, "in/a")  # no source: over HTTP, to port 9
     assert isinstance(outcome, RunFailed) and outcome.exit_code == 4, log
     assert "cannot be reached" in log
+
+
+LEAKY = """
+import os, sys
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import helper
+print("leak", os.environ.get("LEAK"), "home", os.environ.get("HOME"), "helper", helper.VALUE)
+os.environ["LEAK"] = "from the last run"
+os.environ["HOME"] = "/changed/by/the/last/run"
+"""
+
+
+def test_a_run_never_sees_the_environment_or_graph_modules_a_previous_run_left(
+    runs: Runs, tmp_path: Path
+) -> None:
+    """The worker changes only what differs in the environment between runs and looks only
+    at the modules a run imported: what one run sets or imports is still gone for the next."""
+    job = tmp_path / "leaky.py"
+    job.write_text(LEAKY)
+    helper = tmp_path / "helper.py"
+    helper.write_text("VALUE = 'one'\n")
+    requests = [warm_request(runs, job, "ok", f"out/{n}") for n in range(2)]
+
+    async def scenario() -> None:
+        executor = LocalExecutor(1, kill_grace_seconds=0.5)
+        runs.attach(executor)
+        try:
+            for n, request in enumerate(requests):
+                if n == 1:
+                    helper.write_text("VALUE = 'the second'\n")
+                await executor.start(request)
+                assert isinstance(await runs.outcome(request.job_run_id), RunSucceeded)
+        finally:
+            await executor.close()
+
+    asyncio.run(scenario())
+    assert len({pid_of(runs, r) for r in requests}) == 1  # one worker ran both
+    home = os.environ.get("HOME")
+    first, second = (r.log_path.read_text() for r in requests)
+    assert f"leak None home {home} helper one" in first
+    assert f"leak None home {home} helper the second" in second

@@ -39,6 +39,7 @@ BUSY_TIMEOUT_SECONDS = 30.0
 _INSERT = (
     "INSERT INTO build_events (sequence, timestamp, type, version, payload) VALUES (?,?,?,?,?)"
 )
+_ROWS_PER_INSERT = 100  # 500 bound values, well within SQLite's limit (32766 since 3.32)
 _SELECT = "SELECT sequence, timestamp, type, version, payload FROM build_events WHERE sequence > ?"
 # A restart reads the whole tail after its snapshot: build each Event without the frozen
 # dataclass's slower __init__ (core.pickling.constructor); it is the same Event.
@@ -143,13 +144,18 @@ class SqliteEventLog(BuildEventLog):
             try:
                 last = conn.execute("SELECT COALESCE(MAX(sequence), 0) FROM build_events")
                 first = int(last.fetchone()[0]) + 1
-                conn.executemany(
-                    _INSERT,
-                    (
-                        (first + i, timestamp, type_name, PAYLOAD_VERSION, data)
-                        for i, (type_name, data) in enumerate(encoded)
-                    ),
-                )
+                for at in range(0, len(encoded), _ROWS_PER_INSERT):
+                    # One statement per many rows: each statement executed hands the
+                    # interpreter's lock back and forth once (executemany: once per row).
+                    rows = encoded[at : at + _ROWS_PER_INSERT]
+                    conn.execute(
+                        _INSERT + ",(?,?,?,?,?)" * (len(rows) - 1),
+                        [
+                            value
+                            for i, (type_name, data) in enumerate(rows, start=first + at)
+                            for value in (i, timestamp, type_name, PAYLOAD_VERSION, data)
+                        ],
+                    )
                 conn.execute("COMMIT")
             except BaseException:
                 _rollback(conn)

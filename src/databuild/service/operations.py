@@ -15,7 +15,6 @@ import asyncio
 import math
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
 
 from databuild import __version__
 from databuild.codec import event_to_dict
@@ -401,23 +400,14 @@ async def events_page(
 ) -> schemas.EventsResponse:
     """Events after a sequence, filtered; with ``wait``, long-poll until one comes.
     ``last_sequence`` is where to resume (it may pass filtered-out events)."""
-    events, scanned = await _events_after(host, after, limit, types, partition, wait)
+    events, scanned = await events_after(host, after, limit, types, partition, wait)
     return schemas.EventsResponse(
         events=[schemas.BuildEvent.model_validate(event_to_dict(e)) for e in events],
         last_sequence=scanned,
     )
 
 
-async def event_documents(
-    host: GraphHost, *, after: int, limit: int, wait: float = 0.0
-) -> dict[str, Any]:
-    """``events_page`` as the JSON document it answers, made without the response model:
-    for ``databuild build`` in process, which reads every page of its build."""
-    events, scanned = await _events_after(host, after, limit, None, None, wait)
-    return {"events": [event_to_dict(e) for e in events], "last_sequence": scanned}
-
-
-async def _events_after(
+async def events_after(
     host: GraphHost,
     after: int,
     limit: int,
@@ -425,6 +415,8 @@ async def _events_after(
     partition: str | Sequence[str] | None,
     wait: float,
 ) -> tuple[list[Event], int]:
+    """Matching events after ``after`` and the sequence scanned up to; with ``wait``,
+    long-poll until one comes (StorageError once the controller has stopped on an error)."""
     wanted, pattern = event_filter(types, partition)
     events, scanned = await next_events(host, after, limit, wanted, pattern)
     if not events and wait > 0 and (host.controller is not None or host.follower is not None):
