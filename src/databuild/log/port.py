@@ -31,6 +31,11 @@ class BuildEventLog(ABC):
     """Append-only event storage. Every method raises only ``DataBuildError`` subclasses:
     ``StorageError`` when storage fails, ``InvalidInput`` for bad arguments or payloads."""
 
+    # True where ``append`` is a transaction on a local file (no network, no lock held by
+    # anyone else): fast enough that the controller runs it on its event loop while it
+    # stays fast (``Controller._append``), instead of paying two thread hand-offs a step.
+    local_append: bool = False
+
     @abstractmethod
     def append(self, payloads: Sequence[EventPayload], timestamp: float) -> list[Event]:
         """Record ``payloads`` in one transaction, all or none, with consecutive sequence

@@ -47,6 +47,8 @@ _event = constructor(Event)
 
 
 class SqliteEventLog(BuildEventLog):
+    local_append = True  # a local file's transaction: see the port
+
     def __init__(
         self, path: str | os.PathLike[str], *, busy_timeout: float = BUSY_TIMEOUT_SECONDS
     ) -> None:
