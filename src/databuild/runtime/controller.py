@@ -6,7 +6,8 @@ that has arrived (want requests, cancels, executor reports), let the reconciler 
 fire due timers and dispatch (``tick``), append all resulting events to the Build Event
 Log in ONE transaction, and only after that commit acknowledge clients and start or kill
 runs (while the commit waits on the disk, the executor stages the runs it will start:
-``Executor.stage``). It sleeps until an input arrives or the reconciler's next timer is
+``Executor.stage``; a local log's fast appends run on the loop itself, see
+``_inline_appends``). It sleeps until an input arrives or the reconciler's next timer is
 due: no polling.
 
 What it must not do: decide anything itself, or acknowledge a want before the event that
