@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 
 from databuild.config import load_config
+from databuild.core.errors import StorageUnavailable
 from databuild.core.events import Event, EventPayload
 from databuild.executors.fake import FakeExecutor
 from databuild.log.sqlite import SqliteEventLog
@@ -38,9 +39,13 @@ class WatchedLog(SqliteEventLog):
         super().__init__(path)
         self.threads: list[str] = []
         self.slow_next = False
+        self.fail_next = False
 
     def append(self, payloads: Sequence[EventPayload], timestamp: float) -> list[Event]:
         self.threads.append(threading.current_thread().name)
+        if self.fail_next:
+            self.fail_next = False
+            raise StorageUnavailable("database is locked (the test's)")
         if self.slow_next:
             self.slow_next = False
             time.sleep(INLINE_APPEND_SECONDS * 4)
@@ -86,6 +91,14 @@ async def _scenario(tmp_path: Path) -> None:
             log.threads.clear()
             await want()  # fast again INLINE_WINDOW times in a row: back on the loop
             assert log.threads == [loop_thread]
+            for _ in range(INLINE_WINDOW):
+                await want()
+            log.threads.clear()
+            log.fail_next = True
+            await want()  # fails on the loop, retried on a thread: acknowledged all the same
+            await want()  # and the next one waits on a thread too
+            assert log.threads[0] == loop_thread
+            assert loop_thread not in log.threads[1:] and len(log.threads) == 3
             listed = await client.get("/api/v1/wants")
             assert listed.status_code == 200
     finally:

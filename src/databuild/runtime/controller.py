@@ -776,6 +776,7 @@ class Controller:
                     await asyncio.to_thread(self._append_unless_recorded, events, now)
                 break
             except (StorageUnavailable, LogLocked) as exc:
+                self._fast_appends = 0  # the next steps' appends wait on a thread, not here
                 # LogLocked only while recovering: the server may not have noticed yet
                 # that our old session (and its lock) is gone.
                 if outage_began is None:
