@@ -53,6 +53,7 @@ from databuild.core import backfill
 from databuild.core.data_time import format_timestamp, parse_data_date
 from databuild.core.errors import ConfigError, DataBuildError, InvalidInput, ServiceError
 from databuild.core.refs import parse_ref
+from databuild.service.head_start import HeadStart
 from databuild.service.views import graph_view
 
 SCAFFOLD = Path(__file__).parent / "scaffold" / "calendar"
@@ -361,10 +362,17 @@ def build(
         except KeyboardInterrupt as stop:
             _client_build_interrupted(url, stop)
     else:
-        server = _server()
-        inprocess = importlib.import_module("databuild.cli.inprocess")
-        options = server.ServeOptions(port=0, max_parallel=parallel, token=ctx.token(config))
-        embedded = server.EmbeddedService(config, options)
+        # the warm workers start now, while the service stack is imported (head_start)
+        head_start = HeadStart.begin(config, parallel)
+        try:
+            server = _server()
+            inprocess = importlib.import_module("databuild.cli.inprocess")
+            options = server.ServeOptions(port=0, max_parallel=parallel, token=ctx.token(config))
+        except BaseException:
+            if head_start is not None:
+                head_start.abandon()
+            raise
+        embedded = server.EmbeddedService(config, options, head_start)
         try:
             with embedded as service:
                 api = inprocess.InProcessBuildApi(service)

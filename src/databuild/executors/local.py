@@ -261,11 +261,14 @@ class LocalExecutor(BoundedExecutor[_Run]):
             first, first_env, slots = groups.get(key, (job, env, 0))
             slots = min(self._max_parallel, slots + min(job.concurrency, self._max_parallel))
             groups[key] = (first, first_env, slots)
+        # the workers a group has already (idle or starting: an earlier ``prepare``, e.g.
+        # the head start of ``databuild build``) count towards what it can use
+        wanted = {key: slots - self._warm.held(key) for key, (_, _, slots) in groups.items()}
         plan = [
             (job, env)
-            for n in range(max((slots for _, _, slots in groups.values()), default=0))
-            for job, env, slots in groups.values()
-            if n < slots
+            for n in range(max(wanted.values(), default=0))
+            for key, (job, env, _) in groups.items()
+            if n < wanted[key]
         ]
         if plan:
             task = asyncio.get_running_loop().create_task(self._warm.prespawn(plan, root_dir))

@@ -13,6 +13,7 @@ It decides nothing about runs; timeouts and outcomes stay with the executor.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -174,6 +175,7 @@ class WarmPool:
 
     def __init__(self) -> None:
         self._idle: dict[PoolKey, list[Worker]] = {}
+        self._starting: dict[PoolKey, int] = {}  # prespawned, not yet idle
         self.source: StatusSource | None = None  # answers the runs' questions (see port)
 
     async def acquire(self, request: RunRequest, env: dict[str, str]) -> Worker:
@@ -195,13 +197,28 @@ class WarmPool:
     ) -> None:
         """Start idle workers ahead of the first runs, in the order given (errors wait for
         a run, which will say what is wrong)."""
-        for job, env in plan:
-            try:
-                worker = await self._spawn(job, root_dir, env)
-            except OSError as exc:
-                logger.warning("cannot start a warm worker for job %s: %s", job.name, exc)
-                continue
-            self._idle.setdefault(worker.key, []).append(worker)
+        keys = [pool_key(job, root_dir, env) for job, env in plan]
+        pending = collections.Counter(keys)
+        for key, count in pending.items():
+            self._starting[key] = self._starting.get(key, 0) + count
+        try:
+            for (job, env), key in zip(plan, keys, strict=True):
+                try:
+                    worker = await self._spawn(job, root_dir, env)
+                except OSError as exc:
+                    logger.warning("cannot start a warm worker for job %s: %s", job.name, exc)
+                    continue
+                finally:
+                    pending[key] -= 1
+                    self._starting[key] -= 1
+                self._idle.setdefault(worker.key, []).append(worker)
+        finally:  # cancelled: what it did not start is not starting any more
+            for key, count in pending.items():
+                self._starting[key] -= count
+
+    def held(self, key: PoolKey) -> int:
+        """The workers started alike (``key``) that are idle or being prespawned."""
+        return len(self._idle.get(key, ())) + self._starting.get(key, 0)
 
     async def _spawn(self, job: JobSpec, root_dir: Path, env: dict[str, str]) -> Worker:
         token = secrets.token_hex(16)

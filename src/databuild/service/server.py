@@ -38,7 +38,9 @@ from databuild.core.errors import (
     ServiceError,
     StorageError,
 )
+from databuild.executors.port import Executor
 from databuild.service.gateway import ServiceApp
+from databuild.service.head_start import HeadStart
 from databuild.service.host import GraphHost
 from databuild.service.reloading import reload_config
 from databuild.service.security import MAX_HEAD_BYTES, AccessPolicy, SecurityMiddleware
@@ -218,10 +220,16 @@ def _loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) ->
 
 class Service:
     """One service instance; ``run`` serves until ``request_stop`` (or a signal).
-    ``eager_app``: build the FastAPI app at once (else on the first request that needs it)."""
+    ``eager_app``: build the FastAPI app at once (else on the first request that needs it);
+    ``executor``: the one the host runs (else the one the configuration names)."""
 
     def __init__(
-        self, config: GraphConfig, options: ServeOptions, *, eager_app: bool = True
+        self,
+        config: GraphConfig,
+        options: ServeOptions,
+        *,
+        eager_app: bool = True,
+        executor: Executor | None = None,
     ) -> None:
         self.config = config
         self.options = options
@@ -234,6 +242,7 @@ class Service:
             max_parallel=options.max_parallel,
             read_only=options.read_only,
             advertise_url=options.advertise_url,
+            executor=executor,
         )
         app = SecurityMiddleware(ServiceApp(self.host, eager=eager_app), policy=self.policy)
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
@@ -256,6 +265,7 @@ class Service:
         )
         self.server = uvicorn.Server(uv_config)
         self.ready = threading.Event()
+        self.serve_first = True  # see ``run``
         self.error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._serving: asyncio.Task[None] | None = None
@@ -275,19 +285,28 @@ class Service:
             raise
         # Serve first, then start the host: while the log is replayed, /healthz answers
         # "starting" (alive) and /readyz 503 (not ready); every other request gets 503.
-        serving = asyncio.create_task(self.server.serve(sockets=[self.sock]))
-        self._serving = serving
-        while not self.server.started and not serving.done():
-            await asyncio.sleep(0.005)
+        # An embedded service starts its host first: nobody probes it, its first runs
+        # start without waiting for uvicorn's start (~10 ms), and a job that asks before
+        # uvicorn serves waits in the socket's backlog (it listens already).
+        serving: asyncio.Task[None] | None = None
         try:
+            if not self.serve_first:
+                await self.host.start()
+            serving = asyncio.create_task(self.server.serve(sockets=[self.sock]))
+            self._serving = serving
+            while not self.server.started and not serving.done():
+                await asyncio.sleep(0.005)
             if serving.done():
                 serving.result()  # uvicorn could not start: its error, as it is
                 raise ServiceError("the HTTP server stopped during start-up")
-            await self.host.start()
+            if self.serve_first:
+                await self.host.start()
         except BaseException as exc:
             self.error = exc
             self.ready.set()
-            await self._stop_serving(serving)
+            if serving is not None:
+                await self._stop_serving(serving)
+            self.sock.close()
             with contextlib.suppress(Exception):
                 await self.host.stop()
             raise
@@ -356,12 +375,29 @@ class Service:
 
 
 class EmbeddedService:
-    """A service on a background thread with its own event loop, for one CLI command."""
+    """A service on a background thread with its own event loop, for one CLI command.
+    With a ``head_start`` (see ``head_start``), it runs on that head start's thread and
+    loop, with its executor and the warm workers that executor has started already."""
 
-    def __init__(self, config: GraphConfig, options: ServeOptions) -> None:
-        self.service = Service(config, options, eager_app=False)
+    def __init__(
+        self, config: GraphConfig, options: ServeOptions, head_start: HeadStart | None = None
+    ) -> None:
+        self.head_start = head_start
+        try:
+            executor = head_start.executor if head_start is not None else None
+            self.service = Service(config, options, eager_app=False, executor=executor)
+        except BaseException:
+            if head_start is not None:
+                head_start.abandon()
+            raise
         self.service.host.run_schedules = False  # schedules run in `databuild serve` only
-        self.thread = threading.Thread(target=self._main, name="databuild-embedded", daemon=True)
+        self.service.serve_first = False
+        if head_start is not None:
+            self.thread = head_start.thread
+        else:
+            self.thread = threading.Thread(
+                target=self._main, name="databuild-embedded", daemon=True
+            )
 
     @property
     def url(self) -> str:
@@ -387,9 +423,19 @@ class EmbeddedService:
             asyncio.run(self.service.run())
         self.service.ready.set()
 
+    async def _run(self) -> None:  # the same, on the head start's loop
+        try:
+            with contextlib.suppress(BaseException):
+                await self.service.run()
+        finally:
+            self.service.ready.set()
+
     def __enter__(self) -> EmbeddedService:
         logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
-        self.thread.start()
+        if self.head_start is not None:
+            self.head_start.run(self._run)
+        else:
+            self.thread.start()
         self.service.ready.wait()
         if self.service.error is not None:
             error = self.service.error
