@@ -153,10 +153,8 @@ def main() -> None:
     if not token:
         sys.exit("databuild.warm_worker is started by DataBuild's local executor, not by hand")
     _die_with_parent()
-    with contextlib.suppress(ImportError):  # what nearly every Python job imports first,
-        import databuild.sdk  # and what it needs to ask which inputs are live
-
-        databuild.sdk._preload()
+    with contextlib.suppress(ImportError):  # what nearly every Python job imports first;
+        import databuild.sdk  # noqa: F401  (its runs ask over this worker's pipe, below)
     control = os.fdopen(os.dup(0), "rb")
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)  # a job that reads stdin must not read the next request
