@@ -153,6 +153,8 @@ def main() -> None:
     if not token:
         sys.exit("databuild.warm_worker is started by DataBuild's local executor, not by hand")
     _die_with_parent()
+    with contextlib.suppress(AttributeError, OSError):
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
     with contextlib.suppress(ImportError):  # what nearly every Python job imports first;
         import databuild.sdk  # noqa: F401  (its runs ask over this worker's pipe, below)
     control = os.fdopen(os.dup(0), "rb")

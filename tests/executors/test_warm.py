@@ -101,6 +101,18 @@ def test_runs_reuse_one_interpreter_and_keep_their_own_argv_env_and_log(
     assert "\x1e" not in log_one + log_two  # the end marker never reaches a log
 
 
+def test_a_warm_worker_runs_its_jobs_in_the_batch_scheduling_class(
+    runs: Runs, tmp_path: Path
+) -> None:
+    job = tmp_path / "policy.py"
+    job.write_text("import os\nprint('policy', os.sched_getscheduler(0))\n")
+    base = runs.request("python", str(job), refs=("out/a",))
+    request = dataclasses.replace(base, job=dataclasses.replace(base.job, warm=True))
+    (outcome,) = run_all(runs, [request])
+    assert isinstance(outcome, RunSucceeded)
+    assert f"policy {os.SCHED_BATCH}" in request.log_path.read_text()
+
+
 def test_exit_codes_results_and_exceptions_mean_what_they_mean_for_any_job(
     runs: Runs, tmp_path: Path
 ) -> None:
