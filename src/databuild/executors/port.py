@@ -114,7 +114,10 @@ class Executor(ABC):
         commit is done: the local one creates the run's directory and log file. Nothing of
         the job may run yet. Never raises for a job's problem (``start`` reports it), and
         ``start`` works the same for a run never staged. A staged run that is never started
-        (the commit failed) is let go by ``close``. The default does nothing."""
+        (the commit failed) is let go by ``close``. It may be called on a thread other
+        than the loop's, while the loop waits for it (the controller stages beside an
+        append that runs on the loop): it touches only the run's own files and what the
+        executor keeps of staged runs. The default does nothing."""
         return None
 
     def answer_statuses_with(self, source: StatusSource) -> None:
