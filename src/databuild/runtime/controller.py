@@ -7,7 +7,7 @@ fire due timers and dispatch (``tick``), append all resulting events to the Buil
 Log in ONE transaction, and only after that commit acknowledge clients and start or kill
 runs (while the commit waits on the disk, the executor stages the runs it will start:
 ``Executor.stage``; a local log's fast appends run on the loop itself, see
-``_inline_appends``). It sleeps until an input arrives or the reconciler's next timer is
+``_inline_appends``, and the staging then on a thread beside them). It sleeps until an input arrives or the reconciler's next timer is
 due: no polling.
 
 What it must not do: decide anything itself, or acknowledge a want before the event that
