@@ -135,6 +135,21 @@ def test_an_abandoned_head_start_stops_its_workers_and_its_thread(
     assert wait_until_no_workers()
 
 
+def test_a_service_left_before_it_was_entered_stops_the_workers_at_once(
+    tmp_path: Path, job_env: dict[str, str]
+) -> None:
+    """Ctrl-C between the service's creation and its start: ``__exit__`` must not wait on
+    a loop that has no service to stop."""
+    config = graph(tmp_path, job_env)
+    head = HeadStart.begin(config, 1)
+    assert head is not None
+    wait_for_workers(1)
+    embedded = EmbeddedService(config, ServeOptions(port=0), head)
+    embedded.__exit__(None, None, None)
+    assert not head.thread.is_alive()  # else it joined in vain, the thread still waiting
+    assert wait_until_no_workers()
+
+
 def test_a_service_that_cannot_open_its_log_leaves_no_worker_and_says_why(
     tmp_path: Path, job_env: dict[str, str], capfd: pytest.CaptureFixture[str]
 ) -> None:

@@ -52,6 +52,11 @@ class HeadStart:
         head._prepared.wait()
         return head
 
+    @property
+    def handed(self) -> bool:
+        """Whether a service (or nothing, once abandoned) was handed to the loop."""
+        return self._next.done()
+
     def run(self, main: ServiceMain) -> None:
         """Run the service's ``main`` on this loop, in this thread (once)."""
         self._next.set_result(main)

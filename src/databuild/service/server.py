@@ -447,5 +447,8 @@ class EmbeddedService:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self.head_start is not None and not self.head_start.handed:
+            self.head_start.abandon()  # interrupted before the service was handed over
+            return
         self.service.request_stop(at_once=True)
         self.thread.join(timeout=30)
