@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,8 @@ import pytest
 from databuild.cli.inprocess import InProcessBuildApi
 from databuild.config import GraphConfig, load_config
 from databuild.core.errors import DataBuildError
+from databuild.core.model import JobSpec
+from databuild.executors.local import LocalExecutor
 from databuild.service.head_start import HeadStart
 from databuild.service.server import EmbeddedService, ServeOptions
 
@@ -175,3 +178,28 @@ def test_no_head_start_without_a_warm_job(tmp_path: Path, job_env: dict[str, str
     config = load_config(tmp_path / "databuild.toml", job_env)
     assert HeadStart.begin(config, 2) is None
     assert not warm_workers()
+
+
+def test_a_head_start_whose_workers_cannot_start_early_still_builds(
+    tmp_path: Path, job_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Starting workers early only saves time: if it fails, the service starts them."""
+    monkeypatch.chdir(tmp_path)
+    config = graph(tmp_path, job_env)
+    calls: list[int] = []
+    original = LocalExecutor.prepare
+
+    def flaky(self: LocalExecutor, jobs: Sequence[JobSpec], root_dir: Path) -> None:
+        calls.append(len(calls))
+        if len(calls) == 1:
+            raise OSError("the test's: no workers ahead of the service")
+        original(self, jobs, root_dir)
+
+    monkeypatch.setattr(LocalExecutor, "prepare", flaky)
+    head = HeadStart.begin(config, 2)
+    assert head is not None and not warm_workers()
+    with EmbeddedService(config, ServeOptions(port=0, max_parallel=2), head) as service:
+        pids = build(service, ["leaf/1", "leaf/2"])
+        assert pids and pids <= warm_workers()
+    assert len(calls) == 2  # the head start's, then the controller's
+    assert wait_until_no_workers()

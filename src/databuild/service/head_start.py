@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import logging
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -27,6 +28,8 @@ from databuild.config import GraphConfig
 from databuild.executors.local import LocalExecutor
 
 ServiceMain = Callable[[], Coroutine[Any, Any, None]]
+
+logger = logging.getLogger(__name__)
 
 
 class HeadStart:
@@ -68,12 +71,17 @@ class HeadStart:
         self.thread.join(timeout=10)
 
     def _main(self) -> None:
-        with contextlib.suppress(BaseException):
-            asyncio.run(self._serve())
+        try:
+            with contextlib.suppress(BaseException):
+                asyncio.run(self._serve())
+        finally:
+            self._prepared.set()  # whatever happened, ``begin`` does not wait for ever
 
     async def _serve(self) -> None:
         try:
             self.executor.prepare(self.config.graph.jobs, self.config.root_dir)
+        except Exception:  # only time is lost: the controller's own prepare tries again
+            logger.warning("could not start warm workers ahead of the service", exc_info=True)
         finally:
             self._prepared.set()
         main = await asyncio.wrap_future(self._next)

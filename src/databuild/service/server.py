@@ -436,7 +436,8 @@ class EmbeddedService:
             self.head_start.run(self._run)
         else:
             self.thread.start()
-        self.service.ready.wait()
+        while not self.service.ready.wait(0.05) and self.thread.is_alive():
+            pass  # (a thread that died without a word: the check below says so)
         if self.service.error is not None:
             error = self.service.error
             if isinstance(error, DataBuildError):
