@@ -5,6 +5,7 @@ project has no async test plugin)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,6 +118,22 @@ def is_gone(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return True
     return state in (b"Z", b"X")
+
+
+def warm_worker_pids() -> set[int]:
+    """Warm workers that are children of this test process."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError):
+            continue
+        if b"databuild.warm_worker" in cmdline and parent == os.getpid():
+            found.add(int(entry.name))
+    return found
 
 
 def wait_until_gone(pid: int) -> bool:

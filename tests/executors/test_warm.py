@@ -21,7 +21,7 @@ from databuild.executors import LocalExecutor, RunRequest
 from databuild.executors.port import StatusSource
 from databuild.executors.warm import WarmPool
 
-from .harness import Runs, is_gone, run_one, wait_until_gone
+from .harness import Runs, is_gone, run_one, wait_until_gone, warm_worker_pids
 
 JOB = """
 import os, sys, json
@@ -155,24 +155,6 @@ def test_closing_the_executor_stops_idle_workers(runs: Runs, tmp_path: Path) -> 
     assert is_gone(pid_of(runs, request))
 
 
-def _worker_pids() -> set[int]:
-    """Warm workers that are children of this test process."""
-    import os
-
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError):
-            continue
-        if b"databuild.warm_worker" in cmdline and parent == os.getpid():
-            found.add(int(entry.name))
-    return found
-
-
 def test_prepare_starts_workers_before_the_first_run_which_then_uses_one(
     runs: Runs, tmp_path: Path
 ) -> None:
@@ -185,10 +167,10 @@ def test_prepare_starts_workers_before_the_first_run_which_then_uses_one(
         try:
             executor.prepare([request.job], request.root_dir)
             for _ in range(500):  # min(concurrency 3, max_parallel 2) = 2 workers
-                if len(_worker_pids()) == 2:
+                if len(warm_worker_pids()) == 2:
                     break
                 await asyncio.sleep(0.01)
-            before = _worker_pids()
+            before = warm_worker_pids()
             await executor.start(request)
             return before, await runs.outcome(request.job_run_id)
         finally:

@@ -8,12 +8,12 @@ behind. Real processes, a real SQLite log, the real embedded service."""
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from executors.harness import warm_worker_pids  # tests/executors
 
 from databuild.cli.inprocess import InProcessBuildApi
 from databuild.config import GraphConfig, load_config
@@ -43,35 +43,19 @@ for ref in sys.argv[1:]:
 WAIT = 60.0
 
 
-def warm_workers() -> set[int]:
-    """Warm workers that are children of this test process."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError):
-            continue
-        if b"databuild.warm_worker" in cmdline and parent == os.getpid():
-            found.add(int(entry.name))
-    return found
-
-
 def wait_for_workers(count: int) -> set[int]:
     deadline = time.monotonic() + WAIT
     while time.monotonic() < deadline:
-        found = warm_workers()
+        found = warm_worker_pids()
         if len(found) >= count:
             return found
         time.sleep(0.01)
-    raise AssertionError(f"{count} warm workers did not start: {warm_workers()}")
+    raise AssertionError(f"{count} warm workers did not start: {warm_worker_pids()}")
 
 
 def wait_until_no_workers() -> bool:
     deadline = time.monotonic() + WAIT
-    while warm_workers():
+    while warm_worker_pids():
         if time.monotonic() > deadline:
             return False
         time.sleep(0.01)
@@ -111,7 +95,7 @@ def test_the_first_runs_use_the_workers_started_ahead_and_no_more_start(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     config = graph(tmp_path, job_env)
-    assert not warm_workers()
+    assert not warm_worker_pids()
     head = HeadStart.begin(config, 2)
     assert head is not None
     # before any service exists: min(concurrency 2, max_parallel 2) workers for the one job
@@ -120,7 +104,7 @@ def test_the_first_runs_use_the_workers_started_ahead_and_no_more_start(
     with EmbeddedService(config, ServeOptions(port=0, max_parallel=2), head) as service:
         assert service.thread is head.thread
         pids = build(service, [f"leaf/{n}" for n in range(6)])
-        assert warm_workers() == ahead  # the controller's own prepare started none
+        assert warm_worker_pids() == ahead  # the controller's own prepare started none
         assert pids and pids <= ahead, (pids, ahead)
     assert wait_until_no_workers()
     assert not head.thread.is_alive()
@@ -177,7 +161,7 @@ def test_no_head_start_without_a_warm_job(tmp_path: Path, job_env: dict[str, str
     (tmp_path / "databuild.toml").write_text(GRAPH.replace("warm = true\n", ""))
     config = load_config(tmp_path / "databuild.toml", job_env)
     assert HeadStart.begin(config, 2) is None
-    assert not warm_workers()
+    assert not warm_worker_pids()
 
 
 def test_a_head_start_whose_workers_cannot_start_early_still_builds(
@@ -197,9 +181,9 @@ def test_a_head_start_whose_workers_cannot_start_early_still_builds(
 
     monkeypatch.setattr(LocalExecutor, "prepare", flaky)
     head = HeadStart.begin(config, 2)
-    assert head is not None and not warm_workers()
+    assert head is not None and not warm_worker_pids()
     with EmbeddedService(config, ServeOptions(port=0, max_parallel=2), head) as service:
         pids = build(service, ["leaf/1", "leaf/2"])
-        assert pids and pids <= warm_workers()
+        assert pids and pids <= warm_worker_pids()
     assert len(calls) == 2  # the head start's, then the controller's
     assert wait_until_no_workers()
