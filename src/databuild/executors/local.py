@@ -33,6 +33,7 @@ from databuild.core.outcomes import (
     RunOutcome,
     RunStartedReport,
 )
+from databuild.executors import spawn
 from databuild.executors.bounded import BoundedExecutor
 from databuild.executors.job_process import (
     DRAIN_SECONDS,
@@ -104,6 +105,8 @@ class LocalExecutor(BoundedExecutor[_Run]):
         self._warm = WarmPool()
         self._prespawning: set[asyncio.Task[None]] = set()
         self._staged: dict[JobRunId, _Staged] = {}
+        # cold runs: spawned and watched by pidfd on the loop where the kernel can
+        self._pidfd = spawn.pidfd_spawning()
 
     def stage(self, request: RunRequest) -> None:
         """The run's directory and log file and its environment, made while the step that
@@ -136,17 +139,23 @@ class LocalExecutor(BoundedExecutor[_Run]):
         argv = [*request.job.command, *request.partition_refs]
         loop = asyncio.get_running_loop()
         started_at = self._clock()
+        protocol = _JobProtocol(log, loop)
         try:
-            transport, protocol = await loop.subprocess_exec(
-                lambda: _JobProtocol(log, loop),
-                *argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                cwd=request.root_dir,
-                env=staged.env,
-                start_new_session=True,
-            )
+            if self._pidfd:  # no thread per child (see executors.spawn)
+                transport: asyncio.SubprocessTransport = spawn.spawn(
+                    loop, protocol, argv, cwd=request.root_dir, env=staged.env
+                )
+            else:
+                transport, _ = await loop.subprocess_exec(
+                    lambda: protocol,
+                    *argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    cwd=request.root_dir,
+                    env=staged.env,
+                    start_new_session=True,
+                )
         except OSError as exc:
             message = _spawn_error_message(request, exc)
             self._spawn_failed(rid, message, _spawn_failure_kind(exc), log=log)
