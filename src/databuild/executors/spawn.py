@@ -94,9 +94,9 @@ class PidfdProcess(asyncio.SubprocessTransport):
                 os.kill(self._pid, signal.SIGKILL)
         self._stop_reading()
 
-    def send_signal(self, signal: int) -> None:
+    def send_signal(self, signum: int) -> None:
         if self._returncode is None:
-            os.kill(self._pid, signal)
+            os.kill(self._pid, signum)
 
     def terminate(self) -> None:
         self.send_signal(signal.SIGTERM)
